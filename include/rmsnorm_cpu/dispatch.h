@@ -1,0 +1,91 @@
+/*
+ * The one dispatcher: which kernels exist per tier, and the table the Cython
+ * layer calls through.  Tiers are exactly scalar, avx2, avx512, neon.  Each
+ * SIMD tier header provides rmsn_install_<tier>(), which overwrites the table
+ * entries it has kernels for; entries it lacks keep the lower tier's kernel.
+ * Adding a tier: a kernels/<tier>.h with its install function, one line in
+ * RMSN_FOR_EACH_SIMD_TIER, one name in rmsn_tier_names.
+ *
+ * This header and everything outside the tiers' target regions is compiled at
+ * the baseline ISA, so no SIMD instruction runs before rmsn_select_tier()
+ * has checked the CPU.
+ */
+#ifndef RMSN_DISPATCH_H
+#define RMSN_DISPATCH_H
+
+#include "cpu_features.h"
+#include "kernels/scalar.h"
+
+enum { RMSN_TIER_SCALAR = 0, RMSN_TIER_AVX2 = 1, RMSN_TIER_AVX512 = 2, RMSN_TIER_NEON = 3, RMSN_NTIERS = 4 };
+static const char *const rmsn_tier_names[RMSN_NTIERS] = {"scalar", "avx2", "avx512", "neon"};
+
+typedef struct {
+    rmsn_fwd_fn fwd[RMSN_NDTYPES][RMSN_NDTYPES];           /* [input][output] */
+    rmsn_fwd_cols_fn fwd_cols[RMSN_NDTYPES][RMSN_NDTYPES]; /* [input][output] */
+    rmsn_add_fn add[RMSN_NDTYPES][RMSN_NDTYPES];           /* [x][residual] */
+    rmsn_bwd_fn bwd[RMSN_NDTYPES];
+    int tier;
+} rmsn_kernels;
+
+#define RMSN_DT_f16 RMSN_F16
+#define RMSN_DT_bf16 RMSN_BF16
+#define RMSN_DT_f32 RMSN_F32
+#define RMSN_DT_f64 RMSN_F64
+
+/* Install a tier's kernels for one pair / one backward type (used by tiers). */
+#define RMSN_INSTALL_PAIR(k, ISA, TIN, TOUT)                                   \
+    do {                                                                       \
+        (k)->fwd[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_fwd_##TIN##_##TOUT##_##ISA;           \
+        (k)->fwd_cols[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_fwd_cols_##TIN##_##TOUT##_##ISA; \
+        (k)->add[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_add_##TIN##_##TOUT##_##ISA;           \
+    } while (0)
+#define RMSN_INSTALL_BWD(k, ISA, T) ((k)->bwd[RMSN_DT_##T] = rmsn_bwd_##T##_##ISA)
+
+static void rmsn_install_scalar(rmsn_kernels *k)
+{
+#define RMSN_INSTALL_SCALAR_PAIR(TIN, TOUT, ACC) RMSN_INSTALL_PAIR(k, scalar, TIN, TOUT);
+#define RMSN_INSTALL_SCALAR_BWD(T, ACC, ACC_MIN, ACC_MAX) RMSN_INSTALL_BWD(k, scalar, T);
+    RMSN_FOR_EACH_PAIR(RMSN_INSTALL_SCALAR_PAIR)
+    RMSN_FOR_EACH_BWD(RMSN_INSTALL_SCALAR_BWD)
+#undef RMSN_INSTALL_SCALAR_PAIR
+#undef RMSN_INSTALL_SCALAR_BWD
+}
+
+/* SIMD tiers are compiled only by GCC/Clang on their architecture, and not
+ * at all with -DRMSN_SCALAR_ONLY (the build's RMSNORM_CPU_SCALAR_ONLY=1).
+ * Each entry: X(isa, tier, required rmsn_cpu_features() bits). */
+#define RMSN_FOR_EACH_SIMD_TIER(X)
+
+/* Bit set of tiers compiled into this build. */
+static inline int rmsn_compiled_tiers(void)
+{
+    int t = 1 << RMSN_TIER_SCALAR;
+#define RMSN_COMPILED_BIT(ISA, TIER, CPU) t |= 1 << TIER;
+    RMSN_FOR_EACH_SIMD_TIER(RMSN_COMPILED_BIT)
+#undef RMSN_COMPILED_BIT
+    return t;
+}
+
+/* Bit set of compiled tiers this CPU and OS can run. */
+static inline int rmsn_supported_tiers(void)
+{
+    int t = 1 << RMSN_TIER_SCALAR, cpu = rmsn_cpu_features();
+    (void)cpu; /* unused in a scalar-only build */
+#define RMSN_SUPPORTED_BIT(ISA, TIER, CPU) if ((cpu & (CPU)) == (CPU)) t |= 1 << TIER;
+    RMSN_FOR_EACH_SIMD_TIER(RMSN_SUPPORTED_BIT)
+#undef RMSN_SUPPORTED_BIT
+    return t;
+}
+
+/* Fill k for `tier` (which must be supported): scalar first, then every
+ * compiled tier up to it, each overwriting what it implements. */
+static inline void rmsn_select_tier(rmsn_kernels *k, int tier)
+{
+    rmsn_install_scalar(k);
+#define RMSN_INSTALL_UP_TO(ISA, TIER, CPU) if (TIER <= tier) rmsn_install_##ISA(k);
+    RMSN_FOR_EACH_SIMD_TIER(RMSN_INSTALL_UP_TO)
+#undef RMSN_INSTALL_UP_TO
+    k->tier = tier;
+}
+
+#endif /* RMSN_DISPATCH_H */

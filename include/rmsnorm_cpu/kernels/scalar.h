@@ -1,0 +1,130 @@
+/*
+ * Scalar tier: the reference primitives, always compiled, any strides.  They
+ * define the semantics the SIMD tiers must match to rounding, and serve every
+ * layout a SIMD primitive does not vectorize.  Four partial sums break the
+ * add-latency chain without changing the policy of rmsnorm.h.
+ */
+#ifndef RMSN_KERNELS_SCALAR_H
+#define RMSN_KERNELS_SCALAR_H
+
+#include "slice.h"
+
+/* y element from x element: (((v * pre) * r) [rounded to TIN]) * w[i] + b[i];
+ * pre is 1 (an exact no-op) except for split rstds (rmsnorm.h). */
+#define RMSN_SCALAR_TYPE_ACC(T, ACC)                                                                          \
+    static inline rmsn_##ACC rmsn_affine_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC v, rmsn_##ACC pre,        \
+                                                     rmsn_##ACC r, const rmsn_##ACC *w, const rmsn_##ACC *b,   \
+                                                     ptrdiff_t i)                                              \
+    {                                                                                                         \
+        rmsn_##ACC t = (v * pre) * r;                                                                         \
+        if (o->round_mid) t = rmsn_round_##T##_##ACC(t);                                                      \
+        if (w) t *= w[i];                                                                                     \
+        if (b) t += b[i];                                                                                     \
+        return t;                                                                                             \
+    }                                                                                                         \
+    static rmsn_##ACC rmsn_sumsq_##T##_##ACC##_scalar(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)           \
+    {                                                                                                         \
+        rmsn_##ACC s0 = 0, s1 = 0, s2 = 0, s3 = 0, v0, v1, v2, v3;                                            \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 4 <= n; i += 4) {                                                                          \
+            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                           \
+            v1 = rmsn_load_##T##_##ACC(x + (i + 1) * sx);                                                     \
+            v2 = rmsn_load_##T##_##ACC(x + (i + 2) * sx);                                                     \
+            v3 = rmsn_load_##T##_##ACC(x + (i + 3) * sx);                                                     \
+            s0 += v0 * v0;                                                                                    \
+            s1 += v1 * v1;                                                                                    \
+            s2 += v2 * v2;                                                                                    \
+            s3 += v3 * v3;                                                                                    \
+        }                                                                                                     \
+        for (; i < n; i++) {                                                                                  \
+            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                           \
+            s0 += v0 * v0;                                                                                    \
+        }                                                                                                     \
+        return (s0 + s1) + (s2 + s3);                                                                         \
+    }                                                                                                         \
+    static void rmsn_colsumsq_##T##_##ACC##_scalar(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,            \
+                                                   ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)              \
+    {                                                                                                         \
+        ptrdiff_t c, p;                                                                                       \
+        for (p = 0; p < npos; p++) ss[p] = 0;                                                                 \
+        for (c = 0; c < n; c++)                                                                               \
+            for (p = 0; p < npos; p++) {                                                                      \
+                rmsn_##ACC v = rmsn_load_##T##_##ACC(x + c * sxc + p * sxp);                                  \
+                ss[p] += v * v;                                                                               \
+            }                                                                                                 \
+    }
+RMSN_FOR_EACH_TYPE_ACC(RMSN_SCALAR_TYPE_ACC)
+
+#define RMSN_SCALAR_PAIR(TIN, TOUT, ACC)                                                                      \
+    static void rmsn_scale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,      \
+                                                   ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                 \
+                                                   const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,   \
+                                                   rmsn_##ACC r)                                               \
+    {                                                                                                         \
+        ptrdiff_t i;                                                                                          \
+        for (i = 0; i < n; i++)                                                                               \
+            rmsn_store_##TOUT##_##ACC(y + i * sy, rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + i * sx), \
+                                                                            pre, r, w, b, i));                \
+    }                                                                                                         \
+    static void rmsn_colscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,        \
+                                                      const rmsn_##TIN *x, ptrdiff_t sxc, ptrdiff_t sxp,      \
+                                                      rmsn_##TOUT *y, ptrdiff_t syc, ptrdiff_t syp,           \
+                                                      const rmsn_##ACC *w, const rmsn_##ACC *b,               \
+                                                      const rmsn_##ACC *pre, const rmsn_##ACC *r)             \
+    {                                                                                                         \
+        ptrdiff_t c, p;                                                                                       \
+        for (c = 0; c < n; c++)                                                                               \
+            for (p = 0; p < npos; p++)                                                                        \
+                rmsn_store_##TOUT##_##ACC(                                                                    \
+                    y + c * syc + p * syp,                                                                    \
+                    rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + c * sxc + p * sxp),            \
+                                              pre ? pre[p] : 1, r[p], w, b, c));                              \
+    }                                                                                                         \
+    /* x + residual in the acc type, rounded once to the residual's type. */                                 \
+    static rmsn_##ACC rmsn_addsq_##TIN##_##TOUT##_scalar(ptrdiff_t n, const rmsn_##TIN *x, ptrdiff_t sx,      \
+                                                         const rmsn_##TOUT *r, ptrdiff_t sr, rmsn_##TOUT *ro, \
+                                                         ptrdiff_t sro)                                       \
+    {                                                                                                         \
+        ptrdiff_t i;                                                                                          \
+        for (i = 0; i < n; i++)                                                                               \
+            rmsn_store_##TOUT##_##ACC(ro + i * sro,                                                           \
+                                      rmsn_load_##TIN##_##ACC(x + i * sx) + rmsn_load_##TOUT##_##ACC(r + i * sr)); \
+        return rmsn_sumsq_##TOUT##_##ACC##_scalar(n, ro, sro);                                                \
+    }
+RMSN_FOR_EACH_PAIR(RMSN_SCALAR_PAIR)
+
+/* The slice kernels, after all primitives (add for (x, r) uses scale (r, x)). */
+#define RMSN_SCALAR_SLICES(TIN, TOUT, ACC) \
+    RMSN_DEFINE_FWD(scalar, TIN, TOUT, ACC) RMSN_DEFINE_FWD_COLS(scalar, TIN, TOUT, ACC) RMSN_DEFINE_ADD(scalar, TIN, TOUT, ACC)
+RMSN_FOR_EACH_PAIR(RMSN_SCALAR_SLICES)
+
+#define RMSN_SCALAR_BWD(T, ACC, ACC_MIN, ACC_MAX)                                                             \
+    static rmsn_##ACC rmsn_bwddot_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,               \
+                                               const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)          \
+    {                                                                                                         \
+        rmsn_##ACC gx = 0, g;                                                                                 \
+        ptrdiff_t i;                                                                                          \
+        for (i = 0; i < n; i++) {                                                                             \
+            g = rmsn_load_##T##_##ACC(dy + i * sdy);                                                          \
+            if (w) g *= w[i];                                                                                 \
+            gx += g * rmsn_load_##T##_##ACC(x + i * sx);                                                      \
+        }                                                                                                     \
+        return gx;                                                                                            \
+    }                                                                                                         \
+    static void rmsn_bwdwrite_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x, \
+                                           ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,    \
+                                           rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)        \
+    {                                                                                                         \
+        ptrdiff_t i;                                                                                          \
+        for (i = 0; i < n; i++) {                                                                             \
+            rmsn_##ACC v = rmsn_load_##T##_##ACC(x + i * sx), d = rmsn_load_##T##_##ACC(dy + i * sdy);        \
+            rmsn_##ACC g = w ? d * w[i] : d;                                                                  \
+            if (dw) dw[i] += d * (v * r);                                                                     \
+            if (db) db[i] += d;                                                                               \
+            rmsn_store_##T##_##ACC(dx + i * sdx, r * g - k * v);                                              \
+        }                                                                                                     \
+    }                                                                                                         \
+    RMSN_DEFINE_BWD(scalar, T, ACC, ACC_MIN, ACC_MAX)
+RMSN_FOR_EACH_BWD(RMSN_SCALAR_BWD)
+
+#endif /* RMSN_KERNELS_SCALAR_H */

@@ -1,0 +1,12 @@
+"""rmsnorm_cpu: fast, bitwise-predictable RMSNorm for CPUs.
+
+See README.md for the contract; ``rmsnorm_cpu.config()`` for what this build runs.
+"""
+
+from ._api import add_rms_norm, output_spec, rms_norm, rms_norm_backward
+from ._config import config, show_config
+
+__version__ = "0.1.0"
+
+__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec", "config", "show_config",
+           "__version__"]

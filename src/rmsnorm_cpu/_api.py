@@ -1,0 +1,568 @@
+"""The public functions: argument checks, axes -> (batch, normalized) layout, dtype rules.
+
+Nothing here loops over data; ``_core`` does.  Every check runs before
+anything is written, so a bad call never leaves a partly written ``out``.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+
+try:  # NumPy >= 2.0
+    from numpy.lib.array_utils import normalize_axis_tuple
+except ImportError:  # NumPy 1.25, 1.26
+    from numpy.core.numeric import normalize_axis_tuple
+
+__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
+
+# Storage dtype -> kernel code (the order of rmsn_f16/bf16/f32/f64 in rmsnorm.h).
+_F16, _BF16, _F32, _F64 = 0, 1, 2, 3
+_CODES = {np.dtype(np.float16): _F16, np.dtype(np.float32): _F32, np.dtype(np.float64): _F64}
+_ACC = {False: np.dtype(np.float32), True: np.dtype(np.float64)}
+_EPS_MODES = {"sqrt": 0, "add": 1, "clamp": 2}
+_CAST_MODES = {"fused": False, "llama": True}
+
+
+def _dtype_code(dt):
+    """Kernel code of a storage dtype, or None.  bfloat16 is ml_dtypes' type,
+    recognized by name so that ml_dtypes is only imported by users who have it."""
+    code = _CODES.get(dt)
+    if code is None and dt.name == "bfloat16" and dt.itemsize == 2:
+        _CODES[dt] = code = _BF16
+    return code
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("dtype='bfloat16' needs the ml_dtypes package (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _as_float_array(a, name):
+    """(array, code): float16/bfloat16/float32/float64 as they are (native byte
+    order), integer and bool upcast to float64, anything else a TypeError."""
+    a = a if type(a) is np.ndarray else np.asarray(a)
+    code = _dtype_code(a.dtype)
+    if code is not None:
+        return a, code
+    kind = a.dtype.kind
+    if kind == "f" and not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+        return a, _CODES.get(a.dtype)
+    if kind in "biu":
+        return a.astype(np.float64), _F64
+    raise TypeError(
+        f"{name} must hold float16, bfloat16, float32 or float64 numbers (integers are upcast), "
+        f"got dtype {a.dtype}")
+
+
+def _out_dtype(dtype, x_dtype, x_code):
+    if dtype is None:
+        return x_dtype, x_code
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        dt = _bfloat16()
+    else:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be a float dtype, got {dtype!r}") from None
+    code = _dtype_code(dt)
+    if code is None or not dt.isnative:
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dt}")
+    return dt, code
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _options(eps, eps_mode, cast_mode="fused"):
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}") from None
+    if not 0.0 <= e < float("inf"):
+        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
+    mode = _EPS_MODES.get(eps_mode) if isinstance(eps_mode, str) else None
+    if mode is None:
+        raise ValueError(f"eps_mode must be one of {sorted(_EPS_MODES)}, got {eps_mode!r}")
+    round_mid = _CAST_MODES.get(cast_mode) if isinstance(cast_mode, str) else None
+    if round_mid is None:
+        raise ValueError(f"cast_mode must be one of {sorted(_CAST_MODES)}, got {cast_mode!r}")
+    return e, mode, round_mid
+
+
+def _n_threads(n_threads):
+    return None if n_threads is None else _check_int(n_threads, "n_threads", 1)
+
+
+class _Plan:
+    """Which axes are normalized, and the shapes that follow from it."""
+
+    __slots__ = ("ndim", "norm_axes", "batch_axes", "norm_shape", "batch_shape", "size", "groups", "n",
+                 "trailing")
+
+    def __init__(self, shape, axis, groups):
+        ndim = len(shape)
+        if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+            axes = (axis,)
+        else:
+            try:
+                axes = tuple(axis)
+            except TypeError:
+                raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
+            if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+                raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+        # AxisError when out of range, ValueError on duplicates (NumPy's own).
+        norm_axes = tuple(sorted(normalize_axis_tuple(axes, ndim, "axis")))
+        self.ndim = ndim
+        self.norm_axes = norm_axes
+        self.batch_axes = tuple(a for a in range(ndim) if a not in norm_axes)
+        self.norm_shape = tuple(shape[a] for a in norm_axes)
+        self.batch_shape = tuple(shape[a] for a in self.batch_axes)
+        self.size = math.prod(self.norm_shape)
+        self.groups = _check_int(groups, "groups", 1)
+        if self.size % self.groups:
+            raise ValueError(f"groups={groups} does not divide the {self.size} normalized elements evenly")
+        self.n = self.size // self.groups
+        self.trailing = norm_axes == tuple(range(ndim - len(norm_axes), ndim))
+
+    def rstd_shape(self):
+        return self.batch_shape + (self.groups,)
+
+
+_PLANS = {}
+
+
+def _plan(shape, axis, groups):
+    """A _Plan, cached for plain int arguments: decode loops call with the same
+    shape thousands of times."""
+    if type(axis) is not int or type(groups) is not int:
+        return _Plan(shape, axis, groups)
+    key = (shape, axis, groups)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _Plan(shape, axis, groups)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _affine_param(p, name, plan, acc, offset):
+    """weight + offset (or bias) as a flat acc-typed array over the normalized
+    shape, or None.  A user's array already in that form is used as is."""
+    if p is None:
+        return None if offset == 0.0 else np.full(plan.size, acc.type(1) + acc.type(offset), acc)
+    if type(p) is np.ndarray and p.dtype == acc and p.shape == plan.norm_shape and offset == 0.0 \
+            and p.flags.c_contiguous and p.flags.aligned:
+        return p.reshape(-1)
+    a = np.asarray(p)
+    if a.dtype.kind not in "fbiu" and _dtype_code(a.dtype) is None:
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    if a.ndim > len(plan.norm_shape) or _broadcast_shape(a.shape, plan.norm_shape) != plan.norm_shape:
+        raise ValueError(
+            f"{name} of shape {a.shape} does not broadcast to the normalized shape {plan.norm_shape} "
+            f"(axis={plan.norm_axes}) without changing it")
+    flat = np.empty(plan.norm_shape, acc)
+    flat[...] = a
+    if offset != 0.0:
+        flat += acc.type(offset)
+    return flat.reshape(-1)
+
+
+def _broadcast_shape(a, b):
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        return None
+
+
+def _same_view(a, b):
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _overlaps(a, b):
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=1 << 20)
+    except np.exceptions.TooHardError:
+        return True
+
+
+def _check_output(out, name, shape, dtype, inputs, others=()):
+    """A user's output array: right type, shape, dtype, writable; identical to
+    an input (in place) or disjoint from it; disjoint from the other outputs."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for a in inputs:
+        if out is not a and _overlaps(out, a) and not _same_view(out, a):
+            raise ValueError(f"{name} partially overlaps an input; pass the input itself for in-place")
+    for other_name, other in others:
+        if _overlaps(out, other):
+            raise ValueError(f"{name} overlaps {other_name}")
+    return out
+
+
+def _unshared(param, outputs):
+    """Copy a weight/bias the kernels would read while writing an output over it."""
+    if param is not None and any(np.may_share_memory(param, o) for o in outputs):
+        return param.copy()
+    return param
+
+
+def _norm_stride(shape, strides, itemsize):
+    """Element stride of the normalized dims flattened to one, or None."""
+    stride = expected = None
+    for dim, st in zip(reversed(shape), reversed(strides)):
+        if dim == 1:
+            continue
+        if stride is None:
+            stride = st
+        elif st != expected:
+            return None
+        expected = st * dim
+    if stride is None:
+        return 1
+    return stride // itemsize if stride % itemsize == 0 else None
+
+
+def _layout(plan, arrays, n_inputs):
+    """Describe same-shape arrays as batch dims x one normalized dim for _core.
+
+    Returns (arrays, batch_shape, byte strides per array, element stride per
+    array, writebacks).  The normalized axes are moved last (a view).  An
+    array whose normalized axes do not flatten to one stride (or that is
+    unaligned) is replaced: an input by a contiguous copy, an output by a
+    temporary that is copied into it afterwards (the writebacks).
+    """
+    nb = len(plan.batch_axes)
+    if plan.trailing and all(a.flags.c_contiguous and a.flags.aligned for a in arrays):
+        batch = math.prod(plan.batch_shape)
+        return arrays, (batch,), [[plan.size * a.itemsize] for a in arrays], [1] * len(arrays), []
+    perm = plan.batch_axes + plan.norm_axes
+    views, nstrides, writebacks = [], [], []
+    for k, a in enumerate(arrays):
+        v = a.transpose(perm)
+        ns = _norm_stride(v.shape[nb:], v.strides[nb:], v.itemsize) if a.flags.aligned else None
+        if ns is None:
+            if k < n_inputs:
+                v = np.ascontiguousarray(v)
+            else:
+                tmp = np.empty(v.shape, v.dtype)
+                writebacks.append((v, tmp))
+                v = tmp
+            ns = 1
+        views.append(v)
+        nstrides.append(ns)
+    shape = list(views[0].shape[:nb])
+    strides = [list(v.strides[:nb]) for v in views]
+    keep = [d for d in range(nb) if shape[d] != 1]
+    shape = [shape[d] for d in keep]
+    strides = [[st[d] for d in keep] for st in strides]
+    d = len(shape) - 1
+    while d > 0:  # merge dim d into d-1 where every array allows it
+        if all(st[d - 1] == st[d] * shape[d] for st in strides):
+            shape[d - 1] *= shape[d]
+            del shape[d]
+            for st in strides:
+                st[d - 1] = st[d]
+                del st[d]
+        d -= 1
+    return views, tuple(shape), strides, nstrides, writebacks
+
+
+def _finish(writebacks):
+    for dst, tmp in writebacks:
+        np.copyto(dst, tmp)
+
+
+def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt", weight_offset=0.0,
+             cast_mode="fused", dtype=None, out=None, return_rstd=False, n_threads=None):
+    """Root-mean-square normalization over ``axis``.
+
+    Parameters
+    ----------
+    x : array_like
+        float16, bfloat16 (``ml_dtypes.bfloat16``), float32 or float64 data of any
+        shape and strides; integer and bool input is upcast to float64.
+    weight, bias : array_like or scalar, optional
+        Broadcast to the normalized shape without changing it; any float dtype.
+        ``None`` means a weight of ones (``weight_offset`` still applies) and no bias.
+    axis : int or tuple of ints, default -1
+        The axes normalized together (a set, as in NumPy).
+    eps : float, default 1e-6
+        Finite and >= 0.
+    groups : int, default 1
+        Split the normalized elements (C order) into this many equal groups,
+        each normalized on its own.
+    eps_mode : {"sqrt", "add", "clamp"}
+        Where eps enters; see Notes.
+    weight_offset : float, default 0.0
+        Added to the weight (Gemma-style ``1 + weight``).
+    cast_mode : {"fused", "llama"}
+        "fused" rounds float16/bfloat16 results once; "llama" rounds ``x * rstd``
+        to the input dtype first, like Hugging Face ``LlamaRMSNorm``.
+    dtype : dtype, optional
+        Output dtype (float16, "bfloat16", float32, float64); default: x's.
+    out : ndarray, optional
+        Output of x's shape and the output dtype, any strides; may be ``x`` itself.
+    return_rstd : bool, default False
+        Also return ``rstd`` of shape ``batch_shape + (groups,)``.
+    n_threads : int, optional
+        Cap on OpenMP threads for this call (default: the OpenMP setting).
+
+    Returns
+    -------
+    y : ndarray
+        Or ``(y, rstd)`` with ``return_rstd=True``.  ``rstd`` is float32, or
+        float64 when the computation is in float64 (float64 input or output).
+
+    Raises
+    ------
+    TypeError
+        Complex/object input, a non-float ``dtype``, ``out`` of the wrong dtype.
+    ValueError
+        A bad ``eps``, mode, ``groups``, weight/bias shape, or ``out`` that is
+        mis-shaped, read-only or partially overlapping ``x``.
+    numpy.exceptions.AxisError
+        An axis out of range.
+
+    Notes
+    -----
+    For each normalized slice ``v`` of ``n`` elements, with squares summed in
+    float32 (float64 for float64 data)::
+
+        rstd = 1 / sqrt(mean(v**2) + eps)        # eps_mode="sqrt"
+        rstd = 1 / (sqrt(mean(v**2)) + eps)      # eps_mode="add"
+        rstd = 1 / max(sqrt(mean(v**2)), eps)    # eps_mode="clamp"
+        y    = v * rstd * (weight + weight_offset) + bias
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
+    array([[0.84852814, 1.13137085]])
+    """
+    x, tin = _as_float_array(x, "x")
+    out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
+    plan = _plan(x.shape, axis, groups)
+    acc = _ACC[_F64 in (tin, tout)]
+    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    b = _affine_param(bias, "bias", plan, acc, 0.0)
+    eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
+    n_threads = _n_threads(n_threads)
+    if out is None:
+        y = np.empty_like(x, dtype=out_dtype)
+    else:
+        y = _check_output(out, "out", x.shape, out_dtype, (x,))
+        w, b = _unshared(w, (y,)), _unshared(b, (y,))
+    rstd = np.empty(plan.rstd_shape(), acc) if return_rstd else None
+    if x.size:
+        (xv, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, y], 1)
+        _core.forward(xv, yv, w, b, rstd, shape, bstrides, nstrides, plan.n, plan.groups, tin, tout, eps, mode,
+                      round_mid, n_threads)
+        _finish(writebacks)
+    elif rstd is not None:
+        rstd.fill(np.nan)
+    return (y, rstd) if return_rstd else y
+
+
+def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
+                 weight_offset=0.0, cast_mode="fused", out=None, residual_out=None, inplace=False,
+                 n_threads=None):
+    """Fused residual add and RMS normalization in one pass over memory.
+
+    ``new_residual = x + residual`` (added in float32, or float64 if either is
+    float64, rounded once to the residual's dtype), then
+    ``y = rms_norm(new_residual, ...)`` in x's dtype.  Bitwise equal to the
+    two steps done apart.
+
+    Parameters
+    ----------
+    x, residual : ndarray
+        The same shape; any supported float dtypes.
+    weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads
+        As in :func:`rms_norm`.
+    out, residual_out : ndarray, optional
+        Where to write ``y`` and ``new_residual``; each may be the input it
+        replaces, but they may not overlap each other.
+    inplace : bool, default False
+        Write ``new_residual`` into ``residual`` and ``y`` into ``x`` (the vLLM
+        convention) and return them.
+
+    Returns
+    -------
+    (y, new_residual) : tuple of ndarray
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`rms_norm`, and for mismatched shapes or ``inplace`` on
+        arrays that cannot be written; all before anything is written.
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> y, r = rn.add_rms_norm(np.array([1.0, 2.0]), np.array([2.0, 2.0]), eps=0.0)
+    >>> r
+    array([3., 4.])
+    >>> y
+    array([0.84852814, 1.13137085])
+    """
+    if inplace:
+        if out is not None or residual_out is not None:
+            raise ValueError("inplace=True writes into x and residual; do not pass out or residual_out")
+        for name, a in (("x", x), ("residual", residual)):
+            if not isinstance(a, np.ndarray) or _dtype_code(a.dtype) is None or not a.dtype.isnative:
+                raise TypeError(f"inplace=True needs {name} to be a float16/bfloat16/float32/float64 ndarray")
+        out, residual_out = x, residual
+    x, tx = _as_float_array(x, "x")
+    residual, tr = _as_float_array(residual, "residual")
+    if x.shape != residual.shape:
+        raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
+    plan = _plan(x.shape, axis, groups)
+    acc = _ACC[_F64 in (tx, tr)]
+    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    b = _affine_param(bias, "bias", plan, acc, 0.0)
+    eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
+    n_threads = _n_threads(n_threads)
+    inputs = (x, residual)
+    ro = np.empty_like(residual) if residual_out is None else \
+        _check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
+    y = np.empty_like(x) if out is None else \
+        _check_output(out, "out", x.shape, x.dtype, inputs, (("residual_out", ro),))
+    w, b = _unshared(w, (y, ro)), _unshared(b, (y, ro))
+    if x.size:
+        (xv, rv, rov, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, residual, ro, y], 2)
+        _core.add_forward(xv, rv, rov, yv, w, b, None, shape, bstrides, nstrides, plan.n, plan.groups, tx, tr,
+                          eps, mode, round_mid, n_threads)
+        _finish(writebacks)
+    return y, ro
+
+
+def _param_grad(partials, param, plan):
+    """Sum the row-block partial sums in block order, reduce over the dims the
+    parameter was broadcast along, and give it the parameter's dtype."""
+    full = partials.sum(axis=0).reshape(plan.norm_shape)
+    p = np.asarray(param)
+    lead = full.ndim - p.ndim
+    if lead:
+        full = full.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
+    if axes:
+        full = full.sum(axis=axes, keepdims=True)
+    dtype = p.dtype if _dtype_code(p.dtype) is not None else np.dtype(np.float64)
+    return full.reshape(p.shape).astype(dtype)
+
+
+def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
+                      weight_offset=0.0, n_threads=None):
+    """Gradient of :func:`rms_norm` with respect to x, weight and bias.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the output, x's shape (converted to x's dtype).
+    x, weight, bias, axis, eps, groups, eps_mode, weight_offset, n_threads
+        The forward's arguments.
+    rstd : array_like, optional
+        The forward's ``rstd`` for the same arguments; recomputed when absent.
+
+    Returns
+    -------
+    (dx, dweight, dbias)
+        ``dx`` has x's dtype; ``dweight``/``dbias`` the shape and dtype of
+        ``weight``/``bias`` as passed (None where that argument is None).
+
+    Notes
+    -----
+    With ``g = dy * (weight + weight_offset)`` and ``xhat = x * rstd``::
+
+        dx      = rstd * (g - xhat * mean(g * xhat))      # eps_mode="sqrt"
+        dweight = sum over slices of dy * xhat
+        dbias   = sum over slices of dy
+
+    Reduced in float32 (float64 for float64) over fixed row blocks in a fixed
+    order: bitwise the same for any thread count.  Never divides by the weight.
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> dx, dw, db = rn.rms_norm_backward(np.ones((1, 2)), np.array([[3.0, 4.0]]), np.ones(2), eps=0.0)
+    >>> dw
+    array([0.84852814, 1.13137085])
+    """
+    x, t = _as_float_array(x, "x")
+    dy, _ = _as_float_array(dy, "dy")
+    if dy.shape != x.shape:
+        raise ValueError(f"dy of shape {dy.shape} does not match x of shape {x.shape}")
+    if dy.dtype != x.dtype:
+        dy = dy.astype(x.dtype)
+    plan = _plan(x.shape, axis, groups)
+    acc = _ACC[t == _F64]
+    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    if bias is not None:
+        _affine_param(bias, "bias", plan, acc, 0.0)  # validated like the forward's
+    eps, mode, _ = _options(eps, eps_mode)
+    n_threads = _n_threads(n_threads)
+    if rstd is not None:
+        r, _ = _as_float_array(rstd, "rstd")
+        if r.shape != plan.rstd_shape():
+            raise ValueError(f"rstd has shape {r.shape}, expected {plan.rstd_shape()} (the forward's)")
+        rstd = np.ascontiguousarray(r, dtype=acc)
+    dx = np.empty_like(x)
+    blocks = _core.grad_blocks(math.prod(plan.rstd_shape()), plan.size)
+    dw = np.zeros((blocks, plan.size), acc) if weight is not None else None
+    db = np.zeros((blocks, plan.size), acc) if bias is not None else None
+    if x.size:
+        (dyv, xv, dxv), shape, bstrides, nstrides, writebacks = _layout(plan, [dy, x, dx], 2)
+        _core.backward(dyv, xv, dxv, w, rstd, dw, db, shape, bstrides, nstrides, plan.n, plan.groups, t, eps, mode,
+                       n_threads)
+        _finish(writebacks)
+    return (dx, None if dw is None else _param_grad(dw, weight, plan),
+            None if db is None else _param_grad(db, bias, plan))
+
+
+def output_spec(shape, dtype, *, axis=-1, groups=1, out_dtype=None):
+    """Shapes and dtypes :func:`rms_norm` would return, without data.
+
+    Returns ``{"y": (shape, dtype), "rstd": (shape, dtype)}`` and raises what
+    ``rms_norm`` would for the same arguments.
+
+    Examples
+    --------
+    >>> import rmsnorm_cpu as rn
+    >>> rn.output_spec((8, 4096), "float16")
+    {'y': ((8, 4096), dtype('float16')), 'rstd': ((8, 1), dtype('float32'))}
+    """
+    shape = tuple(int(s) for s in shape)
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        x_dtype = _bfloat16()
+    else:
+        x_dtype = np.dtype(dtype)
+    x_code = _dtype_code(x_dtype)
+    if x_code is None:
+        if x_dtype.kind not in "biu":
+            raise TypeError(f"x must hold float16, bfloat16, float32 or float64 numbers, got dtype {x_dtype}")
+        x_dtype, x_code = np.dtype(np.float64), _F64
+    y_dtype, y_code = _out_dtype(out_dtype, x_dtype, x_code)
+    plan = _plan(shape, axis, groups)
+    return {"y": (shape, y_dtype), "rstd": (plan.rstd_shape(), _ACC[_F64 in (x_code, y_code)])}

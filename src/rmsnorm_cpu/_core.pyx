@@ -1,0 +1,372 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Slice loops over the C kernels: the one module that links them.
+
+The Python layer (``_api.py``) resolves axes, dtypes and ``out`` into a flat
+description: batch dimensions (shape + byte strides per operand) and one
+normalized dimension of ``n`` elements (element stride per operand), split
+into ``groups`` contiguous groups.  This module releases the GIL, picks the
+row or column kernel, and runs the slices (one OpenMP ``prange`` over them,
+static schedule, so a slice's result never depends on the thread count).
+"""
+import os
+
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stddef cimport ptrdiff_t
+
+cnp.import_array()
+
+cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
+    ctypedef struct rmsn_opts:
+        double eps
+        int eps_mode
+        int round_mid
+    ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
+                                 const void*, const void*, void*)
+    ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
+                                      void*, ptrdiff_t, ptrdiff_t, const void*, const void*, void*, ptrdiff_t)
+    ctypedef void (*rmsn_add_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                 void*, ptrdiff_t, void*, ptrdiff_t, const void*, const void*, void*)
+    ctypedef void (*rmsn_bwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                 void*, ptrdiff_t, const void*, const void*, void*, void*)
+    ctypedef struct rmsn_kernels:
+        rmsn_fwd_fn fwd[4][4]
+        rmsn_fwd_cols_fn fwd_cols[4][4]
+        rmsn_add_fn add[4][4]
+        rmsn_bwd_fn bwd[4]
+        int tier
+    enum: RMSN_NTIERS
+    enum: RMSN_COL_TILE
+    const char *rmsn_tier_names[]
+    int rmsn_cpu_features()
+    int rmsn_compiled_tiers()
+    int rmsn_supported_tiers()
+    void rmsn_select_tier(rmsn_kernels *k, int tier)
+
+cdef extern from "_openmp_helpers.h" nogil:
+    int omp_get_max_threads()
+    enum: RMSN_OPENMP
+
+cdef extern from *:
+    """
+    #if defined(__clang__)
+    #define RMSN_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define RMSN_COMPILER "gcc " __VERSION__
+    #else
+    #define RMSN_COMPILER "unknown"
+    #endif
+    """
+    const char *RMSN_COMPILER
+
+cdef enum:
+    MAX_BATCH_DIMS = 64   # NPY_MAXDIMS
+    MAX_OPERANDS = 4
+    # Below this many elements a call runs on one thread without opening a
+    # parallel region: a team costs more than it saves (bench/bench_threads.py).
+    SERIAL_BELOW = 65536
+    # Positions one column-kernel unit normalizes (a multiple of RMSN_COL_TILE).
+    COL_CHUNK = 256
+    # Backward's dweight/dbias partial sums: at most this many fixed row blocks,
+    # independent of the thread count, so the reduction order never changes.
+    MAX_GRAD_BLOCKS = 64
+
+cdef rmsn_kernels KERNELS
+
+TIER_NAMES = tuple(rmsn_tier_names[i].decode() for i in range(RMSN_NTIERS))
+
+
+def _tier_set(int bits):
+    return [TIER_NAMES[i] for i in range(RMSN_NTIERS) if bits & (1 << i)]
+
+
+def set_isa(name=None):
+    """Select the kernel tier (None: the best this CPU runs); return the previous one.
+
+    Raises RuntimeError naming the valid choices for an unknown tier, one this
+    build did not compile, or one this CPU/OS cannot run.
+    """
+    previous = TIER_NAMES[KERNELS.tier]
+    supported = rmsn_supported_tiers()
+    if name is None or name == "":
+        tier = max(i for i in range(RMSN_NTIERS) if supported & (1 << i))
+    else:
+        name = str(name).strip().lower()
+        if name not in TIER_NAMES:
+            raise RuntimeError(
+                f"RMSNORM_CPU_ISA={name!r} is not a tier; valid choices: {', '.join(TIER_NAMES)}")
+        tier = TIER_NAMES.index(name)
+        if not rmsn_compiled_tiers() & (1 << tier):
+            raise RuntimeError(
+                f"ISA tier {name!r} is not compiled into this build; compiled: "
+                f"{', '.join(_tier_set(rmsn_compiled_tiers()))}")
+        if not supported & (1 << tier):
+            raise RuntimeError(
+                f"this CPU/OS cannot run ISA tier {name!r}; it supports: "
+                f"{', '.join(_tier_set(supported))}")
+    rmsn_select_tier(&KERNELS, tier)
+    return previous
+
+
+def build_info():
+    """What was compiled and what this CPU runs (for rmsnorm_cpu.config())."""
+    return {
+        "isa": TIER_NAMES[KERNELS.tier],
+        "isa_compiled": _tier_set(rmsn_compiled_tiers()),
+        "isa_supported": _tier_set(rmsn_supported_tiers()),
+        "openmp": bool(RMSN_OPENMP),
+        "n_threads_default": max(1, omp_get_max_threads()),
+        "compiler": RMSN_COMPILER.decode(),
+    }
+
+
+cdef int _n_threads(object n_threads, Py_ssize_t work):
+    """Threads for one call: 1 below the work threshold, else the request or
+    the OpenMP default (read at call time, so threadpoolctl limits apply)."""
+    if work < SERIAL_BELOW:
+        return 1
+    if n_threads is None:
+        return max(1, omp_get_max_threads())
+    return <int>n_threads
+
+
+# ---- operand layout shared by every op -----------------------------------
+
+cdef struct Layout:
+    Py_ssize_t nb                                   # batch dims
+    Py_ssize_t nops                                 # operands with batch strides
+    Py_ssize_t shape[MAX_BATCH_DIMS]
+    Py_ssize_t bstride[MAX_OPERANDS][MAX_BATCH_DIMS]  # bytes
+    Py_ssize_t nstride[MAX_OPERANDS]                # elements, along the normalized dim
+    Py_ssize_t itemsize[MAX_OPERANDS]
+    char *data[MAX_OPERANDS]
+    Py_ssize_t n                                    # normalized elements per group
+    Py_ssize_t groups
+    Py_ssize_t nslices                              # batch size * groups
+
+
+cdef int _layout(Layout *L, list arrays, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
+                 Py_ssize_t groups) except -1:
+    cdef Py_ssize_t d, k, batch = 1
+    cdef cnp.ndarray a
+    L.nb = len(shape)
+    L.nops = len(arrays)
+    if L.nb > MAX_BATCH_DIMS or L.nops > MAX_OPERANDS:
+        raise ValueError("too many dimensions")
+    for d in range(L.nb):
+        L.shape[d] = shape[d]
+        batch *= L.shape[d]
+    for k in range(L.nops):
+        a = arrays[k]
+        L.data[k] = <char*>cnp.PyArray_DATA(a)
+        L.itemsize[k] = cnp.PyArray_ITEMSIZE(a)
+        L.nstride[k] = nstrides[k]
+        for d in range(L.nb):
+            L.bstride[k][d] = bstrides[k][d]
+    L.n = n
+    L.groups = groups
+    L.nslices = batch * groups
+    return 0
+
+
+cdef inline void _slice_ptrs(const Layout *L, Py_ssize_t s, char **p) noexcept nogil:
+    """Pointers to the start of slice s (batch index s // groups, group s % groups)."""
+    cdef Py_ssize_t k, d, i, flat = s // L.groups, g = s % L.groups
+    for k in range(L.nops):
+        p[k] = L.data[k] + g * L.n * L.nstride[k] * L.itemsize[k]
+    for d in range(L.nb - 1, -1, -1):
+        i = flat % L.shape[d]
+        flat = flat // L.shape[d]
+        for k in range(L.nops):
+            p[k] += i * L.bstride[k][d]
+
+
+cdef inline const char *_group_param(const char *base, const Layout *L, Py_ssize_t s,
+                                     Py_ssize_t accsize) noexcept nogil:
+    """The weight/bias part that group s % groups uses (NULL stays NULL)."""
+    if base == NULL:
+        return NULL
+    return base + (s % L.groups) * L.n * accsize
+
+
+cdef inline char *_ptr_or_null(object a):
+    return NULL if a is None else <char*>cnp.PyArray_DATA(a)
+
+
+# ---- forward ---------------------------------------------------------------
+
+cdef struct Fwd:
+    Layout L                  # operands: x, y
+    rmsn_opts opts
+    rmsn_fwd_fn row
+    rmsn_fwd_cols_fn cols
+    const char *w
+    const char *b
+    char *rstd
+    Py_ssize_t accsize
+    bint by_columns           # last batch dim is unit-stride in x and y
+    Py_ssize_t nchunks        # column chunks per (outer index, group)
+
+
+cdef inline void _fwd_unit(const Fwd *f, Py_ssize_t u) noexcept nogil:
+    cdef char *p[MAX_OPERANDS]
+    cdef Py_ssize_t s, c, npos, first
+    cdef const Layout *L = &f.L
+    if not f.by_columns:
+        _slice_ptrs(L, u, p)
+        f.row(&f.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], _group_param(f.w, L, u, f.accsize),
+              _group_param(f.b, L, u, f.accsize), NULL if f.rstd == NULL else f.rstd + u * f.accsize)
+        return
+    # Unit u = (outer batch index, chunk of positions, group); the last batch
+    # dim holds the positions, so slice (outer, pos, g) is number
+    # (outer * npos + pos) * groups + g.
+    npos = L.shape[L.nb - 1]
+    s = u % L.groups
+    c = (u // L.groups) % f.nchunks
+    first = (u // L.groups // f.nchunks) * npos + c * COL_CHUNK
+    _slice_ptrs(L, first * L.groups + s, p)
+    f.cols(&f.opts, L.n, min(<Py_ssize_t>COL_CHUNK, npos - c * COL_CHUNK), p[0], L.nstride[0], 1,
+           p[1], L.nstride[1], 1, _group_param(f.w, L, s, f.accsize), _group_param(f.b, L, s, f.accsize),
+           NULL if f.rstd == NULL else f.rstd + (first * L.groups + s) * f.accsize, L.groups)
+
+
+def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssize_t n, Py_ssize_t groups,
+            int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads):
+    """y = rms_norm(x) over the described layout; see the module docstring."""
+    cdef Fwd f
+    cdef Py_ssize_t u, nunits
+    cdef int nt
+    _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
+    f.opts.eps = eps
+    f.opts.eps_mode = eps_mode
+    f.opts.round_mid = round_mid
+    f.row = KERNELS.fwd[tin][tout]
+    f.cols = KERNELS.fwd_cols[tin][tout]
+    f.w = _ptr_or_null(w)
+    f.b = _ptr_or_null(b)
+    f.rstd = _ptr_or_null(rstd)
+    f.accsize = 8 if tin == 3 or tout == 3 else 4
+    f.by_columns = (f.L.nstride[0] != 1 or f.L.nstride[1] != 1) and f.L.nb > 0 and \
+        f.L.bstride[0][f.L.nb - 1] == f.L.itemsize[0] and f.L.bstride[1][f.L.nb - 1] == f.L.itemsize[1]
+    if f.by_columns:
+        f.nchunks = (f.L.shape[f.L.nb - 1] + COL_CHUNK - 1) // COL_CHUNK
+        nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
+    else:
+        nunits = f.L.nslices
+    nt = _n_threads(n_threads, f.L.nslices * n)
+    with nogil:
+        if nt == 1:
+            for u in range(nunits):
+                _fwd_unit(&f, u)
+        else:
+            for u in prange(nunits, num_threads=nt, schedule="static"):
+                _fwd_unit(&f, u)
+
+
+# ---- fused residual add + forward ------------------------------------------
+
+cdef struct Add:
+    Layout L                  # operands: x, residual, residual_out, y
+    rmsn_opts opts
+    rmsn_add_fn fn
+    const char *w
+    const char *b
+    char *rstd
+    Py_ssize_t accsize
+
+
+cdef inline void _add_unit(const Add *a, Py_ssize_t s) noexcept nogil:
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &a.L
+    _slice_ptrs(L, s, p)
+    a.fn(&a.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+         _group_param(a.w, L, s, a.accsize), _group_param(a.b, L, s, a.accsize),
+         NULL if a.rstd == NULL else a.rstd + s * a.accsize)
+
+
+def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstrides, list nstrides,
+                Py_ssize_t n, Py_ssize_t groups, int tx, int tr, double eps, int eps_mode, bint round_mid,
+                n_threads):
+    """residual_out = x + residual; y = rms_norm(residual_out), slice by slice."""
+    cdef Add a
+    cdef Py_ssize_t s
+    cdef int nt
+    _layout(&a.L, [x, residual, residual_out, y], shape, bstrides, nstrides, n, groups)
+    a.opts.eps = eps
+    a.opts.eps_mode = eps_mode
+    a.opts.round_mid = round_mid
+    a.fn = KERNELS.add[tx][tr]
+    a.w = _ptr_or_null(w)
+    a.b = _ptr_or_null(b)
+    a.rstd = _ptr_or_null(rstd)
+    a.accsize = 8 if tx == 3 or tr == 3 else 4
+    nt = _n_threads(n_threads, a.L.nslices * n)
+    with nogil:
+        if nt == 1:
+            for s in range(a.L.nslices):
+                _add_unit(&a, s)
+        else:
+            for s in prange(a.L.nslices, num_threads=nt, schedule="static"):
+                _add_unit(&a, s)
+
+
+# ---- backward --------------------------------------------------------------
+
+cdef struct Bwd:
+    Layout L                  # operands: dy, x, dx
+    rmsn_opts opts
+    rmsn_bwd_fn fn
+    const char *w
+    const char *rstd
+    char *dw                  # [nblocks, groups * n] acc partial sums, or NULL
+    char *db
+    Py_ssize_t accsize
+    Py_ssize_t nblocks
+
+
+cdef inline void _bwd_block(const Bwd *g, Py_ssize_t k) noexcept nogil:
+    """Slices of fixed block k, in order, into block k's partial sums."""
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &g.L
+    cdef Py_ssize_t s, grp, width = L.groups * L.n * g.accsize
+    for s in range(k * L.nslices // g.nblocks, (k + 1) * L.nslices // g.nblocks):
+        _slice_ptrs(L, s, p)
+        grp = (s % L.groups) * L.n * g.accsize
+        g.fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2],
+             _group_param(g.w, L, s, g.accsize), NULL if g.rstd == NULL else g.rstd + s * g.accsize,
+             NULL if g.dw == NULL else g.dw + k * width + grp, NULL if g.db == NULL else g.db + k * width + grp)
+
+
+def grad_blocks(Py_ssize_t nslices, Py_ssize_t width):
+    """How many fixed row blocks backward's partial sums use (>= 1)."""
+    return max(1, min(nslices, MAX_GRAD_BLOCKS, max(1, (1 << 24) // max(width, 1))))
+
+
+def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
+             Py_ssize_t groups, int t, double eps, int eps_mode, n_threads):
+    """dx, and dw/db partial sums per row block (shape [grad_blocks, groups * n], zeroed)."""
+    cdef Bwd g
+    cdef Py_ssize_t k
+    cdef int nt
+    _layout(&g.L, [dy, x, dx], shape, bstrides, nstrides, n, groups)
+    g.opts.eps = eps
+    g.opts.eps_mode = eps_mode
+    g.opts.round_mid = 0
+    g.fn = KERNELS.bwd[t]
+    g.w = _ptr_or_null(w)
+    g.rstd = _ptr_or_null(rstd)
+    g.dw = _ptr_or_null(dw)
+    g.db = _ptr_or_null(db)
+    g.accsize = 8 if t == 3 else 4
+    g.nblocks = grad_blocks(g.L.nslices, groups * n)
+    nt = _n_threads(n_threads, g.L.nslices * n)
+    with nogil:
+        if nt == 1:
+            for k in range(g.nblocks):
+                _bwd_block(&g, k)
+        else:
+            for k in prange(g.nblocks, num_threads=nt, schedule="static"):
+                _bwd_block(&g, k)
+
+
+set_isa(os.environ.get("RMSNORM_CPU_ISA"))

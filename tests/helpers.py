@@ -1,0 +1,45 @@
+"""Assertions shared by the numeric tests."""
+
+import numpy as np
+
+from reference import ml_dtypes, ulp
+
+BF16 = None if ml_dtypes is None else np.dtype(ml_dtypes.bfloat16)
+FLOAT_DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)] + ([BF16] if BF16 else [])
+UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+
+
+def acc_roundoff(*dtypes):
+    """Unit roundoff of the accumulation type: float64 if any dtype is float64, else float32."""
+    return 2.0**-53 if any(np.dtype(d) == np.float64 for d in dtypes) else 2.0**-24
+
+
+def assert_matches_reference(y, ref, scale, n, x_dtype=None):
+    """y against the float64 reference.
+
+    Bound: the acc-type sum of n squares has relative error <= ~sqrt(n) u for
+    random-sign rounding (4-16 partial sums make it smaller still); rstd gets
+    half of that; scale-and-write adds ~3 u.  So |y - ref| <= (8 + 2 sqrt(n)) u
+    * scale in the acc type, plus, for float16/bfloat16 outputs, one ulp of the
+    correctly rounded result (the kernel rounds once).
+    """
+    y64 = np.asarray(y, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert y64.shape == ref.shape
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(y64), nan)
+    u = acc_roundoff(y.dtype, x_dtype or y.dtype)
+    bound = (8 + 2 * np.sqrt(max(n, 1))) * u * scale
+    if y.dtype.itemsize == 2:
+        bound = ulp(ref, y.dtype) + bound
+    elif y.dtype == np.float32:
+        bound = bound + ulp(ref, np.float32) / 2
+    finite = ~nan
+    with np.errstate(invalid="ignore"):
+        err = np.where(finite, np.abs(y64 - np.where(finite, ref, 0)), 0)
+    bad = err > np.where(finite, bound, 0) + 0.0
+    inf_ok = np.isinf(ref) & (y64 == ref)
+    bad &= ~inf_ok
+    assert not bad.any(), (
+        f"{bad.sum()} elements off: worst at {np.unravel_index(np.argmax(err - bound), err.shape)}, "
+        f"got {y64[bad][:4]}, expected {ref[bad][:4]}")

@@ -1,0 +1,62 @@
+"""The float64 NumPy oracle: SPEC.md's formula written the obvious way.
+
+Slow and simple on purpose; every kernel is tested against it.
+"""
+
+import numpy as np
+
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16 tests skip without it
+    ml_dtypes = None
+
+
+def normalized_view(x, axis, groups):
+    """x as float64 with the normalized axes last, reshaped to batch + (groups, m)."""
+    if isinstance(axis, int):
+        axis = (axis,)
+    axes = sorted(a % x.ndim for a in axis) if x.ndim else []
+    batch_axes = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(np.asarray(x, dtype=np.float64), batch_axes + axes)
+    batch_shape = moved.shape[: len(batch_axes)]
+    return moved.reshape(batch_shape + (groups, -1)), batch_axes + axes, moved.shape
+
+
+def rms_ref(x, weight=None, bias=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt", weight_offset=0.0):
+    """(y, rstd, scale) in float64; scale = |x * rstd * w| + |b|, for error bounds."""
+    v, perm, moved_shape = normalized_view(x, axis, groups)
+    amax = np.max(np.abs(v), axis=-1, keepdims=True) if v.shape[-1] else np.zeros(v.shape[:-1] + (1,))
+    safe = np.where((amax > 0) & np.isfinite(amax), amax, 1.0)
+    with np.errstate(all="ignore"):
+        rms = safe * np.sqrt(np.mean((v / safe) ** 2, axis=-1, keepdims=True))
+        if eps_mode == "sqrt":
+            rstd = 1.0 / np.hypot(rms, np.sqrt(eps))
+        elif eps_mode == "add":
+            rstd = 1.0 / (rms + eps)
+        else:
+            rstd = 1.0 / np.maximum(rms, eps)
+        xhat = (v * rstd).reshape(moved_shape)
+    w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
+    w = w + weight_offset
+    b = 0.0 if bias is None else np.asarray(bias, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        y = xhat * w + b
+        scale = np.abs(xhat * w) + np.abs(b)
+    inv = np.argsort(perm)
+    return np.transpose(y, inv), rstd[..., 0], np.transpose(scale, inv)
+
+
+def round_to(y, dtype):
+    """float64 -> dtype with one correct rounding (float16: via NumPy; bfloat16: via ml_dtypes)."""
+    return np.asarray(y, dtype=np.float64).astype(dtype)
+
+
+def ulp(values, dtype):
+    """The spacing of `dtype` at each value (float64 result)."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    finfo = {np.dtype(np.float16): (10, -14), np.dtype(np.float32): (23, -126), np.dtype(np.float64): (52, -1022)}
+    mant, emin = finfo.get(np.dtype(dtype), (7, -126))  # bfloat16: 7 explicit mantissa bits
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.where(v > 0, v, 1.0)))
+    e = np.maximum(e, emin)
+    return np.ldexp(1.0, (e - mant).astype(int))

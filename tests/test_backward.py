@@ -1,0 +1,113 @@
+"""rms_norm_backward: finite differences in float64, torch autograd, determinism."""
+
+import numpy as np
+import pytest
+
+import rmsnorm_cpu as rn
+from helpers import FLOAT_DTYPES
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+
+def numeric_grads(x, w, b, dy, h=1e-6, **kw):
+    """Central differences of sum(dy * rms_norm(x, w, b)) in float64."""
+    def f(x_, w_, b_):
+        return float(np.sum(dy * rn.rms_norm(x_, w_, b_, **kw)))
+
+    grads = []
+    for arr in (x, w, b):
+        g = np.zeros_like(arr)
+        flat, gflat = arr.reshape(-1), g.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + h
+            up = f(x, w, b)
+            flat[i] = old - h
+            down = f(x, w, b)
+            flat[i] = old
+            gflat[i] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"eps_mode": "add"}, {"eps_mode": "clamp", "eps": 1e-3}, {"groups": 3}, {"axis": 0},
+    {"axis": (0, 1)}, {"weight_offset": 1.0}, {"eps": 0.0},
+], ids=str)
+def test_finite_differences(rng, kw):
+    axis = kw.get("axis", -1)
+    x = rng.standard_normal((4, 6))
+    norm_shape = tuple(x.shape[a] for a in sorted(np.atleast_1d(axis) % 2))
+    w = rng.standard_normal(norm_shape)
+    w.reshape(-1)[1] = 0.0  # zero weights are fine: never divided by
+    b = rng.standard_normal(norm_shape)
+    dy = rng.standard_normal(x.shape)
+    dx, dw, db = rn.rms_norm_backward(dy, x, w, b, **kw)
+    ndx, ndw, ndb = numeric_grads(x, w, b, dy, **kw)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(db, ndb, rtol=1e-6, atol=1e-7)
+
+
+def test_nchw_axis1_and_broadcast_weight(rng):
+    x = rng.standard_normal((2, 6, 3, 3))
+    w = rng.standard_normal((6, 1, 1))  # broadcast weight over the normalized (6, 3, 3)
+    dy = rng.standard_normal(x.shape)
+    for axis in (1, (1, 2, 3)):
+        weight = w[:, 0, 0] if axis == 1 else w
+        dx, dw, db = rn.rms_norm_backward(dy, x, weight, 0.5, axis=axis)
+        ndx, ndw, ndb = numeric_grads(x, np.array(weight, copy=True), np.array(0.5), dy, axis=axis)
+        np.testing.assert_allclose(dx, ndx, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(dw, ndw, rtol=1e-6, atol=1e-7)
+        assert dw.shape == weight.shape and db.shape == () and db.dtype == np.float64
+        np.testing.assert_allclose(db, ndb, rtol=1e-6)
+
+
+def test_clamp_and_add_kinks():
+    x = np.zeros((1, 4))
+    dy = np.ones((1, 4))
+    dx, _, _ = rn.rms_norm_backward(dy, x, eps_mode="add", eps=1e-3)
+    np.testing.assert_allclose(dx, 1 / 1e-3)        # rms term's gradient taken as 0
+    x = np.full((1, 4), 1e-5)
+    dx, _, _ = rn.rms_norm_backward(dy, x, eps_mode="clamp", eps=1e-3)
+    np.testing.assert_allclose(dx, 1 / 1e-3)        # constant rstd = 1/eps
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_rstd_given_matches_recomputed_and_threads_bitwise(rng, dtype):
+    x = rng.standard_normal((300, 257)).astype(dtype)
+    dy = rng.standard_normal((300, 257)).astype(dtype)
+    w = rng.standard_normal(257).astype(np.float32)
+    _, rstd = rn.rms_norm(x, w, return_rstd=True)
+    a = rn.rms_norm_backward(dy, x, w, 0.0, rstd=rstd, n_threads=1)
+    b = rn.rms_norm_backward(dy, x, w, 0.0, n_threads=2)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(np.atleast_1d(u).view(np.uint8), np.atleast_1d(v).view(np.uint8))
+    assert a[0].dtype == dtype and a[1].dtype == np.float32 and a[2].dtype == np.float64
+    ref = rn.rms_norm_backward(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64))
+    tol = 1e-2 if np.dtype(dtype).itemsize == 2 else 1e-4
+    np.testing.assert_allclose(a[0].astype(np.float64), ref[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(a[1], ref[1], rtol=tol, atol=tol * 10)
+
+
+def test_against_torch_autograd(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((16, 4096)).astype(np.float32)
+    w = rng.standard_normal(4096).astype(np.float32)
+    dy = rng.standard_normal((16, 4096)).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.rms_norm(tx, (4096,), tw, eps=1e-6)
+    ty.backward(torch.tensor(dy))
+    y = rn.rms_norm(x, w)
+    dx, dw, _ = rn.rms_norm_backward(dy, x, w)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_zero_size_backward():
+    dx, dw, db = rn.rms_norm_backward(np.zeros((0, 8)), np.zeros((0, 8)), np.ones(8), np.zeros(8))
+    assert dx.shape == (0, 8)
+    np.testing.assert_array_equal(dw, 0.0)
+    np.testing.assert_array_equal(db, 0.0)
