@@ -16,33 +16,6 @@ from libc.stddef cimport ptrdiff_t
 
 cnp.import_array()
 
-cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
-    ctypedef struct rmsn_opts:
-        double eps
-        int eps_mode
-        int round_mid
-    ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
-                                 const void*, const void*, void*)
-    ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
-                                      void*, ptrdiff_t, ptrdiff_t, const void*, const void*, void*, ptrdiff_t)
-    ctypedef void (*rmsn_add_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
-                                 void*, ptrdiff_t, void*, ptrdiff_t, const void*, const void*, void*)
-    ctypedef void (*rmsn_bwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
-                                 void*, ptrdiff_t, const void*, const void*, void*, void*)
-    ctypedef struct rmsn_kernels:
-        rmsn_fwd_fn fwd[4][4]
-        rmsn_fwd_cols_fn fwd_cols[4][4]
-        rmsn_add_fn add[4][4]
-        rmsn_bwd_fn bwd[4]
-        int tier
-    enum: RMSN_NTIERS
-    enum: RMSN_COL_TILE
-    const char *rmsn_tier_names[]
-    int rmsn_cpu_features()
-    int rmsn_compiled_tiers()
-    int rmsn_supported_tiers()
-    void rmsn_select_tier(rmsn_kernels *k, int tier)
-
 cdef extern from "_openmp_helpers.h" nogil:
     int omp_get_max_threads()
     enum: RMSN_OPENMP
@@ -72,6 +45,11 @@ cdef enum:
     MAX_GRAD_BLOCKS = 64
 
 cdef rmsn_kernels KERNELS
+
+
+cdef const rmsn_kernels *active_kernels() noexcept nogil:
+    """The kernel table of the tier in use (for other Cython modules)."""
+    return &KERNELS
 
 TIER_NAMES = tuple(rmsn_tier_names[i].decode() for i in range(RMSN_NTIERS))
 
