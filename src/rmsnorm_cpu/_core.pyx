@@ -7,8 +7,19 @@ normalized dimension of ``n`` elements (element stride per operand), split
 into ``groups`` contiguous groups.  This module releases the GIL, picks the
 row or column kernel, and runs the slices (one OpenMP ``prange`` over them,
 static schedule, so a slice's result never depends on the thread count).
+
+Thread policy (README "Threads"): up to SERIAL_MAX_WORK elements a call runs
+on the calling thread without a parallel region.  Otherwise it uses the OpenMP
+default read at call time (so OMP_NUM_THREADS and threadpoolctl limits
+apply), capped by the CPUs the process may use (affinity, cgroup quota) and by
+``n_threads``.  One team at a time: a call that finds another Python thread's
+team running runs serially instead of oversubscribing.  A process forked after
+this one opened a team runs serially (libgomp's pool does not survive fork and
+would deadlock).
 """
 import os
+
+from . import _cpus
 
 cimport numpy as cnp
 from cython.parallel cimport prange
@@ -18,6 +29,7 @@ cnp.import_array()
 
 cdef extern from "_openmp_helpers.h" nogil:
     int omp_get_max_threads()
+    int omp_get_num_threads()
     enum: RMSN_OPENMP
 
 cdef extern from *:
@@ -35,9 +47,10 @@ cdef extern from *:
 cdef enum:
     MAX_BATCH_DIMS = 64   # NPY_MAXDIMS
     MAX_OPERANDS = 4
-    # Below this many elements a call runs on one thread without opening a
-    # parallel region: a team costs more than it saves (bench/bench_threads.py).
-    SERIAL_BELOW = 65536
+    # Calls of at most this many elements run on the calling thread without
+    # opening a parallel region: decode shapes up to (32, 4096) must not pay
+    # for a team (calibrated with bench/bench_threads.py).
+    SERIAL_MAX_WORK = 32 * 4096
     # Positions one column-kernel unit normalizes (a multiple of RMSN_COL_TILE).
     COL_CHUNK = 256
     # Backward's dweight/dbias partial sums: at most this many fixed row blocks,
@@ -93,19 +106,77 @@ def build_info():
         "isa_compiled": _tier_set(rmsn_compiled_tiers()),
         "isa_supported": _tier_set(rmsn_supported_tiers()),
         "openmp": bool(RMSN_OPENMP),
-        "n_threads_default": max(1, omp_get_max_threads()),
+        "n_threads_default": max(1, min(omp_get_max_threads(), _cpus.available_cpus())) if RMSN_OPENMP else 1,
         "compiler": RMSN_COMPILER.decode(),
     }
 
 
-cdef int _n_threads(object n_threads, Py_ssize_t work):
-    """Threads for one call: 1 below the work threshold, else the request or
-    the OpenMP default (read at call time, so threadpoolctl limits apply)."""
-    if work < SERIAL_BELOW:
+cdef Py_ssize_t serial_max_work = SERIAL_MAX_WORK
+cdef bint team_busy = False       # a call holds an OpenMP team (guarded by the GIL)
+cdef bint team_opened = False     # this process has opened a team
+cdef bint serial_after_fork = False
+
+
+def _after_fork_in_child():
+    global serial_after_fork, team_busy
+    serial_after_fork = serial_after_fork or team_opened
+    team_busy = False
+    _cpus.refresh()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _set_serial_max_work(Py_ssize_t n):
+    """Set the serial threshold in elements; return the previous (bench/bench_threads.py)."""
+    global serial_max_work
+    previous, serial_max_work = serial_max_work, n
+    return previous
+
+
+cdef int _n_threads(object n_threads, Py_ssize_t work) except -1:
+    """Threads for one call of `work` elements (see the module docstring)."""
+    cdef int nt
+    if not RMSN_OPENMP or work <= serial_max_work or serial_after_fork or team_busy:
         return 1
-    if n_threads is None:
-        return max(1, omp_get_max_threads())
-    return <int>n_threads
+    nt = min(omp_get_max_threads(), _cpus.available_cpus())
+    if n_threads is not None:
+        nt = min(nt, <int>n_threads)
+    return max(1, nt)
+
+
+ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
+
+
+cdef int _run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work) except -1:
+    """fn(ctx, u) for every u < nunits, GIL released, on the policy's thread count."""
+    global team_busy, team_opened
+    cdef Py_ssize_t u
+    cdef int nt = _n_threads(n_threads, work)
+    if nt == 1 or nunits == 1:
+        with nogil:
+            for u in range(nunits):
+                fn(ctx, u)
+        return 0
+    team_busy = team_opened = True
+    try:
+        with nogil:
+            for u in prange(nunits, num_threads=nt, schedule="static"):
+                fn(ctx, u)
+    finally:
+        team_busy = False
+    return 0
+
+
+cdef void _team_size_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
+    (<int*>ctx)[0] = omp_get_num_threads()
+
+
+def team_size(n_threads=None, Py_ssize_t work=1 << 30):
+    """Threads an OpenMP team really has for a call of `work` elements (tests, bench)."""
+    cdef int size = 1
+    _run_units(_team_size_unit, &size, 64, n_threads, work)
+    return size
 
 
 # ---- operand layout shared by every op -----------------------------------
@@ -186,7 +257,8 @@ cdef struct Fwd:
     Py_ssize_t nchunks        # column chunks per (outer index, group)
 
 
-cdef inline void _fwd_unit(const Fwd *f, Py_ssize_t u) noexcept nogil:
+cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
+    cdef const Fwd *f = <const Fwd*>ctx
     cdef char *p[MAX_OPERANDS]
     cdef Py_ssize_t s, c, npos, first
     cdef const Layout *L = &f.L
@@ -212,8 +284,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
             int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads):
     """y = rms_norm(x) over the described layout; see the module docstring."""
     cdef Fwd f
-    cdef Py_ssize_t u, nunits
-    cdef int nt
+    cdef Py_ssize_t nunits
     _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
     f.opts.eps = eps
     f.opts.eps_mode = eps_mode
@@ -231,14 +302,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
         nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
     else:
         nunits = f.L.nslices
-    nt = _n_threads(n_threads, f.L.nslices * n)
-    with nogil:
-        if nt == 1:
-            for u in range(nunits):
-                _fwd_unit(&f, u)
-        else:
-            for u in prange(nunits, num_threads=nt, schedule="static"):
-                _fwd_unit(&f, u)
+    _run_units(_fwd_unit, &f, nunits, n_threads, f.L.nslices * n)
 
 
 # ---- fused residual add + forward ------------------------------------------
@@ -253,7 +317,8 @@ cdef struct Add:
     Py_ssize_t accsize
 
 
-cdef inline void _add_unit(const Add *a, Py_ssize_t s) noexcept nogil:
+cdef void _add_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
+    cdef const Add *a = <const Add*>ctx
     cdef char *p[MAX_OPERANDS]
     cdef const Layout *L = &a.L
     _slice_ptrs(L, s, p)
@@ -267,8 +332,6 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
                 n_threads):
     """residual_out = x + residual; y = rms_norm(residual_out), slice by slice."""
     cdef Add a
-    cdef Py_ssize_t s
-    cdef int nt
     _layout(&a.L, [x, residual, residual_out, y], shape, bstrides, nstrides, n, groups)
     a.opts.eps = eps
     a.opts.eps_mode = eps_mode
@@ -278,14 +341,7 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
     a.b = _ptr_or_null(b)
     a.rstd = _ptr_or_null(rstd)
     a.accsize = 8 if tx == 3 or tr == 3 else 4
-    nt = _n_threads(n_threads, a.L.nslices * n)
-    with nogil:
-        if nt == 1:
-            for s in range(a.L.nslices):
-                _add_unit(&a, s)
-        else:
-            for s in prange(a.L.nslices, num_threads=nt, schedule="static"):
-                _add_unit(&a, s)
+    _run_units(_add_unit, &a, a.L.nslices, n_threads, a.L.nslices * n)
 
 
 # ---- backward --------------------------------------------------------------
@@ -302,8 +358,9 @@ cdef struct Bwd:
     Py_ssize_t nblocks
 
 
-cdef inline void _bwd_block(const Bwd *g, Py_ssize_t k) noexcept nogil:
+cdef void _bwd_block(const void *ctx, Py_ssize_t k) noexcept nogil:
     """Slices of fixed block k, in order, into block k's partial sums."""
+    cdef const Bwd *g = <const Bwd*>ctx
     cdef char *p[MAX_OPERANDS]
     cdef const Layout *L = &g.L
     cdef Py_ssize_t s, grp, width = L.groups * L.n * g.accsize
@@ -324,8 +381,6 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
              Py_ssize_t groups, int t, double eps, int eps_mode, n_threads):
     """dx, and dw/db partial sums per row block (shape [grad_blocks, groups * n], zeroed)."""
     cdef Bwd g
-    cdef Py_ssize_t k
-    cdef int nt
     _layout(&g.L, [dy, x, dx], shape, bstrides, nstrides, n, groups)
     g.opts.eps = eps
     g.opts.eps_mode = eps_mode
@@ -337,14 +392,7 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
     g.db = _ptr_or_null(db)
     g.accsize = 8 if t == 3 else 4
     g.nblocks = grad_blocks(g.L.nslices, groups * n)
-    nt = _n_threads(n_threads, g.L.nslices * n)
-    with nogil:
-        if nt == 1:
-            for k in range(g.nblocks):
-                _bwd_block(&g, k)
-        else:
-            for k in prange(g.nblocks, num_threads=nt, schedule="static"):
-                _bwd_block(&g, k)
+    _run_units(_bwd_block, &g, g.nblocks, n_threads, g.L.nslices * n)
 
 
 set_isa(os.environ.get("RMSNORM_CPU_ISA"))

@@ -7,5 +7,6 @@
 #else
 #define RMSN_OPENMP 0
 static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_num_threads(void) { return 1; }
 #endif
 #endif
