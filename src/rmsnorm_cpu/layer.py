@@ -19,23 +19,30 @@ def _is_dask(x):
     return type(x).__module__.startswith("dask.")
 
 
+def _tensor_as_numpy(t, name):
+    """A CPU tensor as a NumPy view of its memory (bfloat16 via its bits); the
+    caller decides about autograd (the view records none)."""
+    import torch
+
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} is on device {t.device}; rmsnorm_cpu runs on CPU tensors only")
+    t = t.detach()  # shares memory
+    if t.dtype == torch.bfloat16:  # DLPack has bfloat16 but NumPy does not import it
+        return np.from_dlpack(t.view(torch.int16)).view(_api._bfloat16())
+    return np.from_dlpack(t)
+
+
 def _torch_to_numpy(t, name):
-    """A CPU tensor as a NumPy view of its memory (bfloat16 via its bits)."""
     import torch
 
     if t.requires_grad and torch.is_grad_enabled():
         raise TypeError(
             f"{name} requires grad: RMSNorm (the array-API layer) does not record autograd. Use "
             f"rmsnorm_cpu.torch.RMSNorm for training, or pass {name}.detach() / run under torch.no_grad()")
-    if t.device.type != "cpu":
-        raise TypeError(f"{name} is on device {t.device}; rmsnorm_cpu runs on CPU tensors only")
-    t = t.detach()  # no graph is recorded here (checked above); detach shares memory
-    if t.dtype == torch.bfloat16:  # DLPack has bfloat16 but NumPy does not import it
-        return np.from_dlpack(t.view(torch.int16)).view(_api._bfloat16())
-    return np.from_dlpack(t)
+    return _tensor_as_numpy(t, name)
 
 
-def _numpy_to_torch(a):
+def _numpy_as_tensor(a):
     import torch
 
     if a.dtype.name == "bfloat16":
@@ -72,7 +79,7 @@ class _Bridge:
         if self.compat is None or self.compat.is_numpy_array(like):
             return a
         if self.compat.is_torch_array(like):
-            return _numpy_to_torch(a)
+            return _numpy_as_tensor(a)
         return self.compat.array_namespace(like).from_dlpack(a)
 
 
