@@ -6,7 +6,7 @@ import pytest
 da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
-import rmsnorm_cpu as rn  # noqa: E402
+import rmsnorm_cpu as rn
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,14 @@ def test_dask_array_stays_lazy(rng):
     lazy = rms_norm_gufunc(da.from_array(x, chunks=(2, 16)), w)
     assert isinstance(lazy, da.Array)
     np.testing.assert_array_equal(lazy.compute(scheduler="synchronous"), rn.rms_norm(x, w))
+
+
+def test_unaligned_input(isa, rng):
+    """A byte stride that is not a multiple of the itemsize (a packed record
+    field): NumPy hands the loop an aligned copy."""
+    rec = np.zeros((4, 10), dtype=[("tag", "u1"), ("value", "<f4")])
+    rec["value"] = rng.standard_normal((4, 10))
+    x = rec["value"]
+    assert not x.flags.aligned and x.strides == (50, 5)
+    w = rng.uniform(0.5, 1.5, 10).astype(np.float32)
+    np.testing.assert_array_equal(rms_norm_gufunc(x, w), rn.rms_norm(np.ascontiguousarray(x), w))

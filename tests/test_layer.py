@@ -157,6 +157,15 @@ def test_from_torch_rmsnorm(torch, compat, rng):
     assert no_eps.normalized_shape == (2, 4)
 
 
+def test_load_state_dict_from_torch_parameters(torch, compat):
+    module = torch.nn.RMSNorm(4)
+    with torch.no_grad():
+        module.weight.fill_(3.0)
+    layer = RMSNorm(4)
+    layer.load_state_dict(dict(module.named_parameters()))  # requires grad: values are copied
+    assert (layer.weight == 3).all()
+
+
 def test_from_torch_hf_style_module(torch, compat):
     class LlamaRMSNorm(torch.nn.Module):  # Hugging Face transformers' code
         def __init__(self, hidden_size, eps=1e-6):

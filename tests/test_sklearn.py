@@ -8,12 +8,12 @@ import pytest
 sklearn = pytest.importorskip("sklearn", minversion="1.6", reason="scikit-learn >= 1.6 is not installed")
 rsk = pytest.importorskip("rmsnorm_cpu.sklearn")
 
-from sklearn.compose import ColumnTransformer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import check_estimator
 
-import rmsnorm_cpu as rn  # noqa: E402
+import rmsnorm_cpu as rn
 
 RMSNormalizer = rsk.RMSNormalizer
 

@@ -67,11 +67,13 @@ class _Bridge:
         array_api_compat.array_namespace(*given)  # TypeError when namespaces are mixed
         self.compat = array_api_compat
 
-    def to_numpy(self, a, name):
+    def to_numpy(self, a, name, copied=False):
+        """a as a NumPy array sharing its memory; ``copied=True`` when the caller
+        only copies values out (then a tensor's requires_grad does not matter)."""
         if a is None or self.compat is None or self.compat.is_numpy_array(a):
             return np.asarray(a) if a is not None else None
         if self.compat.is_torch_array(a):
-            return _torch_to_numpy(a, name)
+            return (_tensor_as_numpy if copied else _torch_to_numpy)(a, name)
         return np.from_dlpack(a)
 
     def from_numpy(self, a, like):
@@ -196,7 +198,7 @@ class RMSNorm:
             raise ValueError(f"state_dict has keys {sorted(state_dict)}, expected {sorted(expected)}")
         values = {}
         for name, value in state_dict.items():
-            a = _Bridge(value).to_numpy(value, name)
+            a = _Bridge(value).to_numpy(value, name, copied=True)
             if a.shape != self.normalized_shape:
                 raise ValueError(f"state_dict[{name!r}] has shape {a.shape}, expected {self.normalized_shape}")
             values[name] = a
@@ -236,8 +238,7 @@ class RMSNorm:
         settings.update(kwargs)
         layer = cls(normalized_shape, **settings)
         if weight is not None:
-            with torch.no_grad():
-                layer.load_state_dict({"weight": weight.detach()})
+            layer.load_state_dict({"weight": weight})
         return layer
 
     def __repr__(self):

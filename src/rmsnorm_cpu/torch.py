@@ -12,7 +12,7 @@ import torch
 from . import _api
 from .layer import _numpy_as_tensor, _tensor_as_numpy
 
-__all__ = ["rms_norm", "RMSNorm"]
+__all__ = ["RMSNorm", "rms_norm"]
 
 
 class _RMSNormFunction(torch.autograd.Function):
