@@ -43,6 +43,11 @@ def _bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+def _is_dask(x):
+    """A Dask collection, recognized without importing dask."""
+    return type(x).__module__.startswith("dask.")
+
+
 def _as_float_array(a, name):
     """(array, code): float16/bfloat16/float32/float64 as they are (native byte
     order), integer and bool upcast to float64, anything else a TypeError."""
@@ -363,7 +368,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
     array([[0.84852814, 1.13137085]])
     """
-    if type(x).__module__.startswith("dask."):  # lazy, block by block; dask imported only then
+    if _is_dask(x):  # lazy, block by block
         from . import _dask
         return _dask.rms_norm(x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
                               weight_offset=weight_offset, cast_mode=cast_mode, dtype=dtype, out=out,

@@ -15,10 +15,6 @@ from . import _api
 __all__ = ["RMSNorm"]
 
 
-def _is_dask(x):
-    return type(x).__module__.startswith("dask.")
-
-
 def _tensor_as_numpy(t, name):
     """A CPU tensor as a NumPy view of its memory (bfloat16 via its bits); the
     caller decides about autograd (the view records none)."""
@@ -161,7 +157,7 @@ class RMSNorm:
         ``out`` (same namespace as x) receives the result and is returned;
         it may be ``x`` itself, but then ``backward`` is unavailable.
         """
-        if _is_dask(x):
+        if _api._is_dask(x):
             self._check_shape(x.shape)
             self._saved = None
             return _api.rms_norm(x, self.weight, self.bias, cast_mode=self.cast_mode, **self._kwargs())
