@@ -59,14 +59,16 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 if _flag("RMSNORM_CPU_SCALAR_ONLY"):
     macros.append(("RMSN_SCALAR_ONLY", "1"))
 
+headers = [os.path.join(root, f) for root, _, files in os.walk("include") for f in files]
 extensions = [
     Extension(
-        "rmsnorm_cpu._core",
-        ["src/rmsnorm_cpu/_core.pyx"],
+        f"rmsnorm_cpu.{name}",
+        [f"src/rmsnorm_cpu/{name}.pyx"],
         include_dirs=["include", "src/rmsnorm_cpu", numpy.get_include()],
         define_macros=macros,
-        depends=[os.path.join(root, f) for root, _, files in os.walk("include") for f in files],
-    ),
+        depends=headers + ["src/rmsnorm_cpu/_core.pxd"],
+    )
+    for name in ("_core", "_gufunc")
 ]
 
 setup(

@@ -43,6 +43,11 @@ def _bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+def _is_dask(x):
+    """A Dask collection, recognized without importing dask."""
+    return type(x).__module__.startswith("dask.")
+
+
 def _as_float_array(a, name):
     """(array, code): float16/bfloat16/float32/float64 as they are (native byte
     order), integer and bool upcast to float64, anything else a TypeError."""
@@ -324,6 +329,8 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
         Output dtype (float16, "bfloat16", float32, float64); default: x's.
     out : ndarray, optional
         Output of x's shape and the output dtype, any strides; may be ``x`` itself.
+        Not supported for Dask arrays, whose result is a lazy Dask array (the
+        normalized axes must each be one chunk).
     return_rstd : bool, default False
         Also return ``rstd`` of shape ``batch_shape + (groups,)``.
     n_threads : int, optional
@@ -361,6 +368,11 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
     array([[0.84852814, 1.13137085]])
     """
+    if _is_dask(x):  # lazy, block by block
+        from . import _dask
+        return _dask.rms_norm(x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
+                              weight_offset=weight_offset, cast_mode=cast_mode, dtype=dtype, out=out,
+                              return_rstd=return_rstd, n_threads=n_threads)
     x, tin = _as_float_array(x, "x")
     out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
     plan = _plan(x.shape, axis, groups)
