@@ -461,16 +461,17 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
 def _param_grad(partials, param, plan):
     """Sum the row-block partial sums in block order, reduce over the dims the
     parameter was broadcast along, and give it the parameter's dtype."""
-    full = partials.sum(axis=0).reshape(plan.norm_shape)
     p = np.asarray(param)
-    lead = full.ndim - p.ndim
-    if lead:
-        full = full.sum(axis=tuple(range(lead)))
-    axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
-    if axes:
-        full = full.sum(axis=axes, keepdims=True)
     dtype = p.dtype if _dtype_code(p.dtype) is not None else np.dtype(np.float64)
-    return full.reshape(p.shape).astype(dtype)
+    with np.errstate(over="ignore"):  # overflow gives inf silently, as dx does in the kernels
+        full = partials.sum(axis=0).reshape(plan.norm_shape)
+        lead = full.ndim - p.ndim
+        if lead:
+            full = full.sum(axis=tuple(range(lead)))
+        axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
+        if axes:
+            full = full.sum(axis=axes, keepdims=True)
+        return full.reshape(p.shape).astype(dtype)
 
 
 def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
