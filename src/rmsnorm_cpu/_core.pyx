@@ -98,13 +98,15 @@ def build_info():
     }
 
 
-cdef int _n_threads(object n_threads, Py_ssize_t work):
-    """Threads for one call: 1 below the work threshold, else the request or
-    the OpenMP default (read at call time, so threadpoolctl limits apply)."""
+cdef int _n_threads(object n_threads, Py_ssize_t work) except -1:
+    """Threads for one call: 1 below the work threshold, else the OpenMP
+    default (read at call time, so threadpoolctl limits apply), capped by the
+    request.  Never more: a team of n_threads=100000 would exhaust memory."""
+    cdef int default = max(1, omp_get_max_threads())
     if work < SERIAL_BELOW:
         return 1
-    if n_threads is None:
-        return max(1, omp_get_max_threads())
+    if n_threads is None or n_threads >= default:  # compared as Python ints: no overflow
+        return default
     return <int>n_threads
 
 
