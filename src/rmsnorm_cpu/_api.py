@@ -487,7 +487,7 @@ def _param_grad(partials, param, plan):
     p = np.asarray(param)
     dtype = p.dtype if _dtype_code(p.dtype) is not None else np.dtype(np.float64)
     with np.errstate(over="ignore"):  # overflow gives inf silently, as dx does in the kernels
-        full = partials.sum(axis=0).reshape(plan.norm_shape)
+        full = partials.sum(axis=0, dtype=np.float64).reshape(plan.norm_shape)  # the blocks' sums in double
         lead = full.ndim - p.ndim
         if lead:
             full = full.sum(axis=tuple(range(lead)))
