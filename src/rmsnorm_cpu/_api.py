@@ -524,8 +524,9 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         dweight = sum over slices of dy * xhat
         dbias   = sum over slices of dy
 
-    Reduced in float32 (float64 for float64) over fixed row blocks in a fixed
-    order: bitwise the same for any thread count.  Never divides by the weight.
+    Reduced in float32 (float64 for float64) within fixed row blocks of at
+    most 1024 rows, and the blocks' sums in float64, in a fixed order: bitwise
+    the same for any thread count.  Never divides by the weight.
 
     Examples
     --------
