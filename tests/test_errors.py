@@ -7,9 +7,9 @@ import pathlib
 
 import numpy as np
 import pytest
+from numpy.exceptions import AxisError
 
 import rmsnorm_cpu as rn
-from numpy.exceptions import AxisError
 
 X = np.arange(24, dtype=np.float32).reshape(4, 6)
 

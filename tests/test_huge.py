@@ -7,9 +7,9 @@ They check sampled rows and positions, not the whole array, to stay fast.
 
 import numpy as np
 import pytest
+from helpers import FLOAT_DTYPES
 
 import rmsnorm_cpu as rn
-from helpers import FLOAT_DTYPES
 
 GiB = 1 << 30
 

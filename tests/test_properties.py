@@ -12,13 +12,12 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from helpers import BF16, FLOAT_DTYPES, acc_roundoff, assert_matches_reference
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis import given
+from reference import ml_dtypes, normalized_view, rms_ref, ulp
 
 import rmsnorm_cpu as rn
-from helpers import BF16, FLOAT_DTYPES, acc_roundoff, assert_matches_reference
-from reference import ml_dtypes, normalized_view, rms_ref, ulp
 
 pytestmark = pytest.mark.usefixtures("isa")
 

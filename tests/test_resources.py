@@ -60,10 +60,10 @@ def test_forward_extra_memory_is_o_rows(gib_input):
     threads = max(1, _core.build_info()["n_threads_default"])
     bound = rows * 8 + threads * n * 8 + MiB  # O(rows) + one slice buffer per thread + bookkeeping
     w = np.ones(n, np.float32)
-    (y, rstd), extra = _extra_bytes(lambda: rn.rms_norm(x, w, return_rstd=True))
+    result, extra = _extra_bytes(lambda: rn.rms_norm(x, w, return_rstd=True))
     assert extra <= bound, f"rms_norm used {extra / MiB:.1f} MiB besides its result"
-    del y
-    y_t, extra_t = _extra_bytes(lambda: rn.rms_norm(x.T, w, axis=0))  # column kernel: no transposed copy
+    del result
+    _, extra_t = _extra_bytes(lambda: rn.rms_norm(x.T, w, axis=0))  # column kernel: no transposed copy
     assert extra_t <= bound, f"rms_norm(axis=0) used {extra_t / MiB:.1f} MiB besides its result"
 
 
@@ -84,7 +84,7 @@ def test_backward_allocates_dx_and_block_partials(gib_input):
     x = gib_input
     rows, n = x.shape
     w = np.ones(n, np.float32)
-    (dx, dw, db), extra = _extra_bytes(lambda: rn.rms_norm_backward(x, x, w, 0.0))
+    (dx, _, _), extra = _extra_bytes(lambda: rn.rms_norm_backward(x, x, w, 0.0))
     blocks = _core.grad_blocks(rows, n)
     # dweight and dbias partial sums (blocks x n each) and their reductions, O(rows) scratch
     bound = 2 * (blocks + 4) * n * 4 + rows * 8 + MiB

@@ -1,13 +1,13 @@
 # Type stubs for the public functions (re-exported by rmsnorm_cpu).
-from typing import Any, Literal, SupportsIndex, overload
+from typing import Any, Literal, SupportsIndex, TypeAlias, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-_Axis = SupportsIndex | tuple[SupportsIndex, ...]
-_EpsMode = Literal["sqrt", "add", "clamp"]
-_CastMode = Literal["fused", "llama"]
-_Array = NDArray[Any]
+_Axis: TypeAlias = SupportsIndex | tuple[SupportsIndex, ...]
+_EpsMode: TypeAlias = Literal["sqrt", "add", "clamp"]
+_CastMode: TypeAlias = Literal["fused", "llama"]
+_Array: TypeAlias = NDArray[Any]
 
 __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
 
