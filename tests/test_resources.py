@@ -149,3 +149,24 @@ def test_no_leaks_over_many_calls(name):
     assert drift <= RSS_BOUND, f"RSS grew {drift / 1024:.0f} KiB over {N_CALLS} calls"
     assert [sys.getrefcount(a) for a in (X, W, B, OUT, RSTD)] == refs
     assert len(gc.get_objects()) - objects < 100
+
+
+def test_concurrent_calls_from_python_threads():
+    """The GIL is released during the kernels: calls from several Python
+    threads at once (each may open an OpenMP team) give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal((300, 515)).astype(dtype) for dtype in (np.float16, np.float32, np.float64) * 2]
+    expected = [(rn.rms_norm(x), rn.rms_norm_backward(x, x, np.ones(515))[1]) for x in inputs]
+
+    def work(k):
+        for _ in range(20):
+            y = rn.rms_norm(inputs[k])
+            dw = rn.rms_norm_backward(inputs[k], inputs[k], np.ones(515))[1]
+            if not (np.array_equal(y, expected[k][0]) and np.array_equal(dw, expected[k][1])):
+                return False
+        return True
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        assert all(pool.map(work, range(len(inputs))))
