@@ -54,6 +54,7 @@ def round_to(y, dtype):
 def ulp(values, dtype):
     """The spacing of `dtype` at each value (float64 result)."""
     v = np.abs(np.asarray(values, dtype=np.float64))
+    v = np.where(np.isfinite(v), v, 0.0)  # inf/NaN: compared exactly by the callers
     finfo = {np.dtype(np.float16): (10, -14), np.dtype(np.float32): (23, -126), np.dtype(np.float64): (52, -1022)}
     mant, emin = finfo.get(np.dtype(dtype), (7, -126))  # bfloat16: 7 explicit mantissa bits
     with np.errstate(divide="ignore"):

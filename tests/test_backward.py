@@ -111,3 +111,13 @@ def test_zero_size_backward():
     assert dx.shape == (0, 8)
     np.testing.assert_array_equal(dw, 0.0)
     np.testing.assert_array_equal(db, 0.0)
+
+
+def test_param_grad_overflow_is_silent_inf():
+    # Regression (found by test_properties): a float16 weight's gradient that
+    # overflows float16 is inf like an overflowing dx, not a RuntimeWarning.
+    x = np.ones((64, 8), np.float16)
+    dy = np.full((64, 8), 60000, np.float16)
+    _, dw, db = rn.rms_norm_backward(dy, x, np.ones(8, np.float16), np.zeros(8, np.float16))
+    assert dw.dtype == db.dtype == np.float16
+    assert np.isposinf(dw).all() and np.isposinf(db).all()

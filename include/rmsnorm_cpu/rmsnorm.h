@@ -9,7 +9,9 @@
  * repeating it):
  *   - Storage dtypes: f16 (IEEE binary16), bf16 (bfloat16), f32, f64.
  *   - Compute ("acc") type: f64 when the input or the output is f64, else f32.
- *     Squares are summed in the acc type, never in the storage type.
+ *     Squares are summed in the acc type, never in the storage type, in
+ *     blocks of RMSN_SUM_BLOCK elements whose sums are added in double
+ *     (kernels/slice.h), so long slices keep their precision.
  *   - rstd per slice, from ms = sumsq / n:
  *       RMSN_EPS_SQRT   rstd = 1 / sqrt(ms + eps)
  *       RMSN_EPS_ADD    rstd = 1 / (sqrt(ms) + eps)

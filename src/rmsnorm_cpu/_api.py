@@ -6,6 +6,7 @@ anything is written, so a bad call never leaves a partly written ``out``.
 
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -15,6 +16,7 @@ try:  # NumPy >= 2.0
     from numpy.lib.array_utils import normalize_axis_tuple
 except ImportError:  # NumPy 1.25, 1.26
     from numpy.core.numeric import normalize_axis_tuple
+from numpy.exceptions import AxisError
 
 __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
 
@@ -48,10 +50,22 @@ def _is_dask(x):
     return type(x).__module__.startswith("dask.")
 
 
+def _asarray(a, name):
+    """np.asarray with errors that name the argument; masked arrays refused,
+    since their masked values would silently enter the sums."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; masks are not applied: pass np.ma.getdata({name}) "
+                        f"to normalize the data as stored, or fill the masked values first")
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name} is not an array of numbers: {e}") from None
+
+
 def _as_float_array(a, name):
     """(array, code): float16/bfloat16/float32/float64 as they are (native byte
     order), integer and bool upcast to float64, anything else a TypeError."""
-    a = a if type(a) is np.ndarray else np.asarray(a)
+    a = a if type(a) is np.ndarray else _asarray(a, name)
     code = _dtype_code(a.dtype)
     if code is not None:
         return a, code
@@ -88,6 +102,13 @@ def _check_int(value, name, minimum):
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _real(value, name):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
 
 
 def _options(eps, eps_mode, cast_mode="fused"):
@@ -128,6 +149,8 @@ class _Plan:
             if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
                 raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
         # AxisError when out of range, ValueError on duplicates (NumPy's own).
+        if any(not -ndim <= a < ndim for a in axes):  # before NumPy: 2**70 would be an OverflowError
+            raise AxisError(f"axis {axis!r} is out of bounds for array of dimension {ndim}")
         norm_axes = tuple(sorted(normalize_axis_tuple(axes, ndim, "axis")))
         self.ndim = ndim
         self.norm_axes = norm_axes
@@ -171,7 +194,7 @@ def _affine_param(p, name, plan, acc, offset):
     if type(p) is np.ndarray and p.dtype == acc and p.shape == plan.norm_shape and offset == 0.0 \
             and p.flags.c_contiguous and p.flags.aligned:
         return p.reshape(-1)
-    a = np.asarray(p)
+    a = _asarray(p, name)
     if a.dtype.kind not in "fbiu" and _dtype_code(a.dtype) is None:
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if a.ndim > len(plan.norm_shape) or _broadcast_shape(a.shape, plan.norm_shape) != plan.norm_shape:
@@ -377,7 +400,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[_F64 in (tin, tout)]
-    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
     b = _affine_param(bias, "bias", plan, acc, 0.0)
     eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
     n_threads = _n_threads(n_threads)
@@ -452,7 +475,7 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
         raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[_F64 in (tx, tr)]
-    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
     b = _affine_param(bias, "bias", plan, acc, 0.0)
     eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
     n_threads = _n_threads(n_threads)
@@ -473,16 +496,17 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
 def _param_grad(partials, param, plan):
     """Sum the row-block partial sums in block order, reduce over the dims the
     parameter was broadcast along, and give it the parameter's dtype."""
-    full = partials.sum(axis=0).reshape(plan.norm_shape)
     p = np.asarray(param)
-    lead = full.ndim - p.ndim
-    if lead:
-        full = full.sum(axis=tuple(range(lead)))
-    axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
-    if axes:
-        full = full.sum(axis=axes, keepdims=True)
     dtype = p.dtype if _dtype_code(p.dtype) is not None else np.dtype(np.float64)
-    return full.reshape(p.shape).astype(dtype)
+    with np.errstate(over="ignore"):  # overflow gives inf silently, as dx does in the kernels
+        full = partials.sum(axis=0, dtype=np.float64).reshape(plan.norm_shape)  # the blocks' sums in double
+        lead = full.ndim - p.ndim
+        if lead:
+            full = full.sum(axis=tuple(range(lead)))
+        axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
+        if axes:
+            full = full.sum(axis=axes, keepdims=True)
+        return full.reshape(p.shape).astype(dtype)
 
 
 def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
@@ -512,8 +536,9 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         dweight = sum over slices of dy * xhat
         dbias   = sum over slices of dy
 
-    Reduced in float32 (float64 for float64) over fixed row blocks in a fixed
-    order: bitwise the same for any thread count.  Never divides by the weight.
+    Reduced in float32 (float64 for float64) within fixed row blocks of at
+    most 1024 rows, and the blocks' sums in float64, in a fixed order: bitwise
+    the same for any thread count.  Never divides by the weight.
 
     Examples
     --------
@@ -530,7 +555,7 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         dy = dy.astype(x.dtype)
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[t == _F64]
-    w = _affine_param(weight, "weight", plan, acc, float(weight_offset))
+    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
     if bias is not None:
         _affine_param(bias, "bias", plan, acc, 0.0)  # validated like the forward's
     eps, mode, _ = _options(eps, eps_mode)
@@ -565,7 +590,13 @@ def output_spec(shape, dtype, *, axis=-1, groups=1, out_dtype=None):
     >>> rn.output_spec((8, 4096), "float16")
     {'y': ((8, 4096), dtype('float16')), 'rstd': ((8, 1), dtype('float32'))}
     """
-    shape = tuple(int(s) for s in shape)
+    try:
+        shape = (operator.index(shape),) if isinstance(shape, numbers.Integral) else \
+            tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must not have negative dimensions, got {shape}")
     if isinstance(dtype, str) and dtype == "bfloat16":
         x_dtype = _bfloat16()
     else:

@@ -25,6 +25,27 @@
 /* Positions one column kernel call normalizes at once (stack partial sums). */
 #define RMSN_COL_TILE 64
 
+/* Long slices are reduced in blocks of RMSN_SUM_BLOCK elements: each block by
+ * the tier's primitive in the acc type, the block sums added in double.  One
+ * float32 running sum stops growing at 2^24 times the typical term (the rms of
+ * np.ones(2**27) came out sqrt(2)); blocked, a slice of any length has the
+ * error of one block plus the double additions.  Slices of at most one block
+ * get exactly the primitive's result. */
+#define RMSN_SUM_BLOCK 4096
+
+/* total = sum over blocks [i0, i0 + len) of slice [0, n) of BLOCK_SUM (an
+ * expression in i0 and len), in double, rounded once to the acc type. */
+#define RMSN_BLOCKED_SUM(ACC, total, BLOCK_SUM)                                 \
+    do {                                                                        \
+        double blocked_ = 0.0;                                                  \
+        ptrdiff_t i0, len;                                                      \
+        for (i0 = 0; i0 < n; i0 += RMSN_SUM_BLOCK) {                            \
+            len = n - i0 < RMSN_SUM_BLOCK ? n - i0 : RMSN_SUM_BLOCK;            \
+            blocked_ += (double)(BLOCK_SUM);                                    \
+        }                                                                       \
+        (total) = (rmsn_##ACC)blocked_;                                         \
+    } while (0)
+
 
 /* The type combinations, listed once.  A pair is (input, output, acc); the acc
  * type is f64 when either side is f64 (rmsnorm.h). */
@@ -69,8 +90,9 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
                                                 void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd) \
     {                                                                                                      \
         const rmsn_##TIN *xt = (const rmsn_##TIN *)x;                                                      \
-        rmsn_##ACC pre, r = rmsn_rstd_##TIN##_##ACC(o, rmsn_sumsq_##TIN##_##ACC##_##ISA(n, xt, sx), n, xt, sx, \
-                                                    &pre);                                                 \
+        rmsn_##ACC pre, r, ss;                                                                             \
+        RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                \
+        r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                               \
         RMSN_SCALE(ISA, TIN, TOUT, ACC, xt, sx, y, sy, w, b, pre, r);                                       \
         if (rstd) *(rmsn_##ACC *)rstd = pre * r;                                                           \
     }
@@ -85,12 +107,19 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
                                                      const void *b, void *rstd, ptrdiff_t srstd)             \
     {                                                                                                        \
         rmsn_##ACC ss[RMSN_COL_TILE], r[RMSN_COL_TILE], pre[RMSN_COL_TILE];                                  \
-        ptrdiff_t p0, p, np;                                                                                 \
+        double total[RMSN_COL_TILE]; /* blocked over channels, as RMSN_BLOCKED_SUM */                         \
+        ptrdiff_t p0, p, np, c0;                                                                             \
         int split;                                                                                           \
         for (p0 = 0; p0 < npos; p0 += RMSN_COL_TILE) {                                                       \
             const rmsn_##TIN *xt = (const rmsn_##TIN *)x + p0 * sxp;                                         \
             np = npos - p0 < RMSN_COL_TILE ? npos - p0 : RMSN_COL_TILE;                                      \
-            rmsn_colsumsq_##TIN##_##ACC##_##ISA(n, np, xt, sxc, sxp, ss);                                   \
+            for (p = 0; p < np; p++) total[p] = 0.0;                                                         \
+            for (c0 = 0; c0 < n; c0 += RMSN_SUM_BLOCK) {                                                     \
+                rmsn_colsumsq_##TIN##_##ACC##_##ISA(n - c0 < RMSN_SUM_BLOCK ? n - c0 : RMSN_SUM_BLOCK, np,  \
+                                                    xt + c0 * sxc, sxc, sxp, ss);                           \
+                for (p = 0; p < np; p++) total[p] += (double)ss[p];                                          \
+            }                                                                                                \
+            for (p = 0; p < np; p++) ss[p] = (rmsn_##ACC)total[p];                                           \
             for (split = 0, p = 0; p < np; p++) {                                                            \
                 r[p] = rmsn_rstd_##TIN##_##ACC(o, ss[p], n, xt + p * sxp, sxc, pre + p);                     \
                 split |= pre[p] != 1;                                                                        \
@@ -115,9 +144,11 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
                                              ptrdiff_t sy, const void *w, const void *b, void *rstd)            \
     {                                                                                                          \
         const rmsn_##TR *rot = (const rmsn_##TR *)ro;                                                          \
-        rmsn_##ACC ss = rmsn_addsq_##TX##_##TR##_##ISA(n, (const rmsn_##TX *)x, sx, (const rmsn_##TR *)r, sr, \
-                                                       (rmsn_##TR *)ro, sro);                                 \
-        rmsn_##ACC pre, rs = rmsn_rstd_##TR##_##ACC(o, ss, n, rot, sro, &pre);                                 \
+        rmsn_##ACC ss, pre, rs;                                                                                \
+        RMSN_BLOCKED_SUM(ACC, ss, rmsn_addsq_##TX##_##TR##_##ISA(len, (const rmsn_##TX *)x + i0 * sx, sx,        \
+                                                                 (const rmsn_##TR *)r + i0 * sr, sr,           \
+                                                                 (rmsn_##TR *)ro + i0 * sro, sro));            \
+        rs = rmsn_rstd_##TR##_##ACC(o, ss, n, rot, sro, &pre);                                                 \
         RMSN_SCALE(ISA, TR, TX, ACC, rot, sro, y, sy, w, b, pre, rs);                                          \
         if (rstd) *(rmsn_##ACC *)rstd = pre * rs;                                                              \
     }
@@ -134,18 +165,19 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
                                      const void *rstd, void *dw, void *db)                                       \
     {                                                                                                           \
         const rmsn_##T *xt = (const rmsn_##T *)x;                                                               \
-        rmsn_##ACC ss = 1, r, pre;                                                                              \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                           \
+        rmsn_##ACC ss = 1, r, pre, gx;                                                                          \
         double rms = 1.0;                                                                                       \
-        rmsn_##ACC gx = rmsn_bwddot_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (const rmsn_##ACC *)w);   \
+        RMSN_BLOCKED_SUM(ACC, gx, rmsn_bwddot_##T##_##ISA(len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx, \
+                                                          sx, wt ? wt + i0 : NULL));                            \
         if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                            \
-            ss = rmsn_sumsq_##T##_##ACC##_##ISA(n, xt, sx);                                                     \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
             rms = (ss >= ACC_MIN && ss <= ACC_MAX) ? sqrt((double)ss / (double)n)                               \
                                                    : rmsn_robust_rms_##T(n, xt, sx);                            \
         }                                                                                                       \
         r = rstd ? *(const rmsn_##ACC *)rstd : rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre) * pre;              \
         rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                    \
-                                  (const rmsn_##ACC *)w, r,                                                     \
-                                  (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw,     \
+                                  wt, r, (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw, \
                                   (rmsn_##ACC *)db);                                                            \
     }
 
