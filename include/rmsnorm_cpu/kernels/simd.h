@@ -96,50 +96,36 @@
         return rmsn_vhsum_##ACC##_##ISA(                                                               \
             rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3))); \
     }                                                                                                  \
-    /* Four vectors of positions per pass over the channels, so each channel   \
-     * row is read as one contiguous run. */                                   \
+    /* Channel by channel, each channel's run of positions read contiguously  \
+     * into the partial sums ss[] (one FMA chain per position, in channel order). */ \
     static void rmsn_colsumsq_##T##_##ACC##_##ISA(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,      \
                                                   ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)        \
     {                                                                                                  \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                         \
-        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                            \
-        ptrdiff_t p = 0, c, m;                                                                         \
+        ptrdiff_t p, c, m;                                                                             \
         if (sxp != 1) {                                                                                \
             rmsn_colsumsq_##T##_##ACC##_scalar(n, npos, x, sxc, sxp, ss);                              \
             return;                                                                                    \
         }                                                                                              \
-        for (; p + 4 * L <= npos; p += 4 * L) {                                                        \
-            a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                            \
-            for (c = 0; c < n; c++) {                                                                  \
-                const rmsn_##T *row = x + c * sxc + p;                                                 \
-                a0 = rmsn_vsq_##T##_##ACC##_##ISA(row, L, a0);                                         \
-                a1 = rmsn_vsq_##T##_##ACC##_##ISA(row + L, L, a1);                                     \
-                a2 = rmsn_vsq_##T##_##ACC##_##ISA(row + 2 * L, L, a2);                                 \
-                a3 = rmsn_vsq_##T##_##ACC##_##ISA(row + 3 * L, L, a3);                                 \
+        for (p = 0; p < npos; p++) ss[p] = 0;                                                          \
+        for (c = 0; c < n; c++)                                                                        \
+            for (p = 0; p < npos; p += L) {                                                            \
+                m = npos - p < L ? npos - p : L;                                                       \
+                rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                    \
+                    ss + p, rmsn_vsq_##T##_##ACC##_##ISA(x + c * sxc + p, m, rmsn_vloadm_##ACC##_##ACC##_##ISA(ss + p, m)), m); \
             }                                                                                          \
-            rmsn_vstore_##ACC##_##ACC##_##ISA(ss + p, a0);                                             \
-            rmsn_vstore_##ACC##_##ACC##_##ISA(ss + p + L, a1);                                         \
-            rmsn_vstore_##ACC##_##ACC##_##ISA(ss + p + 2 * L, a2);                                     \
-            rmsn_vstore_##ACC##_##ACC##_##ISA(ss + p + 3 * L, a3);                                     \
-        }                                                                                              \
-        for (; p < npos; p += L) {                                                                     \
-            m = npos - p < L ? npos - p : L;                                                           \
-            a0 = rmsn_vzero_##ACC##_##ISA();                                                           \
-            for (c = 0; c < n; c++) a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + c * sxc + p, m, a0);         \
-            rmsn_vstorem_##ACC##_##ACC##_##ISA(ss + p, a0, m);                                         \
-        }                                                                                              \
     }
 
 /* y = affine(x * r) for m elements at x, y (w, b: at the same offset, or NULL);
  * the order of operations is rmsn_affine_* of scalar.h. */
 #define RMSN_SIMD_AFFINE(ISA, TIN, TOUT, ACC)                                                             \
-    static inline void rmsn_vscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, const rmsn_##TIN *x,          \
+    static inline void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,               \
                                                           rmsn_##TOUT *y, const rmsn_##ACC *w,               \
                                                           const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,        \
                                                           ptrdiff_t m)                                       \
     {                                                                                                        \
         rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);         \
-        if (o->round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                          \
+        if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                             \
         if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                      \
         if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                      \
         rmsn_vstorem_##TOUT##_##ACC##_##ISA(y, t, m);                                                        \
@@ -156,14 +142,15 @@
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                               \
         ptrdiff_t i = 0;                                                                                    \
+        int round_mid = o->round_mid; /* a local: stores to y cannot change it */                          \
         if (sx != 1 || sy != 1) {                                                                           \
             rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                           \
             return;                                                                                         \
         }                                                                                                   \
         for (; i + L <= n; i += L)                                                                          \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(o, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L); \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L); \
         if (i < n)                                                                                          \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(o, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,     \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,     \
                                                n - i);                                                      \
     }                                                                                                       \
     /* Channel by channel (contiguous runs), each position with its own r[p]. */                           \
@@ -175,6 +162,7 @@
     {                                                                                                       \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         ptrdiff_t c, p, m;                                                                                  \
+        int round_mid = o->round_mid;                                                                       \
         if (sxp != 1 || syp != 1 || pre) {                                                                  \
             rmsn_colscale_##TIN##_##TOUT##_scalar(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre, r);      \
             return;                                                                                         \
@@ -187,7 +175,7 @@
                 m = npos - p < L ? npos - p : L;                                                            \
                 t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + c * sxc + p, m),          \
                                             rmsn_vloadm_##ACC##_##ACC##_##ISA(r + p, m));                   \
-                if (o->round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                 \
+                if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                 \
                 if (w) t = rmsn_vmul_##ACC##_##ISA(t, wc);                                                  \
                 if (b) t = rmsn_vadd_##ACC##_##ISA(t, bc);                                                  \
                 rmsn_vstorem_##TOUT##_##ACC##_##ISA(y + c * syc + p, t, m);                                 \
