@@ -81,12 +81,13 @@ static inline __m256 rmsn_vload_bf16_f32_avx2(const rmsn_bf16 *p)
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
-static inline void rmsn_vstore_bf16_f32_avx2(rmsn_bf16 *p, __m256 v)
+/* The 8 bf16 of v, packed (each lane < 0x10000: the unsigned pack is exact). */
+static inline __m128i rmsn_bf16_packed_avx2(__m256 v)
 {
-    __m256i bits = rmsn_bf16_bits_avx2(v); /* each < 0x10000: the unsigned pack is exact */
-    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0xd8);
-    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(packed));
+    __m256i bits = rmsn_bf16_bits_avx2(v);
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0xd8));
 }
+static inline void rmsn_vstore_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_storeu_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
 static inline __m256 rmsn_vround_bf16_f32_avx2(__m256 v)
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(rmsn_bf16_bits_avx2(v), 16));
@@ -95,6 +96,15 @@ static inline __m256 rmsn_vround_bf16_f32_avx2(__m256 v)
 static inline __m256d rmsn_vload_f64_f64_avx2(const double *p) { return _mm256_loadu_pd(p); }
 static inline void rmsn_vstore_f64_f64_avx2(double *p, __m256d v) { _mm256_storeu_pd(p, v); }
 static inline __m256d rmsn_vround_f64_f64_avx2(__m256d v) { return v; }
+
+static inline void rmsn_vstream_f32_f32_avx2(float *p, __m256 v) { _mm256_stream_ps(p, v); }
+static inline void rmsn_vstream_f64_f64_avx2(double *p, __m256d v) { _mm256_stream_pd(p, v); }
+static inline void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
+{
+    _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+static inline void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
+static inline void rmsn_vfence_avx2(void) { _mm_sfence(); }
 
 RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
 RMSN_SIMD_DEFINE_KERNELS(avx2)

@@ -131,6 +131,18 @@ static inline void rmsn_vstoren_f64_f64_avx512(double *p, __m512d v, ptrdiff_t m
 }
 static inline __m512d rmsn_vround_f64_f64_avx512(__m512d v) { return v; }
 
+static inline void rmsn_vstream_f32_f32_avx512(float *p, __m512 v) { _mm512_stream_ps(p, v); }
+static inline void rmsn_vstream_f64_f64_avx512(double *p, __m512d v) { _mm512_stream_pd(p, v); }
+static inline void rmsn_vstream_f16_f32_avx512(rmsn_f16 *p, __m512 v)
+{
+    _mm256_stream_si256((__m256i *)p, _mm512_cvtps_ph(v, RMSN_F16_RNE));
+}
+static inline void rmsn_vstream_bf16_f32_avx512(rmsn_bf16 *p, __m512 v)
+{
+    _mm256_stream_si256((__m256i *)p, _mm512_cvtepi32_epi16(rmsn_bf16_bits_avx512(v)));
+}
+static inline void rmsn_vfence_avx512(void) { _mm_sfence(); }
+
 RMSN_SIMD_DEFINE_KERNELS(avx512)
 
 #undef RMSN_F16_RNE

@@ -13,6 +13,8 @@
  *                                                          elements, the other lanes are 0
  *   rmsn_vstore_<T>_<ACC>_<ISA>(p, v), rmsn_vstoren_..(p, v, m)   round once (rmsnorm.h)
  *   rmsn_vround_<T>_<ACC>_<ISA>(v)       round to T and back (cast_mode="llama")
+ *   rmsn_vstream_<T>_<ACC>_<ISA>(p, v)   non-temporal store of a full vector to p aligned
+ *                                        to LANES * sizeof(T); rmsn_vfence_<ISA>() after them
  *
  * Every primitive handles contiguous data (unit strides) and hands any other
  * layout to the scalar primitive.  Loads are unaligned.  A tail of m < LANES
@@ -122,13 +124,16 @@
     static inline void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,               \
                                                           rmsn_##TOUT *y, const rmsn_##ACC *w,               \
                                                           const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,        \
-                                                          ptrdiff_t m)                                       \
+                                                          ptrdiff_t m, int stream)                           \
     {                                                                                                        \
         rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);         \
         if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                             \
         if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                      \
         if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                      \
-        rmsn_vstorem_##TOUT##_##ACC##_##ISA(y, t, m);                                                        \
+        if (stream && m == RMSN_LANES_##ACC##_##ISA)                                                         \
+            rmsn_vstream_##TOUT##_##ACC##_##ISA(y, t);                                                       \
+        else                                                                                                 \
+            rmsn_vstorem_##TOUT##_##ACC##_##ISA(y, t, m);                                                    \
     }
 
 /* Scale-and-write primitives of one (input, output) pair. */
@@ -142,16 +147,23 @@
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                               \
         ptrdiff_t i = 0;                                                                                    \
-        int round_mid = o->round_mid; /* a local: stores to y cannot change it */                          \
+        int round_mid = o->round_mid, stream = o->stream; /* locals: stores to y cannot change them */     \
         if (sx != 1 || sy != 1) {                                                                           \
             rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                           \
             return;                                                                                         \
         }                                                                                                   \
+        if (stream) { /* plain stores up to the first vector-aligned output */                             \
+            i = (ptrdiff_t)((0u - (uintptr_t)y) % (L * sizeof *y)) / (ptrdiff_t)sizeof *y;                  \
+            i = i < n ? i : n;                                                                              \
+            if (i) rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, 0);                     \
+        }                                                                                                   \
         for (; i + L <= n; i += L)                                                                          \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L); \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
+                                               stream);                                                     \
         if (i < n)                                                                                          \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,     \
-                                               n - i);                                                      \
+                                               n - i, 0);                                                   \
+        if (stream) rmsn_vfence_##ISA(); /* order the weakly ordered stores before the caller's */          \
     }                                                                                                       \
     /* Channel by channel (contiguous runs), each position with its own r[p]. */                           \
     static void rmsn_colscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,       \
