@@ -247,6 +247,64 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
                 _fwd_unit(&f, u)
 
 
+cdef inline int _type_code(int typenum) noexcept:
+    """Kernel code of a NumPy type number (float16/32/64), or -1."""
+    if typenum == cnp.NPY_FLOAT16:
+        return 0
+    if typenum == cnp.NPY_FLOAT32:
+        return 2
+    if typenum == cnp.NPY_FLOAT64:
+        return 3
+    return -1
+
+
+def forward_rows(x, w, double eps):
+    """The fast path of rms_norm's common call (see _api.rms_norm): y over the
+    last axis of a small C-contiguous, aligned, native float16/float32/float64
+    ndarray, w None or a contiguous acc-typed vector of x.shape[-1], other
+    arguments at their defaults.  Returns None for anything else (the caller
+    then takes the general path), all checks done with the C API."""
+    cdef cnp.ndarray xa, wa, y
+    cdef int code, ndim, wtype
+    cdef Py_ssize_t n, rows, r, rowbytes
+    cdef const char *wp = NULL
+    cdef rmsn_opts o
+    cdef rmsn_fwd_fn fn
+    if type(x) is not cnp.ndarray:
+        return None
+    xa = <cnp.ndarray>x
+    ndim = cnp.PyArray_NDIM(xa)
+    if ndim == 0 or cnp.PyArray_SIZE(xa) == 0 or cnp.PyArray_SIZE(xa) >= SERIAL_BELOW \
+            or not cnp.PyArray_ISCARRAY_RO(xa):
+        return None
+    code = _type_code(cnp.PyArray_TYPE(xa))
+    if code < 0:
+        return None
+    n = cnp.PyArray_DIM(xa, ndim - 1)
+    if w is not None:
+        if type(w) is not cnp.ndarray:
+            return None
+        wa = <cnp.ndarray>w
+        wtype = cnp.NPY_DOUBLE if code == 3 else cnp.NPY_FLOAT
+        if cnp.PyArray_NDIM(wa) != 1 or cnp.PyArray_DIM(wa, 0) != n or cnp.PyArray_TYPE(wa) != wtype \
+                or not cnp.PyArray_ISCARRAY_RO(wa):
+            return None
+        wp = <const char*>cnp.PyArray_DATA(wa)
+    y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+    o.eps = eps
+    o.eps_mode = 0
+    o.round_mid = 0
+    o.stream = 0
+    fn = KERNELS.fwd[code][code]
+    rows = cnp.PyArray_SIZE(xa) // n
+    rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
+    with nogil:
+        for r in range(rows):
+            fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * rowbytes, 1, <char*>cnp.PyArray_DATA(y) + r * rowbytes,
+               1, wp, NULL, NULL)
+    return y
+
+
 # ---- fused residual add + forward ------------------------------------------
 
 cdef struct Add:
