@@ -73,16 +73,22 @@ def test_each_tier_is_bitwise_deterministic(rng, dtype, tier):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("tier", TIERS)
 def test_streamed_output_is_the_same(rng, dtype, tier):
-    """Outputs of 16 MiB and more are written with non-temporal stores; rows of
-    odd length start at every alignment, so the aligned head is exercised."""
+    """Outputs (y of the forward and of the fused add, dx) of 16 MiB and more are
+    written with non-temporal stores; rows of odd length start at every
+    alignment, so the aligned head is exercised."""
     dtype = np.dtype(dtype)
     rows = (16 << 20) // (4099 * dtype.itemsize) + 1
     x = rng.standard_normal((rows, 4099), dtype=np.float32).astype(dtype)
     w = rng.uniform(0.5, 1.5, 4099).astype(np.float32)
+    r = x[::-1]  # a residual / a dy
     y = _on_tier(tier, lambda: rn.rms_norm(x, w, n_threads=1))
+    y_add = _on_tier(tier, lambda: rn.add_rms_norm(x, r, w, n_threads=1)[0])
+    dx = _on_tier(tier, lambda: rn.rms_norm_backward(r, x, w, n_threads=1)[0])
     for i in (0, 1, 2, 3, rows // 2, rows - 1):
-        alone = _on_tier(tier, lambda: rn.rms_norm(x[i:i + 1], w))
-        np.testing.assert_array_equal(y[i:i + 1].view(np.uint8), alone.view(np.uint8))
+        row = slice(i, i + 1)
+        for big, alone in [(y, lambda: rn.rms_norm(x[row], w)), (y_add, lambda: rn.add_rms_norm(x[row], r[row], w)[0]),
+                           (dx, lambda: rn.rms_norm_backward(r[row], x[row], w)[0])]:
+            np.testing.assert_array_equal(big[row].view(np.uint8), _on_tier(tier, alone).view(np.uint8))
 
 
 def test_unknown_isa_at_import_names_the_choices():

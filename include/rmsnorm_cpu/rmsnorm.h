@@ -54,8 +54,8 @@ typedef struct {
     double eps;
     int eps_mode;  /* RMSN_EPS_* */
     int round_mid; /* cast_mode="llama": round x*rstd to the input dtype first */
-    int stream;    /* outputs much larger than the last-level cache: SIMD tiers write
-                      them with non-temporal stores (same values, less traffic) */
+    int stream;    /* outputs (y, dx) much larger than the last-level cache: SIMD tiers
+                      write them with non-temporal stores (same values, less traffic) */
 } rmsn_opts;
 
 /* ---- bit casts and conversions (exact, portable; SIMD tiers mirror them) ---- */

@@ -39,6 +39,14 @@
 #define RMSN_SIMD_FOR_EACH_BWD(X, ISA) \
     X(ISA, f16, f32, FLT_MIN, FLT_MAX) X(ISA, bf16, f32, FLT_MIN, FLT_MAX) X(ISA, f32, f32, FLT_MIN, FLT_MAX) X(ISA, f64, f64, DBL_MIN, DBL_MAX)
 
+/* Elements of y before the first address aligned for a non-temporal store of
+ * vector_bytes (at most n): they take plain stores. */
+static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, size_t elem_bytes, ptrdiff_t n)
+{
+    ptrdiff_t head = (ptrdiff_t)(((0u - (uintptr_t)y) % vector_bytes) / elem_bytes);
+    return head < n ? head : n;
+}
+
 /* Partial loads and stores through a small stack buffer, for tiers without
  * masked 16-bit moves (AVX2). */
 #define RMSN_SIMD_BUFFERED_TAIL(ISA, T, ACC)                                                           \
@@ -152,11 +160,8 @@
             rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                           \
             return;                                                                                         \
         }                                                                                                   \
-        if (stream) { /* plain stores up to the first vector-aligned output */                             \
-            i = (ptrdiff_t)((0u - (uintptr_t)y) % (L * sizeof *y)) / (ptrdiff_t)sizeof *y;                  \
-            i = i < n ? i : n;                                                                              \
-            if (i) rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, 0);                     \
-        }                                                                                                   \
+        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                          \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, 0);                            \
         for (; i + L <= n; i += L)                                                                          \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
                                                stream);                                                     \
@@ -245,7 +250,7 @@
     static inline void rmsn_vbwd_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x, rmsn_##T *dx,           \
                                              const rmsn_##ACC *w, rmsn_v##ACC##_##ISA r,                     \
                                              rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,          \
-                                             ptrdiff_t m)                                                    \
+                                             ptrdiff_t m, int stream)                                        \
     {                                                                                                       \
         rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);                                      \
         rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), g = d;                              \
@@ -256,23 +261,32 @@
                                             rmsn_vmul_##ACC##_##ISA(d, rmsn_vmul_##ACC##_##ISA(v, r))),      \
                 m);                                                                                         \
         if (db) rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), d), m); \
-        rmsn_vstorem_##T##_##ACC##_##ISA(                                                                   \
-            dx, rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, g), rmsn_vmul_##ACC##_##ISA(k, v)), m);   \
+        g = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, g), rmsn_vmul_##ACC##_##ISA(k, v));          \
+        if (stream && m == RMSN_LANES_##ACC##_##ISA)                                                        \
+            rmsn_vstream_##T##_##ACC##_##ISA(dx, g);                                                        \
+        else                                                                                                \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx, g, m);                                                     \
     }                                                                                                       \
     static void rmsn_bwdwrite_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x, \
                                           ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,    \
-                                          rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)        \
+                                          rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db,        \
+                                          int stream)                                                        \
     {                                                                                                       \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);             \
-        ptrdiff_t i = 0;                                                                                    \
+        ptrdiff_t i = 0, head = 0;                                                                          \
         if (sdy != 1 || sx != 1 || sdx != 1) {                                                              \
-            rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db);                        \
+            rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db, 0);                     \
             return;                                                                                         \
         }                                                                                                   \
-        for (; i < n; i += L)                                                                               \
+        if (stream) head = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n);                             \
+        for (; i < n; i += L) {                                                                             \
+            ptrdiff_t m = i < head ? head - i : (n - i < L ? n - i : L);                                    \
             rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,      \
-                                  db ? db + i : NULL, n - i < L ? n - i : L);                               \
+                                  db ? db + i : NULL, m, stream);                                           \
+            i += m - L; /* the head is shorter than a vector */                                             \
+        }                                                                                                   \
+        if (stream) rmsn_vfence_##ISA();                                                                    \
     }                                                                                                       \
     RMSN_DEFINE_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)
 
