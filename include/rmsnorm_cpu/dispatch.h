@@ -62,6 +62,18 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 #define RMSN_FOR_EACH_SIMD_TIER(X)
 #endif
 
+/* Orders the non-temporal stores of the calling thread (rmsn_opts.stream)
+ * before what follows; each thread calls it once after its last slice, so
+ * short rows do not pay a fence each. */
+static inline void rmsn_stream_fence(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_ia32_sfence();
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 /* Bit set of tiers compiled into this build. */
 static inline int rmsn_compiled_tiers(void)
 {

@@ -29,6 +29,7 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     int rmsn_compiled_tiers()
     int rmsn_supported_tiers()
     void rmsn_select_tier(rmsn_kernels *k, int tier)
+    void rmsn_stream_fence()
 
 
 cdef const rmsn_kernels *active_kernels() noexcept nogil

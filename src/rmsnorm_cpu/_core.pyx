@@ -11,7 +11,7 @@ static schedule, so a slice's result never depends on the thread count).
 import os
 
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
 
 cnp.import_array()
@@ -242,9 +242,12 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
         if nt == 1:
             for u in range(nunits):
                 _fwd_unit(&f, u)
+            rmsn_stream_fence()
         else:
-            for u in prange(nunits, num_threads=nt, schedule="static"):
-                _fwd_unit(&f, u)
+            with parallel(num_threads=nt):
+                for u in prange(nunits, schedule="static"):
+                    _fwd_unit(&f, u)
+                rmsn_stream_fence()
 
 
 cdef inline int _type_code(int typenum) noexcept:
@@ -348,9 +351,12 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
         if nt == 1:
             for s in range(a.L.nslices):
                 _add_unit(&a, s)
+            rmsn_stream_fence()
         else:
-            for s in prange(a.L.nslices, num_threads=nt, schedule="static"):
-                _add_unit(&a, s)
+            with parallel(num_threads=nt):
+                for s in prange(a.L.nslices, schedule="static"):
+                    _add_unit(&a, s)
+                rmsn_stream_fence()
 
 
 # ---- backward --------------------------------------------------------------
@@ -408,9 +414,12 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
         if nt == 1:
             for k in range(g.nblocks):
                 _bwd_block(&g, k)
+            rmsn_stream_fence()
         else:
-            for k in prange(g.nblocks, num_threads=nt, schedule="static"):
-                _bwd_block(&g, k)
+            with parallel(num_threads=nt):
+                for k in prange(g.nblocks, schedule="static"):
+                    _bwd_block(&g, k)
+                rmsn_stream_fence()
 
 
 set_isa(os.environ.get("RMSNORM_CPU_ISA"))

@@ -22,12 +22,9 @@ typedef __m256 rmsn_vf32_avx2;
 typedef __m256d rmsn_vf64_avx2;
 enum { RMSN_LANES_f32_avx2 = 8, RMSN_LANES_f64_avx2 = 4 };
 
-static inline __m256 rmsn_vzero_f32_avx2(void) { return _mm256_setzero_ps(); }
-static inline __m256 rmsn_vset1_f32_avx2(float s) { return _mm256_set1_ps(s); }
-static inline __m256 rmsn_vadd_f32_avx2(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-static inline __m256 rmsn_vsub_f32_avx2(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
-static inline __m256 rmsn_vmul_f32_avx2(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
-static inline __m256 rmsn_vfma_f32_avx2(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+RMSN_SIMD_ARITH(avx2, f32, _mm256, ps)
+RMSN_SIMD_ARITH(avx2, f64, _mm256, pd)
+
 static inline float rmsn_vhsum_f32_avx2(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -35,12 +32,6 @@ static inline float rmsn_vhsum_f32_avx2(__m256 v)
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static inline __m256d rmsn_vzero_f64_avx2(void) { return _mm256_setzero_pd(); }
-static inline __m256d rmsn_vset1_f64_avx2(double s) { return _mm256_set1_pd(s); }
-static inline __m256d rmsn_vadd_f64_avx2(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-static inline __m256d rmsn_vsub_f64_avx2(__m256d a, __m256d b) { return _mm256_sub_pd(a, b); }
-static inline __m256d rmsn_vmul_f64_avx2(__m256d a, __m256d b) { return _mm256_mul_pd(a, b); }
-static inline __m256d rmsn_vfma_f64_avx2(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
 static inline double rmsn_vhsum_f64_avx2(__m256d v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
@@ -104,7 +95,6 @@ static inline void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
     _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 static inline void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
-static inline void rmsn_vfence_avx2(void) { _mm_sfence(); }
 
 RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
 RMSN_SIMD_DEFINE_KERNELS(avx2)

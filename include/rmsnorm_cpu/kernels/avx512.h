@@ -26,12 +26,9 @@ enum { RMSN_LANES_f32_avx512 = 16, RMSN_LANES_f64_avx512 = 8 };
 static inline __mmask16 rmsn_mask16_avx512(ptrdiff_t m) { return (__mmask16)((1u << m) - 1u); }
 static inline __mmask8 rmsn_mask8_avx512(ptrdiff_t m) { return (__mmask8)((1u << m) - 1u); }
 
-static inline __m512 rmsn_vzero_f32_avx512(void) { return _mm512_setzero_ps(); }
-static inline __m512 rmsn_vset1_f32_avx512(float s) { return _mm512_set1_ps(s); }
-static inline __m512 rmsn_vadd_f32_avx512(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
-static inline __m512 rmsn_vsub_f32_avx512(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
-static inline __m512 rmsn_vmul_f32_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
-static inline __m512 rmsn_vfma_f32_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+RMSN_SIMD_ARITH(avx512, f32, _mm512, ps)
+RMSN_SIMD_ARITH(avx512, f64, _mm512, pd)
+
 static inline float rmsn_vhsum_f32_avx512(__m512 v)
 {
     __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -40,12 +37,6 @@ static inline float rmsn_vhsum_f32_avx512(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static inline __m512d rmsn_vzero_f64_avx512(void) { return _mm512_setzero_pd(); }
-static inline __m512d rmsn_vset1_f64_avx512(double s) { return _mm512_set1_pd(s); }
-static inline __m512d rmsn_vadd_f64_avx512(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
-static inline __m512d rmsn_vsub_f64_avx512(__m512d a, __m512d b) { return _mm512_sub_pd(a, b); }
-static inline __m512d rmsn_vmul_f64_avx512(__m512d a, __m512d b) { return _mm512_mul_pd(a, b); }
-static inline __m512d rmsn_vfma_f64_avx512(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
 static inline double rmsn_vhsum_f64_avx512(__m512d v)
 {
     __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
@@ -141,7 +132,6 @@ static inline void rmsn_vstream_bf16_f32_avx512(rmsn_bf16 *p, __m512 v)
 {
     _mm256_stream_si256((__m256i *)p, _mm512_cvtepi32_epi16(rmsn_bf16_bits_avx512(v)));
 }
-static inline void rmsn_vfence_avx512(void) { _mm_sfence(); }
 
 RMSN_SIMD_DEFINE_KERNELS(avx512)
 

@@ -6,7 +6,8 @@
  *
  * A tier <ISA> provides, for ACC in {f32, f64}:
  *   rmsn_v<ACC>_<ISA>                    the vector type, RMSN_LANES_<ACC>_<ISA> lanes
- *   rmsn_vzero/vset1/vadd/vsub/vmul_<ACC>_<ISA>, rmsn_vfma_<ACC>_<ISA>(a, b, c) = a*b+c,
+ *   rmsn_vzero/vset1/vadd/vsub/vmul_<ACC>_<ISA>, rmsn_vfma_<ACC>_<ISA>(a, b, c) = a*b+c
+ *                                        (RMSN_SIMD_ARITH makes them from the intrinsics),
  *   rmsn_vhsum_<ACC>_<ISA>(v)            horizontal sum in a fixed order
  * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_TYPE_ACC:
  *   rmsn_vload_<T>_<ACC>_<ISA>(p), rmsn_vloadn_..(p, m)    widen exactly; loadn reads m < LANES
@@ -14,7 +15,8 @@
  *   rmsn_vstore_<T>_<ACC>_<ISA>(p, v), rmsn_vstoren_..(p, v, m)   round once (rmsnorm.h)
  *   rmsn_vround_<T>_<ACC>_<ISA>(v)       round to T and back (cast_mode="llama")
  *   rmsn_vstream_<T>_<ACC>_<ISA>(p, v)   non-temporal store of a full vector to p aligned
- *                                        to LANES * sizeof(T); rmsn_vfence_<ISA>() after them
+ *                                        to LANES * sizeof(T) (the caller fences once per
+ *                                        thread: rmsn_stream_fence() in dispatch.h)
  *
  * Every primitive handles contiguous data (unit strides) and hands any other
  * layout to the scalar primitive.  Loads are unaligned.  A tail of m < LANES
@@ -28,6 +30,29 @@
 #define RMSN_KERNELS_SIMD_H
 
 #include "scalar.h"
+
+/* The arithmetic helpers of one vector type, from its intrinsics' prefix and
+ * suffix (e.g. _mm256, ps). */
+#define RMSN_SIMD_ARITH(ISA, ACC, PFX, SFX)                                                                  \
+    static inline rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }     \
+    static inline rmsn_v##ACC##_##ISA rmsn_vset1_##ACC##_##ISA(rmsn_##ACC s) { return PFX##_set1_##SFX(s); } \
+    static inline rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    {                                                                                                        \
+        return PFX##_add_##SFX(a, b);                                                                        \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_##ISA rmsn_vsub_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    {                                                                                                        \
+        return PFX##_sub_##SFX(a, b);                                                                        \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_##ISA rmsn_vmul_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    {                                                                                                        \
+        return PFX##_mul_##SFX(a, b);                                                                        \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_##ISA rmsn_vfma_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b, \
+                                                                rmsn_v##ACC##_##ISA c)                     \
+    {                                                                                                        \
+        return PFX##_fmadd_##SFX(a, b, c);                                                                   \
+    }
 
 /* What the SIMD tiers vectorize; everything else keeps the scalar kernels.
  * Same-acc pairs of f16/bf16/f32 share the f32 code; f64 data runs in f64. */
@@ -45,6 +70,13 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
 {
     ptrdiff_t head = (ptrdiff_t)(((0u - (uintptr_t)y) % vector_bytes) / elem_bytes);
     return head < n ? head : n;
+}
+
+/* Length of the vector step at i of n: the head (plain stores up to the
+ * aligned output), then full vectors of lanes, then the tail. */
+static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdiff_t lanes)
+{
+    return i < head ? head - i : (n - i < lanes ? n - i : lanes);
 }
 
 /* Partial loads and stores through a small stack buffer, for tiers without
@@ -78,6 +110,15 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
             rmsn_vstore_##T##_##ACC##_##ISA(p, v);                                                     \
         else                                                                                           \
             rmsn_vstoren_##T##_##ACC##_##ISA(p, v, m);                                                 \
+    }                                                                                                  \
+    /* An output store: non-temporal for full vectors when streaming (p is   \
+     * then aligned: see rmsn_stream_head). */                                 \
+    static inline void rmsn_vput_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m, int stream) \
+    {                                                                                                  \
+        if (stream && m == RMSN_LANES_##ACC##_##ISA)                                                   \
+            rmsn_vstream_##T##_##ACC##_##ISA(p, v);                                                    \
+        else                                                                                           \
+            rmsn_vstorem_##T##_##ACC##_##ISA(p, v, m);                                                 \
     }
 
 /* Sums of squares of one storage type: a row, and a tile of columns. */
@@ -138,10 +179,7 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
         if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                             \
         if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                      \
         if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                      \
-        if (stream && m == RMSN_LANES_##ACC##_##ISA)                                                         \
-            rmsn_vstream_##TOUT##_##ACC##_##ISA(y, t);                                                       \
-        else                                                                                                 \
-            rmsn_vstorem_##TOUT##_##ACC##_##ISA(y, t, m);                                                    \
+        rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                   \
     }
 
 /* Scale-and-write primitives of one (input, output) pair. */
@@ -168,7 +206,6 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
         if (i < n)                                                                                          \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,     \
                                                n - i, 0);                                                   \
-        if (stream) rmsn_vfence_##ISA(); /* order the weakly ordered stores before the caller's */          \
     }                                                                                                       \
     /* Channel by channel (contiguous runs), each position with its own r[p]. */                           \
     static void rmsn_colscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,       \
@@ -179,7 +216,7 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
     {                                                                                                       \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         ptrdiff_t c, p, m;                                                                                  \
-        int round_mid = o->round_mid;                                                                       \
+        int round_mid = o->round_mid; /* plain stores: streaming 1 KiB runs measured no faster */          \
         if (sxp != 1 || syp != 1 || pre) {                                                                  \
             rmsn_colscale_##TIN##_##TOUT##_scalar(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre, r);      \
             return;                                                                                         \
@@ -187,7 +224,7 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
         for (c = 0; c < n; c++) {                                                                           \
             rmsn_v##ACC##_##ISA wc = rmsn_vset1_##ACC##_##ISA(w ? w[c] : 1);                                \
             rmsn_v##ACC##_##ISA bc = rmsn_vset1_##ACC##_##ISA(b ? b[c] : 0);                                \
-            for (p = 0; p < npos; p += L) {                                                                 \
+            for (p = 0; p < npos; p += m) {                                                                 \
                 rmsn_v##ACC##_##ISA t;                                                                      \
                 m = npos - p < L ? npos - p : L;                                                            \
                 t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + c * sxc + p, m),          \
@@ -262,10 +299,7 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
                 m);                                                                                         \
         if (db) rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), d), m); \
         g = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, g), rmsn_vmul_##ACC##_##ISA(k, v));          \
-        if (stream && m == RMSN_LANES_##ACC##_##ISA)                                                        \
-            rmsn_vstream_##T##_##ACC##_##ISA(dx, g);                                                        \
-        else                                                                                                \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx, g, m);                                                     \
+        rmsn_vput_##T##_##ACC##_##ISA(dx, g, m, stream);                                                    \
     }                                                                                                       \
     static void rmsn_bwdwrite_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x, \
                                           ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,    \
@@ -274,19 +308,17 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
     {                                                                                                       \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);             \
-        ptrdiff_t i = 0, head = 0;                                                                          \
+        ptrdiff_t i = 0, head = 0, m;                                                                       \
         if (sdy != 1 || sx != 1 || sdx != 1) {                                                              \
             rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db, 0);                     \
             return;                                                                                         \
         }                                                                                                   \
         if (stream) head = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n);                             \
-        for (; i < n; i += L) {                                                                             \
-            ptrdiff_t m = i < head ? head - i : (n - i < L ? n - i : L);                                    \
+        for (; i < n; i += m) {                                                                             \
+            m = rmsn_step(i, head, n, L);                                                                   \
             rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,      \
                                   db ? db + i : NULL, m, stream);                                           \
-            i += m - L; /* the head is shorter than a vector */                                             \
         }                                                                                                   \
-        if (stream) rmsn_vfence_##ISA();                                                                    \
     }                                                                                                       \
     RMSN_DEFINE_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)
 
