@@ -73,11 +73,11 @@ def test_each_tier_is_bitwise_deterministic(rng, dtype, tier):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("tier", TIERS)
 def test_streamed_output_is_the_same(rng, dtype, tier):
-    """Outputs (y of the forward and of the fused add, dx) of 16 MiB and more are
+    """Outputs (y of the forward and of the fused add, dx) of 32 MiB and more are
     written with non-temporal stores; rows of odd length start at every
     alignment, so the aligned head is exercised."""
     dtype = np.dtype(dtype)
-    rows = (16 << 20) // (4099 * dtype.itemsize) + 1
+    rows = (32 << 20) // (4099 * dtype.itemsize) + 1
     x = rng.standard_normal((rows, 4099), dtype=np.float32).astype(dtype)
     w = rng.uniform(0.5, 1.5, 4099).astype(np.float32)
     r = x[::-1]  # a residual / a dy

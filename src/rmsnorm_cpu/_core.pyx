@@ -43,11 +43,12 @@ cdef enum:
     # Backward's dweight/dbias partial sums: at most this many fixed row blocks,
     # independent of the thread count, so the reduction order never changes.
     MAX_GRAD_BLOCKS = 64
-    # Outputs (y, dx) of at least this many bytes (half the 32 MiB last-level
-    # cache of the bench machine: they evict most of it anyway) are written with
-    # non-temporal stores: measured 1.5x -> 1.0x the np.copyto time at
-    # (4096, 4096) float32 and 1.6x -> 1.2x at (2048, 4096).
-    STREAM_FROM = 16 << 20
+    # Outputs (y, dx) of at least this many bytes (the 32 MiB last-level cache
+    # of the bench machine) are written with non-temporal stores: measured
+    # 1.5x -> 1.0x the np.copyto time at (4096, 4096) float32 and 1.6x -> 1.2x
+    # at (2048, 4096); no difference at 16 MiB, where a consumer may still
+    # find the output in the cache.
+    STREAM_FROM = 32 << 20
 
 cdef rmsn_kernels KERNELS
 
