@@ -22,8 +22,8 @@ typedef __m256 rmsn_vf32_avx2;
 typedef __m256d rmsn_vf64_avx2;
 enum { RMSN_LANES_f32_avx2 = 8, RMSN_LANES_f64_avx2 = 4 };
 
-RMSN_SIMD_ARITH(avx2, f32, _mm256, ps)
-RMSN_SIMD_ARITH(avx2, f64, _mm256, pd)
+RMSN_SIMD_ACC_TYPE(avx2, f32, _mm256, ps)
+RMSN_SIMD_ACC_TYPE(avx2, f64, _mm256, pd)
 
 static inline float rmsn_vhsum_f32_avx2(__m256 v)
 {
@@ -50,10 +50,6 @@ static inline __m256i rmsn_bf16_bits_avx2(__m256 v)
     __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
     return _mm256_blendv_epi8(rounded, quiet, nan);
 }
-
-static inline __m256 rmsn_vload_f32_f32_avx2(const float *p) { return _mm256_loadu_ps(p); }
-static inline void rmsn_vstore_f32_f32_avx2(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
-static inline __m256 rmsn_vround_f32_f32_avx2(__m256 v) { return v; }
 
 static inline __m256 rmsn_vload_f16_f32_avx2(const rmsn_f16 *p)
 {
@@ -84,12 +80,6 @@ static inline __m256 rmsn_vround_bf16_f32_avx2(__m256 v)
     return _mm256_castsi256_ps(_mm256_slli_epi32(rmsn_bf16_bits_avx2(v), 16));
 }
 
-static inline __m256d rmsn_vload_f64_f64_avx2(const double *p) { return _mm256_loadu_pd(p); }
-static inline void rmsn_vstore_f64_f64_avx2(double *p, __m256d v) { _mm256_storeu_pd(p, v); }
-static inline __m256d rmsn_vround_f64_f64_avx2(__m256d v) { return v; }
-
-static inline void rmsn_vstream_f32_f32_avx2(float *p, __m256 v) { _mm256_stream_ps(p, v); }
-static inline void rmsn_vstream_f64_f64_avx2(double *p, __m256d v) { _mm256_stream_pd(p, v); }
 static inline void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 {
     _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

@@ -26,8 +26,8 @@ enum { RMSN_LANES_f32_avx512 = 16, RMSN_LANES_f64_avx512 = 8 };
 static inline __mmask16 rmsn_mask16_avx512(ptrdiff_t m) { return (__mmask16)((1u << m) - 1u); }
 static inline __mmask8 rmsn_mask8_avx512(ptrdiff_t m) { return (__mmask8)((1u << m) - 1u); }
 
-RMSN_SIMD_ARITH(avx512, f32, _mm512, ps)
-RMSN_SIMD_ARITH(avx512, f64, _mm512, pd)
+RMSN_SIMD_ACC_TYPE(avx512, f32, _mm512, ps)
+RMSN_SIMD_ACC_TYPE(avx512, f64, _mm512, pd)
 
 static inline float rmsn_vhsum_f32_avx512(__m512 v)
 {
@@ -58,17 +58,19 @@ static inline __m512i rmsn_bf16_bits_avx512(__m512 v)
 
 #define RMSN_F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
-static inline __m512 rmsn_vload_f32_f32_avx512(const float *p) { return _mm512_loadu_ps(p); }
-static inline __m512 rmsn_vloadn_f32_f32_avx512(const float *p, ptrdiff_t m)
-{
-    return _mm512_maskz_loadu_ps(rmsn_mask16_avx512(m), p);
-}
-static inline void rmsn_vstore_f32_f32_avx512(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
-static inline void rmsn_vstoren_f32_f32_avx512(float *p, __m512 v, ptrdiff_t m)
-{
-    _mm512_mask_storeu_ps(p, rmsn_mask16_avx512(m), v);
-}
-static inline __m512 rmsn_vround_f32_f32_avx512(__m512 v) { return v; }
+/* Masked partial loads and stores of the acc types themselves. */
+#define RMSN_AVX512_MASKED_ACC(ACC, SFX, MASK)                                                          \
+    static inline rmsn_v##ACC##_avx512 rmsn_vloadn_##ACC##_##ACC##_avx512(const rmsn_##ACC *p, ptrdiff_t m) \
+    {                                                                                                   \
+        return _mm512_maskz_loadu_##SFX(MASK(m), p);                                                    \
+    }                                                                                                   \
+    static inline void rmsn_vstoren_##ACC##_##ACC##_avx512(rmsn_##ACC *p, rmsn_v##ACC##_avx512 v, ptrdiff_t m) \
+    {                                                                                                   \
+        _mm512_mask_storeu_##SFX(p, MASK(m), v);                                                        \
+    }
+RMSN_AVX512_MASKED_ACC(f32, ps, rmsn_mask16_avx512)
+RMSN_AVX512_MASKED_ACC(f64, pd, rmsn_mask8_avx512)
+#undef RMSN_AVX512_MASKED_ACC
 
 static inline __m512 rmsn_vload_f16_f32_avx512(const rmsn_f16 *p)
 {
@@ -110,20 +112,6 @@ static inline __m512 rmsn_vround_bf16_f32_avx512(__m512 v)
     return _mm512_castsi512_ps(_mm512_slli_epi32(rmsn_bf16_bits_avx512(v), 16));
 }
 
-static inline __m512d rmsn_vload_f64_f64_avx512(const double *p) { return _mm512_loadu_pd(p); }
-static inline __m512d rmsn_vloadn_f64_f64_avx512(const double *p, ptrdiff_t m)
-{
-    return _mm512_maskz_loadu_pd(rmsn_mask8_avx512(m), p);
-}
-static inline void rmsn_vstore_f64_f64_avx512(double *p, __m512d v) { _mm512_storeu_pd(p, v); }
-static inline void rmsn_vstoren_f64_f64_avx512(double *p, __m512d v, ptrdiff_t m)
-{
-    _mm512_mask_storeu_pd(p, rmsn_mask8_avx512(m), v);
-}
-static inline __m512d rmsn_vround_f64_f64_avx512(__m512d v) { return v; }
-
-static inline void rmsn_vstream_f32_f32_avx512(float *p, __m512 v) { _mm512_stream_ps(p, v); }
-static inline void rmsn_vstream_f64_f64_avx512(double *p, __m512d v) { _mm512_stream_pd(p, v); }
 static inline void rmsn_vstream_f16_f32_avx512(rmsn_f16 *p, __m512 v)
 {
     _mm256_stream_si256((__m256i *)p, _mm512_cvtps_ph(v, RMSN_F16_RNE));

@@ -7,7 +7,7 @@
  * A tier <ISA> provides, for ACC in {f32, f64}:
  *   rmsn_v<ACC>_<ISA>                    the vector type, RMSN_LANES_<ACC>_<ISA> lanes
  *   rmsn_vzero/vset1/vadd/vsub/vmul_<ACC>_<ISA>, rmsn_vfma_<ACC>_<ISA>(a, b, c) = a*b+c
- *                                        (RMSN_SIMD_ARITH makes them from the intrinsics),
+ *                                        (RMSN_SIMD_ACC_TYPE makes them from the intrinsics),
  *   rmsn_vhsum_<ACC>_<ISA>(v)            horizontal sum in a fixed order
  * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_TYPE_ACC:
  *   rmsn_vload_<T>_<ACC>_<ISA>(p), rmsn_vloadn_..(p, m)    widen exactly; loadn reads m < LANES
@@ -31,9 +31,22 @@
 
 #include "scalar.h"
 
-/* The arithmetic helpers of one vector type, from its intrinsics' prefix and
- * suffix (e.g. _mm256, ps). */
-#define RMSN_SIMD_ARITH(ISA, ACC, PFX, SFX)                                                                  \
+/* The helpers of one acc vector type (arithmetic; loads and stores of the acc
+ * type itself), from its intrinsics' prefix and suffix (e.g. _mm256, ps). */
+#define RMSN_SIMD_ACC_TYPE(ISA, ACC, PFX, SFX)                                                               \
+    static inline rmsn_v##ACC##_##ISA rmsn_vload_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p)                  \
+    {                                                                                                        \
+        return PFX##_loadu_##SFX(p);                                                                         \
+    }                                                                                                        \
+    static inline void rmsn_vstore_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)              \
+    {                                                                                                        \
+        PFX##_storeu_##SFX(p, v);                                                                            \
+    }                                                                                                        \
+    static inline void rmsn_vstream_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)             \
+    {                                                                                                        \
+        PFX##_stream_##SFX(p, v);                                                                            \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_##ISA rmsn_vround_##ACC##_##ACC##_##ISA(rmsn_v##ACC##_##ISA v) { return v; } \
     static inline rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }     \
     static inline rmsn_v##ACC##_##ISA rmsn_vset1_##ACC##_##ISA(rmsn_##ACC s) { return PFX##_set1_##SFX(s); } \
     static inline rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
