@@ -9,7 +9,7 @@ from helpers import BF16
 pytestmark = pytest.mark.usefixtures("isa")
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64] + ([BF16] if BF16 else []), ids=str)
 @pytest.mark.parametrize("shape", [(1, 4096), (3, 5, 7), (17,)], ids=str)
 def test_fast_path_is_the_general_path(rng, dtype, shape):
     x = rng.standard_normal(shape).astype(dtype)

@@ -32,6 +32,7 @@ def _dtype_code(dt):
     code = _CODES.get(dt)
     if code is None and dt.name == "bfloat16" and dt.itemsize == 2:
         _CODES[dt] = code = _BF16
+        _core.register_bfloat16(dt)
     return code
 
 

@@ -251,8 +251,21 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
                 rmsn_stream_fence()
 
 
-cdef inline int _type_code(int typenum) noexcept:
-    """Kernel code of a NumPy type number (float16/32/64), or -1."""
+# ml_dtypes' bfloat16 dtype once _api has met it (ml_dtypes stays optional).
+cdef object BFLOAT16 = None
+
+
+def register_bfloat16(dtype):
+    """Let forward_rows recognize this dtype as bfloat16."""
+    global BFLOAT16
+    BFLOAT16 = dtype
+
+
+cdef inline int _type_code(cnp.ndarray a):
+    """Kernel code of an array's dtype (float16, bfloat16, float32, float64), or -1."""
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if BFLOAT16 is not None and <object>cnp.PyArray_DESCR(a) is BFLOAT16:
+        return 1
     if typenum == cnp.NPY_FLOAT16:
         return 0
     if typenum == cnp.NPY_FLOAT32:
@@ -264,8 +277,8 @@ cdef inline int _type_code(int typenum) noexcept:
 
 def forward_rows(x, w, double eps):
     """The fast path of rms_norm's common call (see _api.rms_norm): y over the
-    last axis of a small C-contiguous, aligned, native float16/float32/float64
-    ndarray, w None or a contiguous acc-typed vector of x.shape[-1], other
+    last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
+    float64 ndarray, w None or a contiguous acc-typed vector of x.shape[-1], other
     arguments at their defaults.  Returns None for anything else (the caller
     then takes the general path), all checks done with the C API."""
     cdef cnp.ndarray xa, wa, y
@@ -281,7 +294,7 @@ def forward_rows(x, w, double eps):
     if ndim == 0 or cnp.PyArray_SIZE(xa) == 0 or cnp.PyArray_SIZE(xa) >= SERIAL_BELOW \
             or not cnp.PyArray_ISCARRAY_RO(xa):
         return None
-    code = _type_code(cnp.PyArray_TYPE(xa))
+    code = _type_code(xa)
     if code < 0:
         return None
     n = cnp.PyArray_DIM(xa, ndim - 1)
