@@ -53,8 +53,26 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 
 /* SIMD tiers are compiled only by GCC/Clang on their architecture, and not
  * at all with -DRMSN_SCALAR_ONLY (the build's RMSNORM_CPU_SCALAR_ONLY=1).
- * Each entry: X(isa, tier, required rmsn_cpu_features() bits). */
+ * Each entry: X(isa, tier, required rmsn_cpu_features() bits), lowest first. */
+#if !defined(RMSN_SCALAR_ONLY) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "kernels/avx2.h"
+#include "kernels/avx512.h"
+#define RMSN_FOR_EACH_SIMD_TIER(X) X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512)
+#else
 #define RMSN_FOR_EACH_SIMD_TIER(X)
+#endif
+
+/* Orders the non-temporal stores of the calling thread (rmsn_opts.stream)
+ * before what follows; each thread calls it once after its last slice, so
+ * short rows do not pay a fence each. */
+static inline void rmsn_stream_fence(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_ia32_sfence();
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
 
 /* Bit set of tiers compiled into this build. */
 static inline int rmsn_compiled_tiers(void)

@@ -56,6 +56,9 @@ typedef struct {
     double eps;
     int eps_mode;  /* RMSN_EPS_* */
     int round_mid; /* cast_mode="llama": round x*rstd to the input dtype first */
+    int stream;    /* outputs (y, dx) much larger than the last-level cache: SIMD tiers
+                      write them with non-temporal stores (same values, less traffic);
+                      the caller then runs rmsn_stream_fence() (dispatch.h) */
 } rmsn_opts;
 
 /* ---- bit casts and conversions (exact, portable; SIMD tiers mirror them) ---- */

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
-ROW_FIELDS = ("shape", "dtype", "threads", "ours_us")
+ROW_FIELDS = ("case", "shape", "dtype", "threads", "ours_us")
 
 
 def _shape(text):

@@ -34,6 +34,7 @@ def _dtype_code(dt):
     code = _CODES.get(dt)
     if code is None and dt.name == "bfloat16" and dt.itemsize == 2:
         _CODES[dt] = code = _BF16
+        _core.register_bfloat16(dt)
     return code
 
 
@@ -78,6 +79,20 @@ def _as_float_array(a, name):
     raise TypeError(
         f"{name} must hold float16, bfloat16, float32 or float64 numbers (integers are upcast), "
         f"got dtype {a.dtype}")
+
+
+def _raw_bfloat16(x, dtype):
+    """True for a uint16 ndarray with dtype="bfloat16": x holds bfloat16 bit
+    patterns (e.g. a torch bfloat16 tensor viewed as int16/uint16), and the
+    result is the same representation, so ml_dtypes is not needed."""
+    if type(x) is not np.ndarray or x.dtype != np.uint16 or dtype is None:
+        return False
+    if isinstance(dtype, str):
+        return dtype == "bfloat16"
+    try:
+        return np.dtype(dtype).name == "bfloat16"
+    except TypeError:
+        return False
 
 
 def _out_dtype(dtype, x_dtype, x_code):
@@ -350,6 +365,8 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
         to the input dtype first, like Hugging Face ``LlamaRMSNorm``.
     dtype : dtype, optional
         Output dtype (float16, "bfloat16", float32, float64); default: x's.
+        With a uint16 ``x``, ``dtype="bfloat16"`` reads ``x`` as bfloat16 bit
+        patterns and returns bfloat16 bit patterns in uint16 (no ml_dtypes needed).
     out : ndarray, optional
         Output of x's shape and the output dtype, any strides; may be ``x`` itself.
         Not supported for Dask arrays, whose result is a lazy Dask array (the
@@ -391,13 +408,28 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
     array([[0.84852814, 1.13137085]])
     """
+    # Fast path: the common call of decode loops (thousands of one-row calls):
+    # defaults, a small C-contiguous x, weight None or acc-typed of the
+    # normalized shape; _core.forward_rows checks the arrays and returns None
+    # for anything else, which takes the general path below.
+    if (bias is None and out is None and dtype is None and not return_rstd and n_threads is None
+            and type(axis) is int and axis == -1 and type(groups) is int and groups == 1 and eps_mode == "sqrt"
+            and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
+            and type(weight_offset) is float and weight_offset == 0.0):
+        y = _core.forward_rows(x, weight, eps)
+        if y is not None:
+            return y
     if _is_dask(x):  # lazy, block by block
         from . import _dask
         return _dask.rms_norm(x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
                               weight_offset=weight_offset, cast_mode=cast_mode, dtype=dtype, out=out,
                               return_rstd=return_rstd, n_threads=n_threads)
-    x, tin = _as_float_array(x, "x")
-    out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
+    if _raw_bfloat16(x, dtype):
+        tin = tout = _BF16
+        out_dtype = x.dtype
+    else:
+        x, tin = _as_float_array(x, "x")
+        out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[_F64 in (tin, tout)]
     w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))

@@ -1,9 +1,14 @@
 """Benchmark tables: rms_norm against its peers, as ratios measured in one run.
 
-Peers: the NumPy composite, PyTorch eager ``F.rms_norm`` (when installed), and
-``np.copyto`` of the same bytes, the memory-bandwidth bound.  Times are
-medians of repeated calls; the table reports "their time / our time" so that
-numbers from a shared, noisy machine still compare.
+Peers: the NumPy composite, PyTorch eager ``F.rms_norm`` and ONNX Runtime's
+fused ``SimplifiedLayerNormalization`` (I/O binding, one intra-op thread per
+thread of ours) when installed, and ``np.copyto`` of the same bytes, the
+memory-bandwidth bound.  Times are medians of repeated calls; the table
+reports "their time / our time" so that numbers from a shared, noisy machine
+still compare (copy_bound > 1 would mean faster than a copy).  Besides the
+last-axis forward: the NCHW channel case (axis=1, also against our own
+contiguous time for the same bytes) and the backward (its bound reads dy and
+x and writes dx: 1.5 times the forward's copy).
 """
 
 import os
@@ -16,6 +21,12 @@ from . import _api, _config
 
 DEFAULT_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096)]
 DEFAULT_DTYPES = ["float32", "float16"]
+# The full table of issue 7 (bench/bench_forward.py).
+ISSUE_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096), (4096, 1024), (64, 65536)]
+ISSUE_DTYPES = ["float32", "float16", "bfloat16", "float64"]
+NCHW_SHAPES = [(8, 512, 64, 64)]
+BACKWARD_SHAPES = [(2048, 4096)]
+PEERS = ("copy_bound", "numpy", "torch", "onnxruntime", "contiguous")
 
 
 def median_time(fn, min_time=0.2, max_repeats=200):
@@ -30,41 +41,141 @@ def median_time(fn, min_time=0.2, max_repeats=200):
     return float(np.median(times))
 
 
-def numpy_composite(x, w, eps=1e-6):
+def _dtype(name):
+    return _api._bfloat16() if name == "bfloat16" else np.dtype(name)
+
+
+def numpy_composite(x, w, eps=1e-6, axis=-1):
     """What users write without us: five temporaries, float32 math for low precision."""
     xf = x.astype(np.float32) if x.dtype.itemsize < 4 else x
-    return (xf / np.sqrt(np.mean(xf * xf, axis=-1, keepdims=True) + eps) * w).astype(x.dtype)
+    return (xf / np.sqrt(np.mean(xf * xf, axis=axis, keepdims=True) + eps) * w).astype(x.dtype)
 
 
-def _torch_peer(x, w):
+def _torch_forward(x, w):
     try:
         import torch
     except ImportError:
         return None
-    tx, tw = torch.from_numpy(x), torch.from_numpy(w.astype(x.dtype))
+    tx = torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16) if x.dtype.name == "bfloat16" else \
+        torch.from_numpy(x)
+    tw = torch.from_numpy(w.astype(np.float32)).to(tx.dtype)
     shape = (x.shape[-1],)
     return lambda: torch.nn.functional.rms_norm(tx, shape, tw, eps=1e-6)
 
 
-def bench_case(shape, dtype, n_threads=1, min_time=0.2):
-    """One row: our time and each peer's time relative to ours."""
+def _torch_backward(dy, x, w):
+    try:
+        import torch
+    except ImportError:
+        return None
+    tx = torch.from_numpy(x).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    tdy = torch.from_numpy(dy)
+
+    def step():
+        tx.grad = tw.grad = None
+        torch.nn.functional.rms_norm(tx, (x.shape[-1],), tw, eps=1e-6).backward(tdy)
+    return step
+
+
+def _onnx_forward(x, w, y, n_threads):
+    """ONNX Runtime's fused SimplifiedLayerNormalization with I/O binding into y."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE}
+    if x.dtype.name not in elem:
+        return None  # no bfloat16 kernel on ORT's CPU provider
+    tp, n = elem[x.dtype.name], x.shape[-1]
+    graph = helper.make_graph(
+        [helper.make_node("SimplifiedLayerNormalization", ["X", "S"], ["Y"], axis=-1, epsilon=1e-6)], "rmsnorm",
+        [helper.make_tensor_value_info("X", tp, [None, n]), helper.make_tensor_value_info("S", tp, [n])],
+        [helper.make_tensor_value_info("Y", tp, [None, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = n_threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    binding = sess.io_binding()
+    bound = x.reshape(-1, n), w.astype(x.dtype), y.reshape(-1, n)
+    binding.bind_cpu_input("X", bound[0])
+    binding.bind_cpu_input("S", bound[1])
+    binding.bind_output("Y", "cpu", 0, x.dtype, bound[2].shape, bound[2].ctypes.data)
+
+    def step():
+        sess.run_with_iobinding(binding)
+        return bound  # the bound buffers live as long as this function
+    return step
+
+
+def _data(shape, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
-    w = rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32)
-    y = np.empty_like(x)
-    ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
-    row = {"shape": shape, "dtype": str(np.dtype(dtype)), "threads": n_threads, "ours_us": ours * 1e6}
+    return x, np.empty_like(x)
+
+
+def _with_torch_threads(n_threads, fn, min_time):
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        return median_time(fn, min_time)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def bench_case(shape, dtype, n_threads=1, min_time=0.2):
+    """One forward row over the last axis: our time and each peer's time relative to ours."""
+    dt = _dtype(dtype)
+    x, y = _data(shape, dt)
+    acc = np.float64 if dt == np.float64 else np.float32
+    w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(acc)
+    if shape[0] == 1 and n_threads == 1:  # the decode call as users write it
+        ours = median_time(lambda: _api.rms_norm(x, w), min_time)
+    else:
+        ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
+    row = {"case": "forward", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
     row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
-    torch_fn = _torch_peer(x, w)
+    torch_fn = _torch_forward(x, w)
     if torch_fn is not None:
-        import torch
-        previous = torch.get_num_threads()
-        torch.set_num_threads(n_threads)
-        try:
-            row["torch"] = median_time(torch_fn, min_time) / ours
-        finally:
-            torch.set_num_threads(previous)
+        row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
+    onnx_fn = _onnx_forward(x, w, np.empty_like(x), n_threads)
+    if onnx_fn is not None:
+        row["onnxruntime"] = median_time(onnx_fn, min_time) / ours
+    return row
+
+
+def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
+    """Channels of NCHW (axis=1): against the copy, NumPy, and our own time for
+    the same bytes normalized over a contiguous last axis."""
+    dt = _dtype(dtype)
+    x, y = _data(shape, dt)
+    ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
+    row = {"case": "nchw axis=1", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads,
+           "ours_us": ours * 1e6}
+    row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
+    row["numpy"] = median_time(lambda: numpy_composite(x, 1.0, axis=1), min_time) / ours
+    xc, yc = x.reshape(-1, shape[1]), y.reshape(-1, shape[1])
+    row["contiguous"] = median_time(lambda: _api.rms_norm(xc, out=yc, n_threads=n_threads), min_time) / ours
+    return row
+
+
+def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
+    """dx and dweight over the last axis; the bound reads dy and x and writes dx."""
+    dt = _dtype(dtype)
+    x, dx = _data(shape, dt)
+    dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
+    w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(dt)
+    ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
+    row = {"case": "backward", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
+    row["copy_bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
+    torch_fn = _torch_backward(dy, x, w) if dt.name != "bfloat16" else None
+    if torch_fn is not None:
+        row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
     return row
 
 
@@ -75,23 +186,35 @@ def machine_line():
 
 
 def format_table(rows):
-    peers = [p for p in ("copy_bound", "numpy", "torch") if any(p in r for r in rows)]
-    head = f"{'shape':>14} {'dtype':>8} {'thr':>3} {'ours (us)':>10} " + " ".join(f"{p:>11}" for p in peers)
+    peers = [p for p in PEERS if any(p in r for r in rows)]
+    head = (f"{'case':>11} {'shape':>17} {'dtype':>8} {'thr':>3} {'ours (us)':>10} "
+            + " ".join(f"{p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(f"{r[p]:>10.2f}x" if p in r else f"{'-':>11}" for p in peers)
-        lines.append(f"{str(r['shape']):>14} {r['dtype']:>8} {r['threads']:>3} {r['ours_us']:>10.1f} {cells}")
-    lines.append("ratios are their time / our time (copy_bound: np.copyto of the same bytes; "
-                 "< 1 means we are slower than a copy)")
+        lines.append(f"{r['case']:>11} {str(r['shape']):>17} {r['dtype']:>8} {r['threads']:>3} "
+                     f"{r['ours_us']:>10.1f} {cells}")
+    lines.append("ratios are their time / our time (copy_bound: np.copyto of the same bytes, x1.5 for the "
+                 "backward; < 1 means slower than a copy; contiguous: ours on the same bytes over the last axis)")
     return "\n".join(lines)
 
 
-def run(shapes=None, dtypes=None, threads=(1,), min_time=0.2, out=print):
+def run(shapes=None, dtypes=None, threads=(1,), min_time=0.2, out=print, *, nchw_shapes=(), backward_shapes=()):
+    """Measure and print the table; return its rows (dicts).
+
+    ``shapes``/``dtypes`` give the last-axis forward cases (default
+    DEFAULT_SHAPES x DEFAULT_DTYPES); ``nchw_shapes`` adds axis=1 cases and
+    ``backward_shapes`` backward cases, in every dtype and thread count.
+    """
     out(machine_line())
     rows = []
     for dtype in dtypes or DEFAULT_DTYPES:
-        for shape in shapes or DEFAULT_SHAPES:
-            for n in threads:
+        for n in threads:
+            for shape in shapes or DEFAULT_SHAPES:
                 rows.append(bench_case(tuple(shape), dtype, n, min_time))
+            for shape in nchw_shapes:
+                rows.append(bench_nchw(tuple(shape), dtype, n, min_time))
+            for shape in backward_shapes:
+                rows.append(bench_backward(tuple(shape), dtype, n, min_time))
     out(format_table(rows))
     return rows

@@ -7,6 +7,7 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         double eps
         int eps_mode
         int round_mid
+        int stream
     ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
                                  const void*, const void*, void*)
     ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
@@ -28,6 +29,7 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     int rmsn_compiled_tiers()
     int rmsn_supported_tiers()
     void rmsn_select_tier(rmsn_kernels *k, int tier)
+    void rmsn_stream_fence()
 
 
 cdef const rmsn_kernels *active_kernels() noexcept nogil

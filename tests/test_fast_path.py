@@ -1,0 +1,52 @@
+"""rms_norm's fast path for the common call, and bfloat16 bits in uint16 arrays."""
+
+import numpy as np
+import pytest
+
+import rmsnorm_cpu as rn
+from helpers import BF16
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64] + ([BF16] if BF16 else []), ids=str)
+@pytest.mark.parametrize("shape", [(1, 4096), (3, 5, 7), (17,)], ids=str)
+def test_fast_path_is_the_general_path(rng, dtype, shape):
+    x = rng.standard_normal(shape).astype(dtype)
+    acc = np.float64 if dtype == np.float64 else np.float32
+    for w in (None, rng.uniform(0.5, 1.5, shape[-1]).astype(acc), rng.uniform(0.5, 1.5, shape[-1])):
+        fast = rn.rms_norm(x, w)
+        general = rn.rms_norm(x, w, n_threads=1)  # n_threads given: not the fast path
+        assert fast.dtype == x.dtype and fast.shape == x.shape
+        np.testing.assert_array_equal(fast.view(np.uint8), general.view(np.uint8))
+
+
+def test_fast_path_keeps_validation(rng):
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    for kw, exc in [({"groups": True}, TypeError), ({"axis": True}, TypeError), ({"eps": float("nan")}, ValueError),
+                    ({"eps": -1.0}, ValueError), ({"weight": np.ones(7, np.float32)}, ValueError),
+                    ({"weight": np.ones((1, 8), np.float32)}, ValueError)]:
+        with pytest.raises(exc):
+            rn.rms_norm(x, **kw)
+    # A strided row runs another kernel (SPEC: may differ in the last bits).
+    np.testing.assert_allclose(rn.rms_norm(x[:, ::2]), rn.rms_norm(np.ascontiguousarray(x[:, ::2])), rtol=1e-6)
+    assert rn.rms_norm(x.astype(">f4")).dtype == np.float32
+
+
+@pytest.mark.skipif(BF16 is None, reason="ml_dtypes not installed")
+def test_uint16_holds_bfloat16_bits(rng):
+    xb = rng.standard_normal((3, 37)).astype(BF16)
+    w = rng.uniform(0.5, 1.5, 37).astype(np.float32)
+    expected = rn.rms_norm(xb, w).view(np.uint16)
+    bits = xb.view(np.uint16)
+    for dtype in ("bfloat16", BF16):
+        y = rn.rms_norm(bits, w, dtype=dtype)
+        assert y.dtype == np.uint16
+        np.testing.assert_array_equal(y, expected)
+    out = np.empty_like(bits)
+    assert rn.rms_norm(bits, w, dtype="bfloat16", out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(TypeError, match="out"):
+        rn.rms_norm(bits, w, dtype="bfloat16", out=np.empty((3, 37), BF16))
+    # Without dtype="bfloat16" a uint16 array is integers, upcast as NumPy does.
+    assert rn.rms_norm(bits).dtype == np.float64
