@@ -223,6 +223,15 @@ def _affine_param(p, name, plan, acc, offset):
     return flat.reshape(-1)
 
 
+def _call_args(plan, acc, weight, bias, weight_offset, eps, eps_mode, cast_mode, n_threads):
+    """The arguments every public function shares, checked and in kernel form:
+    (weight + offset, bias, eps, eps_mode code, round_mid, n_threads)."""
+    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
+    b = _affine_param(bias, "bias", plan, acc, 0.0)
+    eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
+    return w, b, eps, mode, round_mid, _n_threads(n_threads)
+
+
 def _broadcast_shape(a, b):
     try:
         return np.broadcast_shapes(a, b)
@@ -432,10 +441,8 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
         out_dtype, tout = _out_dtype(dtype, x.dtype, tin)
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[_F64 in (tin, tout)]
-    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
-    b = _affine_param(bias, "bias", plan, acc, 0.0)
-    eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
-    n_threads = _n_threads(n_threads)
+    w, b, eps, mode, round_mid, n_threads = _call_args(plan, acc, weight, bias, weight_offset, eps, eps_mode,
+                                                       cast_mode, n_threads)
     if out is None:
         y = np.empty_like(x, dtype=out_dtype)
     else:
@@ -507,10 +514,8 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
         raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[_F64 in (tx, tr)]
-    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
-    b = _affine_param(bias, "bias", plan, acc, 0.0)
-    eps, mode, round_mid = _options(eps, eps_mode, cast_mode)
-    n_threads = _n_threads(n_threads)
+    w, b, eps, mode, round_mid, n_threads = _call_args(plan, acc, weight, bias, weight_offset, eps, eps_mode,
+                                                       cast_mode, n_threads)
     inputs = (x, residual)
     ro = np.empty_like(residual) if residual_out is None else \
         _check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
@@ -587,11 +592,9 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         dy = dy.astype(x.dtype)
     plan = _plan(x.shape, axis, groups)
     acc = _ACC[t == _F64]
-    w = _affine_param(weight, "weight", plan, acc, _real(weight_offset, "weight_offset"))
-    if bias is not None:
-        _affine_param(bias, "bias", plan, acc, 0.0)  # validated like the forward's
-    eps, mode, _ = _options(eps, eps_mode)
-    n_threads = _n_threads(n_threads)
+    # bias only shapes dbias; it is validated like the forward's.
+    w, _, eps, mode, _, n_threads = _call_args(plan, acc, weight, bias, weight_offset, eps, eps_mode, "fused",
+                                               n_threads)
     if rstd is not None:
         r, _ = _as_float_array(rstd, "rstd")
         if r.shape != plan.rstd_shape():
