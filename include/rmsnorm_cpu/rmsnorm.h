@@ -59,6 +59,10 @@ typedef struct {
     int stream;    /* outputs (y, dx) much larger than the last-level cache: SIMD tiers
                       write them with non-temporal stores (same values, less traffic);
                       the caller then runs rmsn_stream_fence() (dispatch.h) */
+    int prefetch_next; /* the next slice starts where this one ends (rows of a C-contiguous
+                          batch): SIMD tiers prefetch it into L2 during the pass that
+                          works from cache, so the next slice's first pass does not wait
+                          for memory (kernels/simd.h) */
 } rmsn_opts;
 
 /* ---- bit casts and conversions (exact, portable; SIMD tiers mirror them) ---- */

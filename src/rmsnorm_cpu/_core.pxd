@@ -8,6 +8,7 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         int eps_mode
         int round_mid
         int stream
+        int prefetch_next
     ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
                                  const void*, const void*, void*)
     ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,

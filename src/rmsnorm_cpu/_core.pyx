@@ -241,6 +241,16 @@ cdef inline void _slice_ptrs(const Layout *L, Py_ssize_t s, char **p) noexcept n
             p[k] += i * L.bstride[k][d]
 
 
+cdef bint _slices_follow(const Layout *L, Py_ssize_t nops) noexcept nogil:
+    """Whether, in each of the first nops operands, slice s + 1 starts where
+    slice s ends (C-contiguous rows): rmsn_opts.prefetch_next."""
+    cdef Py_ssize_t k
+    for k in range(nops):
+        if L.nstride[k] != 1 or (L.nb > 0 and L.bstride[k][L.nb - 1] != L.groups * L.n * L.itemsize[k]):
+            return False
+    return True
+
+
 cdef inline const char *_group_param(const char *base, const Layout *L, Py_ssize_t s,
                                      Py_ssize_t accsize) noexcept nogil:
     """The weight/bias part that group s % groups uses (NULL stays NULL)."""
@@ -301,6 +311,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
     f.opts.eps_mode = eps_mode
     f.opts.round_mid = round_mid
     f.opts.stream = y.nbytes >= STREAM_FROM
+    f.opts.prefetch_next = _slices_follow(&f.L, 1)
     f.row = KERNELS.fwd[tin][tout]
     f.cols = KERNELS.fwd_cols[tin][tout]
     f.w = _ptr_or_null(w)
@@ -377,6 +388,7 @@ def forward_rows(x, w, double eps):
     o.eps_mode = 0
     o.round_mid = 0
     o.stream = 0
+    o.prefetch_next = 0  # at most 32 rows: they stay in cache anyway
     fn = KERNELS.fwd[code][code]
     rows = cnp.PyArray_SIZE(xa) // n
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
@@ -419,6 +431,7 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
     a.opts.eps_mode = eps_mode
     a.opts.round_mid = round_mid
     a.opts.stream = y.nbytes >= STREAM_FROM
+    a.opts.prefetch_next = 0  # its second pass reads residual_out, not the next x and residual
     a.fn = KERNELS.add[tx][tr]
     a.w = _ptr_or_null(w)
     a.b = _ptr_or_null(b)
@@ -471,6 +484,7 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
     g.opts.eps_mode = eps_mode
     g.opts.round_mid = 0
     g.opts.stream = dx.nbytes >= STREAM_FROM
+    g.opts.prefetch_next = _slices_follow(&g.L, 2)
     g.fn = KERNELS.bwd[t]
     g.w = _ptr_or_null(w)
     g.rstd = _ptr_or_null(rstd)

@@ -75,6 +75,8 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     opts.eps = EPS
     opts.eps_mode = EPS_SQRT
     opts.round_mid = 0
+    opts.stream = 0
+    opts.prefetch_next = 0
     for i in range(outer):
         if converted == NULL or steps[1] != 0:
             converted = args[1] + i * steps[1]

@@ -114,10 +114,10 @@ RMSN_FOR_EACH_PAIR(RMSN_SCALAR_SLICES)
     static void rmsn_bwdwrite_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x, \
                                            ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,    \
                                            rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db,        \
-                                           int stream)                                                        \
+                                           const rmsn_opts *o)                                                \
     {                                                                                                         \
         ptrdiff_t i;                                                                                          \
-        (void)stream; /* plain stores: a hint for SIMD tiers */                                               \
+        (void)o; /* stream and prefetch_next are hints for SIMD tiers */                                      \
         for (i = 0; i < n; i++) {                                                                             \
             rmsn_##ACC v = rmsn_load_##T##_##ACC(x + i * sx), d = rmsn_load_##T##_##ACC(dy + i * sdy);        \
             rmsn_##ACC g = w ? d * w[i] : d;                                                                  \

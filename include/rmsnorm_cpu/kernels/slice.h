@@ -9,7 +9,7 @@
  *   rmsn_colscale_<TIN>_<TOUT>_<ISA>(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre[], r[])
  *   rmsn_addsq_<TX>_<TR>_<ISA>(n, x, sx, r, sr, ro, sro)         ro = round(x + r); -> sum ro^2
  *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
- *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, stream)
+ *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
  *
  * A SIMD scale/colscale is only called with pre == 1 (pre[] == NULL); the
  * scalar one serves split rstds.
@@ -179,7 +179,7 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
         r = rstd ? *(const rmsn_##ACC *)rstd : rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre) * pre;              \
         rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                    \
                                   wt, r, (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw, \
-                                  (rmsn_##ACC *)db, o->stream);                                                 \
+                                  (rmsn_##ACC *)db, o);                                                 \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */
