@@ -62,7 +62,10 @@ RMSN_NEON_ACC_TYPE(f64, f64)
 #undef RMSN_NEON_ACC_TYPE
 
 /* (v0 + v2) + (v1 + v3): the halves added first, as the x86 tiers do. */
-static inline float rmsn_vhsum_f32_neon(float32x4_t v) { return vpadds_f32(vadd_f32(vget_low_f32(v), vget_high_f32(v))); }
+static inline float rmsn_vhsum_f32_neon(float32x4_t v)
+{
+    return vpadds_f32(vadd_f32(vget_low_f32(v), vget_high_f32(v)));
+}
 static inline double rmsn_vhsum_f64_neon(float64x2_t v) { return vpaddd_f64(v); }
 
 /* f32 -> bf16 bits in the low half of each 32-bit lane: rmsn_f32_to_bf16 of
@@ -92,7 +95,10 @@ static inline float32x4_t rmsn_vload_bf16_f32_neon(const rmsn_bf16 *p)
 {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
 }
-static inline void rmsn_vstore_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { vst1_u16(p, vmovn_u32(rmsn_bf16_bits_neon(v))); }
+static inline void rmsn_vstore_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v)
+{
+    vst1_u16(p, vmovn_u32(rmsn_bf16_bits_neon(v)));
+}
 static inline float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
 {
     return vreinterpretq_f32_u32(vshlq_n_u32(rmsn_bf16_bits_neon(v), 16));
