@@ -240,13 +240,17 @@ static void outputs(arr run[3], int t, ptrdiff_t count, int misalign)
     for (r = 0; r < 3; r++) run[r] = arr_new(t, count, misalign);
 }
 
-/* rstd bounds: relative, from the sum-of-squares order only. */
-static double *rstd_bounds(const arr *rstd, int acc, ptrdiff_t n)
+/* The normalized output y within bnd (freed), then the rstd of its slices of
+ * n: relative, from the order of the sum of squares only. */
+static void check_y_rstd(arr y[3], double *bnd, arr rstd[3], int acc, ptrdiff_t n)
 {
-    double *bnd = bounds_new(rstd->count);
     ptrdiff_t i;
-    for (i = 0; i < rstd->count; i++) bnd[i] = bound(acc, acc, n, at(rstd, i), 0);
-    return bnd;
+    check_output("y", y, bnd);
+    bnd = realloc(bnd, (size_t)rstd[0].count * sizeof *bnd);
+    if (!bnd) exit(2);
+    for (i = 0; i < rstd[0].count; i++) bnd[i] = bound(acc, acc, n, at(&rstd[0], i), 0);
+    check_output("rstd", rstd, bnd);
+    free(bnd);
 }
 
 /* Options cycled over the cases, so every combination meets every shape. */
@@ -286,11 +290,7 @@ static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, 
     for (r = 0; r < 3; r++) k[r]->fwd[tin][tout](&o, n, x.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
     for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tin, tout, acc, n, at(&y[0], i), at(&x, i), rstd, 0, w_at(&w, i),
                                 b_at(&b, i));
-    check_output("y", y, bnd);
-    free(bnd);
-    bnd = rstd_bounds(&rstd[0], acc, n);
-    check_output("rstd", rstd, bnd);
-    free(bnd);
+    check_y_rstd(y, bnd, rstd, acc, n);
     arr_free(&x), arr_free(&w), arr_free(&b);
 }
 
@@ -311,11 +311,7 @@ static void check_fwd_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_
         for (p = 0; p < npos; p++)
             bnd[c * npos + p] = y_bound(&o, tin, tout, acc, n, at(&y[0], c * npos + p), at(&x, c * npos + p), rstd,
                                         p, w_at(&w, c), b_at(&b, c));
-    check_output("y", y, bnd);
-    free(bnd);
-    bnd = rstd_bounds(&rstd[0], acc, n);
-    check_output("rstd", rstd, bnd);
-    free(bnd);
+    check_y_rstd(y, bnd, rstd, acc, n);
     arr_free(&x), arr_free(&w), arr_free(&b);
 }
 
@@ -336,11 +332,7 @@ static void check_add(const rmsn_kernels *k[3], int tx, int tr, ptrdiff_t n, int
     for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tr, tx, acc, n, at(&y[0], i), at(&ro[0], i), rstd, 0, w_at(&w, i),
                                 b_at(&b, i));
     check_output("ro", ro, NULL);
-    check_output("y", y, bnd);
-    free(bnd);
-    bnd = rstd_bounds(&rstd[0], acc, n);
-    check_output("rstd", rstd, bnd);
-    free(bnd);
+    check_y_rstd(y, bnd, rstd, acc, n);
     arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
 }
 
