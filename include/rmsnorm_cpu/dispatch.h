@@ -58,6 +58,9 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 #include "kernels/avx2.h"
 #include "kernels/avx512.h"
 #define RMSN_FOR_EACH_SIMD_TIER(X) X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512)
+#elif !defined(RMSN_SCALAR_ONLY) && defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#include "kernels/neon.h"
+#define RMSN_FOR_EACH_SIMD_TIER(X) X(neon, RMSN_TIER_NEON, RMSN_CPU_NEON)
 #else
 #define RMSN_FOR_EACH_SIMD_TIER(X)
 #endif

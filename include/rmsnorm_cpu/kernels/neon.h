@@ -1,0 +1,115 @@
+/*
+ * NEON tier (AArch64 Advanced SIMD): 4 f32 / 2 f64 lanes.  The vector
+ * helpers kernels/simd.h builds the primitives from; partial vectors go
+ * through a stack buffer.  Advanced SIMD is part of the AArch64 baseline, so
+ * there is no target region and no CPU check beyond the architecture.
+ *
+ * The helpers are written out here: NEON intrinsic names (vaddq_f32,
+ * vaddq_f64) do not follow the _mm<PFX>_<op>_<SFX> pattern of
+ * RMSN_SIMD_ACC_TYPE.  vmulq/vaddq are plain C operators in GCC's arm_neon.h,
+ * so they stay unfused only under the build's -ffp-contract=off, like the
+ * scalar code; vfmaq is the explicit fused multiply-add.
+ *
+ * Rounding follows FPCR, which this library leaves at the Linux default:
+ * round to nearest even, FZ = 0 (f32/f64 subnormals kept), DN = 0.  The
+ * f16 conversions (FCVTL/FCVTN) ignore FPCR.FZ16 (the Arm ARM's
+ * FPUnpackCV/FPRoundCV), so f16 subnormals are kept too; with FPCR.FZ set by
+ * someone else, f32 subnormal inputs of FCVTN would flush, as all f32
+ * arithmetic then does.
+ */
+#ifndef RMSN_KERNELS_NEON_H
+#define RMSN_KERNELS_NEON_H
+
+#include <arm_neon.h>
+
+#include "simd.h"
+
+typedef float32x4_t rmsn_vf32_neon;
+typedef float64x2_t rmsn_vf64_neon;
+enum { RMSN_LANES_f32_neon = 4, RMSN_LANES_f64_neon = 2 };
+
+/* The helpers of one acc vector type (arithmetic; loads and stores of the acc
+ * type itself), from its intrinsics' suffix (f32, f64). */
+#define RMSN_NEON_ACC_TYPE(ACC, SFX)                                                                         \
+    static inline rmsn_v##ACC##_neon rmsn_vload_##ACC##_##ACC##_neon(const rmsn_##ACC *p) { return vld1q_##SFX(p); } \
+    static inline void rmsn_vstore_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
+    /* No non-temporal store: ACLE has no intrinsic for STNP, which is only a \
+     * hint on most cores, and no AArch64 machine here could measure it. */   \
+    static inline void rmsn_vstream_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
+    static inline rmsn_v##ACC##_neon rmsn_vround_##ACC##_##ACC##_neon(rmsn_v##ACC##_neon v) { return v; }   \
+    static inline rmsn_v##ACC##_neon rmsn_vzero_##ACC##_neon(void) { return vdupq_n_##SFX(0); }              \
+    static inline rmsn_v##ACC##_neon rmsn_vset1_##ACC##_neon(rmsn_##ACC s) { return vdupq_n_##SFX(s); }      \
+    static inline rmsn_v##ACC##_neon rmsn_vadd_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    {                                                                                                        \
+        return vaddq_##SFX(a, b);                                                                            \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_neon rmsn_vsub_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    {                                                                                                        \
+        return vsubq_##SFX(a, b);                                                                            \
+    }                                                                                                        \
+    static inline rmsn_v##ACC##_neon rmsn_vmul_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    {                                                                                                        \
+        return vmulq_##SFX(a, b);                                                                            \
+    }                                                                                                        \
+    /* a * b + c, one rounding (vfmaq takes the addend first). */                                            \
+    static inline rmsn_v##ACC##_neon rmsn_vfma_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b,     \
+                                                            rmsn_v##ACC##_neon c)                            \
+    {                                                                                                        \
+        return vfmaq_##SFX(c, a, b);                                                                         \
+    }
+RMSN_NEON_ACC_TYPE(f32, f32)
+RMSN_NEON_ACC_TYPE(f64, f64)
+#undef RMSN_NEON_ACC_TYPE
+
+/* (v0 + v2) + (v1 + v3): the halves added first, as the x86 tiers do. */
+static inline float rmsn_vhsum_f32_neon(float32x4_t v)
+{
+    return vpadds_f32(vadd_f32(vget_low_f32(v), vget_high_f32(v)));
+}
+static inline double rmsn_vhsum_f64_neon(float64x2_t v) { return vpaddd_f64(v); }
+
+/* f32 -> bf16 bits in the low half of each 32-bit lane: rmsn_f32_to_bf16 of
+ * rmsnorm.h lane by lane (nearest-even by integer add, subnormals kept, NaN
+ * kept quiet), as kernels/avx2.h; BFCVTN (FEAT_BF16) is not baseline. */
+static inline uint32x4_t rmsn_bf16_bits_neon(float32x4_t v)
+{
+    uint32x4_t x = vreinterpretq_u32_f32(v);
+    uint32x4_t lsb = vandq_u32(vshrq_n_u32(x, 16), vdupq_n_u32(1));
+    uint32x4_t rounded = vshrq_n_u32(vaddq_u32(x, vaddq_u32(lsb, vdupq_n_u32(0x7fff))), 16);
+    uint32x4_t nan = vcgtq_u32(vandq_u32(x, vdupq_n_u32(0x7fffffff)), vdupq_n_u32(0x7f800000));
+    uint32x4_t quiet = vorrq_u32(vshrq_n_u32(x, 16), vdupq_n_u32(0x40));
+    return vbslq_u32(nan, quiet, rounded);
+}
+
+static inline float32x4_t rmsn_vload_f16_f32_neon(const rmsn_f16 *p)
+{
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+static inline void rmsn_vstore_f16_f32_neon(rmsn_f16 *p, float32x4_t v)
+{
+    vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+}
+static inline float32x4_t rmsn_vround_f16_f32_neon(float32x4_t v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
+
+static inline float32x4_t rmsn_vload_bf16_f32_neon(const rmsn_bf16 *p)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+static inline void rmsn_vstore_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v)
+{
+    vst1_u16(p, vmovn_u32(rmsn_bf16_bits_neon(v)));
+}
+static inline float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
+{
+    return vreinterpretq_f32_u32(vshlq_n_u32(rmsn_bf16_bits_neon(v), 16));
+}
+
+/* Plain stores (see RMSN_NEON_ACC_TYPE). */
+static inline void rmsn_vstream_f16_f32_neon(rmsn_f16 *p, float32x4_t v) { rmsn_vstore_f16_f32_neon(p, v); }
+static inline void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn_vstore_bf16_f32_neon(p, v); }
+
+RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
+RMSN_SIMD_DEFINE_KERNELS(neon)
+RMSN_SIMD_DEFINE_INSTALL(neon)
+
+#endif /* RMSN_KERNELS_NEON_H */

@@ -1,0 +1,460 @@
+/*
+ * Every kernel tier compiled into this binary that this CPU runs, against the
+ * scalar tier, straight through the dispatch table (no Python): fwd, fwd_cols
+ * and add for every (input, output) pair, bwd for every dtype.  Built and run
+ * by tools/check_kernels.sh natively (x86: avx2, avx512) and for AArch64 under
+ * qemu-user (neon), where the Python suite does not run.
+ *
+ * Rows of 1..70 elements and 4096+5 (every SIMD tail, the blocked sum), all
+ * zero, huge (robust path), tiny (subnormal inputs), one NaN or inf; without
+ * weight/bias, with them, and with a weight that makes the outputs subnormal;
+ * the options (eps_mode, round_mid, stream, misaligned outputs) cycle over
+ * the cases.  Promised, as tests/test_isa.py: a tier is within the bound of
+ * tests/helpers.py (assert_matches_reference) of the scalar tier, with each
+ * element's own scale (|x * rstd * w| + |b|; dx: |rstd * g| + |k * x|)
+ * instead of a floor of 4, so the bound also means something for huge and
+ * tiny values; y bitwise equal where the tier's rstd is (rmsnorm.h: the same
+ * rstd gives the same bits, which checks the conversions exactly); NaN at the
+ * same places; inf equal; the residual sum ro and db bitwise equal; each tier
+ * bitwise deterministic (run twice); nothing written outside the outputs.
+ * Strided layouts are not run: every tier hands them to the scalar primitives.
+ *
+ * Exit status 1 on any mismatch (the first few are printed).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "rmsnorm_cpu/dispatch.h"
+
+enum { PAD = 16, MAX_REPORT = 10, LONG_ROW = RMSN_SUM_BLOCK + 5, NLENGTHS = 71 };
+enum { KIND_NORMAL, KIND_ZERO, KIND_HUGE, KIND_TINY, KIND_NAN, KIND_INF, NKINDS };
+enum { NO_WB, W_ONLY, W_AND_B, TINY_W, NWB };
+static const char *const KIND_NAMES[NKINDS] = {"normal", "zero", "huge", "tiny", "nan", "inf"};
+static const char *const WB_NAMES[NWB] = {"none", "w", "w+b", "tiny-w"};
+static const double EPS = 1e-5; /* far from every rms below: "clamp" never sits at its kink */
+
+/* ---- dtypes -------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    size_t size;
+    int mant, emin; /* explicit mantissa bits, minimum normal exponent: the ulp */
+    double huge;    /* inputs whose squares overflow the acc type (f16: as large as it gets) */
+    double tiny;    /* subnormal inputs */
+    double tiny_w;  /* a weight making outputs of this type subnormal */
+    void (*put)(void *p, ptrdiff_t i, double v);
+    double (*get)(const void *p, ptrdiff_t i);
+} dtype;
+
+#define DTYPE_ACCESS(T)                                                                               \
+    static void put_##T(void *p, ptrdiff_t i, double v) { rmsn_store_##T##_f64((rmsn_##T *)p + i, v); } \
+    static double get_##T(const void *p, ptrdiff_t i) { return rmsn_load_##T##_f64((const rmsn_##T *)p + i); }
+DTYPE_ACCESS(f16)
+DTYPE_ACCESS(bf16)
+DTYPE_ACCESS(f32)
+DTYPE_ACCESS(f64)
+
+static const dtype DT[RMSN_NDTYPES] = {
+    [RMSN_F16] = {"f16", 2, 10, -14, 2e4, 3e-7, 1e-6, put_f16, get_f16},
+    [RMSN_BF16] = {"bf16", 2, 7, -126, 1e30, 1e-39, 1e-39, put_bf16, get_bf16},
+    [RMSN_F32] = {"f32", 4, 23, -126, 1e30, 1e-40, 1e-40, put_f32, get_f32},
+    [RMSN_F64] = {"f64", 8, 52, -1022, 1e300, 1e-310, 1e-310, put_f64, get_f64},
+};
+
+static int acc_of(int t1, int t2) { return t1 == RMSN_F64 || t2 == RMSN_F64 ? RMSN_F64 : RMSN_F32; }
+
+static double ulp(double v, int t)
+{
+    int e;
+    if (!isfinite(v)) return 0;
+    frexp(v, &e); /* |v| in [2^(e-1), 2^e) */
+    return ldexp(1.0, (v == 0 || e - 1 < DT[t].emin ? DT[t].emin : e - 1) - DT[t].mant);
+}
+
+/* ---- arrays with guard bytes --------------------------------------------- */
+
+typedef struct {
+    unsigned char *base;
+    void *p; /* the elements: PAD + misalign elements after base */
+    int t;
+    ptrdiff_t count;
+} arr;
+
+static arr arr_new(int t, ptrdiff_t count, int misalign)
+{
+    arr a = {NULL, NULL, t, count};
+    size_t bytes = (size_t)(count + 2 * PAD + misalign) * DT[t].size;
+    a.base = malloc(bytes);
+    if (!a.base) {
+        fprintf(stderr, "check_kernels: out of memory\n");
+        exit(2);
+    }
+    memset(a.base, 0xa5, bytes);
+    a.p = a.base + (size_t)(PAD + misalign) * DT[t].size;
+    return a;
+}
+
+static int arr_guards_intact(const arr *a)
+{
+    const unsigned char *end = (const unsigned char *)a->p + (size_t)a->count * DT[a->t].size;
+    size_t tail = (size_t)PAD * DT[a->t].size, i;
+    for (i = 0; a->base + i < (const unsigned char *)a->p; i++)
+        if (a->base[i] != 0xa5) return 0;
+    for (i = 0; i < tail; i++)
+        if (end[i] != 0xa5) return 0;
+    return 1;
+}
+
+static void arr_zero(arr *a) { memset(a->p, 0, (size_t)a->count * DT[a->t].size); }
+static double at(const arr *a, ptrdiff_t i) { return DT[a->t].get(a->p, i); }
+static int bits_equal(const arr *a, const arr *b, ptrdiff_t i)
+{
+    size_t s = DT[a->t].size;
+    return memcmp((const char *)a->p + i * s, (const char *)b->p + i * s, s) == 0;
+}
+
+/* ---- inputs ---------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t rng_next(void) /* splitmix64 */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static double uniform(void) { return ((double)(rng_next() >> 11) + 0.5) * 0x1p-53; }
+
+/* Standard normal (Box-Muller), clipped to [-3, 3] so scaled values stay finite. */
+static double normal(void)
+{
+    double v = sqrt(-2 * log(uniform())) * cos(6.283185307179586 * uniform());
+    return v < -3 ? -3 : v > 3 ? 3 : v;
+}
+
+/* An input row (or block) of `kind`. */
+static arr input(int t, ptrdiff_t count, int kind)
+{
+    arr a = arr_new(t, count, (int)(rng_next() % 3));
+    double scale = kind == KIND_HUGE ? DT[t].huge : kind == KIND_TINY ? DT[t].tiny : kind == KIND_ZERO ? 0 : 1;
+    ptrdiff_t i;
+    for (i = 0; i < count; i++) DT[t].put(a.p, i, scale * normal());
+    if (kind == KIND_NAN || kind == KIND_INF)
+        DT[t].put(a.p, (ptrdiff_t)(rng_next() % (uint64_t)count), kind == KIND_NAN ? NAN : -INFINITY);
+    return a;
+}
+
+/* Weight (uniform 0.5..1.5, or tiny_w of the output type) and bias of acc type
+ * `acc`, or empty arrays (p == NULL) for the variants without them. */
+static void weight_bias(int wb, int acc, int tout, ptrdiff_t n, arr *w, arr *b)
+{
+    ptrdiff_t i;
+    *w = *b = (arr){NULL, NULL, acc, 0};
+    if (wb == NO_WB) return;
+    *w = arr_new(acc, n, 0);
+    for (i = 0; i < n; i++) DT[acc].put(w->p, i, (wb == TINY_W ? DT[tout].tiny_w : 1) * (0.5 + uniform()));
+    if (wb != W_AND_B) return;
+    *b = arr_new(acc, n, 0);
+    for (i = 0; i < n; i++) DT[acc].put(b->p, i, normal());
+}
+
+static double w_at(const arr *w, ptrdiff_t i) { return w->p ? at(w, i) : 1; }
+static double b_at(const arr *b, ptrdiff_t i) { return b->p ? at(b, i) : 0; }
+static void arr_free(arr *a) { free(a->base); }
+
+/* ---- outcome --------------------------------------------------------------- */
+
+static char case_name[256];
+static long n_cases, n_bad, n_same_rstd; /* n_same_rstd: output elements checked bitwise */
+
+/* Adds to the case's name (printed with its mismatches). */
+static void describe(const char *fmt, ...)
+{
+    size_t used = strlen(case_name);
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(case_name + used, sizeof case_name - used, fmt, args);
+    va_end(args);
+}
+static double worst; /* largest |tier - scalar| / bound */
+
+static void mismatch(const char *what, ptrdiff_t i, double got, double ref, double bound)
+{
+    if (n_bad++ < MAX_REPORT)
+        printf("  MISMATCH %s: %s[%td] = %.17g, scalar %.17g (bound %.3g)\n", case_name, what, i, got, ref, bound);
+}
+
+/* The bound of tests/helpers.assert_matches_reference for an element of
+ * output type t, acc type acc, in a slice of n, the scalar result ref and the
+ * magnitude `scale` of the terms it was computed from. */
+static double bound(int t, int acc, ptrdiff_t n, double ref, double scale)
+{
+    double u = acc == RMSN_F64 ? 0x1p-53 : 0x1p-24, tiny = acc == RMSN_F64 ? 0x1p-1074 : 0x1p-149;
+    double bnd = (8 + 2 * sqrt((double)n)) * u * 2 * fmax(fabs(ref), scale) + 4 * tiny;
+    if (DT[t].size == 2) return bnd + ulp(ref, t);
+    return t == RMSN_F32 ? bnd + ulp(ref, t) / 2 : bnd;
+}
+
+/* One output of the three runs (run[0] scalar, run[1] and run[2] the tier):
+ * guards intact, run[1] == run[2] bitwise, run[1] vs run[0] within bnd[i]
+ * (bnd NULL or bnd[i] < 0: bitwise, a NaN matching any NaN).  Frees the three. */
+static void check_output(const char *what, arr run[3], const double *bnd)
+{
+    ptrdiff_t i;
+    int r;
+    for (r = 0; r < 3; r++)
+        if (!arr_guards_intact(&run[r]) && n_bad++ < MAX_REPORT)
+            printf("  MISMATCH %s: %s written outside its %td elements (run %d)\n", case_name, what, run[r].count, r);
+    for (i = 0; i < run[0].count; i++) {
+        double got = at(&run[1], i), ref = at(&run[0], i);
+        int exact = !bnd || bnd[i] < 0;
+        if (!bits_equal(&run[1], &run[2], i) && n_bad++ < MAX_REPORT)
+            printf("  MISMATCH %s: %s[%td] = %.17g, then %.17g: not deterministic\n", case_name, what, i, got,
+                   at(&run[2], i));
+        if (got != got || ref != ref) {
+            if ((got != got) != (ref != ref)) mismatch(what, i, got, ref, 0);
+        } else if (exact ? !bits_equal(&run[0], &run[1], i) : !(got == ref || fabs(got - ref) <= bnd[i])) {
+            mismatch(what, i, got, ref, exact ? 0 : bnd[i]);
+        } else if (!exact && got != ref) {
+            worst = fmax(worst, fabs(got - ref) / bnd[i]);
+        }
+    }
+    for (r = 0; r < 3; r++) arr_free(&run[r]);
+}
+
+static double *bounds_new(ptrdiff_t count)
+{
+    double *b = malloc((size_t)count * sizeof *b);
+    if (!b) exit(2);
+    return b;
+}
+
+/* Three outputs of one shape (misaligned alike: the streamed head depends on it). */
+static void outputs(arr run[3], int t, ptrdiff_t count, int misalign)
+{
+    int r;
+    for (r = 0; r < 3; r++) run[r] = arr_new(t, count, misalign);
+}
+
+/* The normalized output y within bnd (freed), then the rstd of its slices of
+ * n: relative, from the order of the sum of squares only. */
+static void check_y_rstd(arr y[3], double *bnd, arr rstd[3], int acc, ptrdiff_t n)
+{
+    ptrdiff_t i;
+    check_output("y", y, bnd);
+    bnd = realloc(bnd, (size_t)rstd[0].count * sizeof *bnd);
+    if (!bnd) exit(2);
+    for (i = 0; i < rstd[0].count; i++) bnd[i] = bound(acc, acc, n, at(&rstd[0], i), 0);
+    check_output("rstd", rstd, bnd);
+    free(bnd);
+}
+
+/* Options cycled over the cases, so every combination meets every shape. */
+static rmsn_opts case_opts(long c, int misalign)
+{
+    rmsn_opts o = {EPS, (int)(c % 3), (int)(c / 3 % 2), (int)(c / 6 % 2)};
+    describe(" eps_mode=%d round_mid=%d stream=%d misalign=%d", o.eps_mode, o.round_mid, o.stream, misalign);
+    return o;
+}
+
+/* Bound of y = ((x * r) * w) + b, element i of n: the terms' size, and with
+ * round_mid one ulp of x * r in the input type (the rounding may flip when
+ * tiers' r differ in the last bit).  -1 (bitwise) where the tier's rstd has
+ * the scalar's bits: every tier turns the same rstd into the same y
+ * (rmsnorm.h), so conversions and the order of operations are checked exactly. */
+static double y_bound(const rmsn_opts *o, int tin, int tout, int acc, ptrdiff_t n, double y, double x,
+                      const arr rstd[3], ptrdiff_t p, double w, double b)
+{
+    double r = at(&rstd[0], p), bnd;
+    if (bits_equal(&rstd[0], &rstd[1], p)) return n_same_rstd++, -1;
+    bnd = bound(tout, acc, n, y, fabs(x * r * w) + fabs(b));
+    return o->round_mid && DT[tin].size == 2 ? bnd + ulp(x * r, tin) * fabs(w) : bnd;
+}
+
+/* ---- the kernels ----------------------------------------------------------- */
+
+static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, int kind, int wb)
+{
+    int acc = acc_of(tin, tout), misalign = (int)(n_cases % 5), r;
+    arr x = input(tin, n, kind), w, b, y[3], rstd[3];
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n);
+    ptrdiff_t i;
+    weight_bias(wb, acc, tout, n, &w, &b);
+    outputs(y, tout, n, misalign);
+    outputs(rstd, acc, 1, 0);
+    for (r = 0; r < 3; r++) k[r]->fwd[tin][tout](&o, n, x.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
+    for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tin, tout, acc, n, at(&y[0], i), at(&x, i), rstd, 0, w_at(&w, i),
+                                b_at(&b, i));
+    check_y_rstd(y, bnd, rstd, acc, n);
+    arr_free(&x), arr_free(&w), arr_free(&b);
+}
+
+/* npos slices of n channels, x[c * npos + p]. */
+static void check_fwd_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, ptrdiff_t npos, int kind, int wb)
+{
+    int acc = acc_of(tin, tout), misalign = (int)(n_cases % 5), r;
+    arr x = input(tin, n * npos, kind), w, b, y[3], rstd[3];
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n * npos);
+    ptrdiff_t c, p;
+    weight_bias(wb, acc, tout, n, &w, &b);
+    outputs(y, tout, n * npos, misalign);
+    outputs(rstd, acc, npos, 0);
+    for (r = 0; r < 3; r++)
+        k[r]->fwd_cols[tin][tout](&o, n, npos, x.p, npos, 1, y[r].p, npos, 1, w.p, b.p, rstd[r].p, 1);
+    for (c = 0; c < n; c++)
+        for (p = 0; p < npos; p++)
+            bnd[c * npos + p] = y_bound(&o, tin, tout, acc, n, at(&y[0], c * npos + p), at(&x, c * npos + p), rstd,
+                                        p, w_at(&w, c), b_at(&b, c));
+    check_y_rstd(y, bnd, rstd, acc, n);
+    arr_free(&x), arr_free(&w), arr_free(&b);
+}
+
+/* ro = round(x + res) of type tr, y of type tx normalized from ro. */
+static void check_add(const rmsn_kernels *k[3], int tx, int tr, ptrdiff_t n, int kind, int wb)
+{
+    int acc = acc_of(tx, tr), misalign = (int)(n_cases % 5), r;
+    arr x = input(tx, n, kind), res = input(tr, n, KIND_NORMAL), w, b, ro[3], y[3], rstd[3];
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n);
+    ptrdiff_t i;
+    weight_bias(wb, acc, tx, n, &w, &b);
+    outputs(ro, tr, n, 0);
+    outputs(y, tx, n, misalign);
+    outputs(rstd, acc, 1, 0);
+    for (r = 0; r < 3; r++)
+        k[r]->add[tx][tr](&o, n, x.p, 1, res.p, 1, ro[r].p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
+    for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tr, tx, acc, n, at(&y[0], i), at(&ro[0], i), rstd, 0, w_at(&w, i),
+                                b_at(&b, i));
+    check_output("ro", ro, NULL);
+    check_y_rstd(y, bnd, rstd, acc, n);
+    arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
+}
+
+static double robust_rms(int t, ptrdiff_t n, const void *x)
+{
+    switch (t) {
+    case RMSN_F16: return rmsn_robust_rms_f16(n, x, 1);
+    case RMSN_BF16: return rmsn_robust_rms_bf16(n, x, 1);
+    case RMSN_F32: return rmsn_robust_rms_f32(n, x, 1);
+    default: return rmsn_robust_rms_f64(n, x, 1);
+    }
+}
+
+/* dx of type t from dy, x; dw, db partial sums (acc type, zeroed) or none;
+ * rstd given (the scalar forward's) or recomputed. */
+static void check_bwd(const rmsn_kernels *k[3], int t, ptrdiff_t n, int kind, int wb)
+{
+    int acc = acc_of(t, t), misalign = (int)(n_cases % 5), r;
+    int sums = (int)(n_cases / 12 % 2), given = (int)(n_cases / 24 % 2);
+    arr x = input(t, n, kind), dy = input(t, n, KIND_NORMAL), w, b, dx[3], dw[3], db[3];
+    arr y = arr_new(t, n, 0), rstd = arr_new(acc, 1, 0);
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n), rs, kabs = 0;
+    ptrdiff_t i;
+    describe(" dw/db=%d rstd_given=%d", sums, given);
+    weight_bias(wb, acc, t, n, &w, &b);
+    k[0]->fwd[t][t](&o, n, x.p, 1, y.p, 1, NULL, NULL, rstd.p);
+    rs = at(&rstd, 0);
+    outputs(dx, t, n, misalign);
+    outputs(dw, acc, sums ? n : 0, 0);
+    outputs(db, acc, sums ? n : 0, 0);
+    for (r = 0; r < 3; r++) {
+        arr_zero(&dw[r]), arr_zero(&db[r]);
+        k[r]->bwd[t](&o, n, dy.p, 1, x.p, 1, dx[r].p, 1, w.p, given ? rstd.p : NULL, sums ? dw[r].p : NULL,
+                     sums ? db[r].p : NULL);
+    }
+    /* dx = rstd * g - k * x with k = coef * sum(g * x): the terms' size. */
+    for (i = 0; i < n; i++) kabs += fabs(at(&dy, i) * w_at(&w, i) * at(&x, i));
+    kabs *= fabs(rmsn_grad_coef(&o, rs, robust_rms(t, n, x.p), n));
+    for (i = 0; i < n; i++)
+        bnd[i] = bound(t, acc, n, at(&dx[0], i), fabs(rs * at(&dy, i) * w_at(&w, i)) + kabs * fabs(at(&x, i)));
+    check_output("dx", dx, bnd);
+    for (i = 0; i < dw[0].count; i++) bnd[i] = bound(acc, acc, n, at(&dw[0], i), fabs(at(&dy, i) * at(&x, i) * rs));
+    check_output("dw", dw, bnd);
+    check_output("db", db, NULL);
+    free(bnd);
+    arr_free(&x), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
+}
+
+/* ---- driver ---------------------------------------------------------------- */
+
+static ptrdiff_t length(int j) { return j < NLENGTHS - 1 ? j + 1 : LONG_ROW; }
+
+/* Names the next case (for the mismatch lines); true. */
+#define NAME_CASE(...) (case_name[0] = 0, describe(__VA_ARGS__), ++n_cases)
+
+/* Every case of the kernels `tier` has of its own (the scalar tier: all, run
+ * against itself for determinism and the guards); -> kernels checked. */
+static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
+{
+    const rmsn_kernels *k[3] = {scalar, tier, tier};
+    const char *name = rmsn_tier_names[tier->tier];
+    int own = tier->tier == RMSN_TIER_SCALAR, kernels = 0, a, b, j, kind, wb;
+    for (a = 0; a < RMSN_NDTYPES; a++) {
+        for (b = 0; b < RMSN_NDTYPES; b++) {
+            int fwd = own || tier->fwd[a][b] != scalar->fwd[a][b];
+            int cols = own || tier->fwd_cols[a][b] != scalar->fwd_cols[a][b];
+            int add = own || tier->add[a][b] != scalar->add[a][b];
+            kernels += fwd + cols + add;
+            for (j = 0; j < NLENGTHS; j++)
+                for (kind = 0; kind < NKINDS; kind++)
+                    for (wb = 0; wb < NWB; wb++) {
+                        ptrdiff_t n = length(j);
+                        if (fwd && NAME_CASE("%s fwd %s->%s n=%td %s %s", name, DT[a].name, DT[b].name, n,
+                                             KIND_NAMES[kind], WB_NAMES[wb]))
+                            check_fwd(k, a, b, n, kind, wb);
+                        if (add && NAME_CASE("%s add x=%s res=%s n=%td %s %s", name, DT[a].name, DT[b].name, n,
+                                             KIND_NAMES[kind], WB_NAMES[wb]))
+                            check_add(k, a, b, n, kind, wb);
+                        /* positions 1..70 and 4101 (several column tiles) of 1..7 channels,
+                         * and 4101 channels (blocked over channels) of 3 positions */
+                        if (cols && NAME_CASE("%s fwd_cols %s->%s npos=%td %s %s", name, DT[a].name, DT[b].name,
+                                              n, KIND_NAMES[kind], WB_NAMES[wb]))
+                            check_fwd_cols(k, a, b, n == LONG_ROW ? LONG_ROW : 1 + n % 7, n == LONG_ROW ? 3 : n,
+                                           kind, wb);
+                    }
+        }
+        if (own || tier->bwd[a] != scalar->bwd[a]) {
+            kernels++;
+            for (j = 0; j < NLENGTHS; j++)
+                for (kind = 0; kind < NKINDS; kind++)
+                    for (wb = 0; wb < NWB; wb++) /* no bias in the backward */
+                        if (wb != W_AND_B && NAME_CASE("%s bwd %s n=%td %s %s", name, DT[a].name, length(j),
+                                                       KIND_NAMES[kind], WB_NAMES[wb]))
+                            check_bwd(k, a, length(j), kind, wb);
+        }
+    }
+    return kernels;
+}
+
+int main(void)
+{
+    rmsn_kernels scalar, tier;
+    int supported = rmsn_supported_tiers(), t, failed = 0;
+    rmsn_select_tier(&scalar, RMSN_TIER_SCALAR);
+    for (t = 0; t < RMSN_NTIERS; t++) {
+        long cases0 = n_cases, bad0 = n_bad, same0 = n_same_rstd;
+        clock_t start = clock();
+        int kernels;
+        if (!(rmsn_compiled_tiers() & (1 << t))) continue;
+        if (!(supported & (1 << t))) {
+            printf("%-7s skipped: compiled, but this CPU/OS cannot run it\n", rmsn_tier_names[t]);
+            continue;
+        }
+        rmsn_select_tier(&tier, t);
+        worst = 0;
+        kernels = check_tier(&scalar, &tier);
+        printf("%-7s %s: %d kernels, %ld cases, %ld mismatches; %ld outputs bitwise (same rstd), the rest at most "
+               "%.3f of the bound; %.1f s CPU\n",
+               rmsn_tier_names[t], n_bad > bad0 ? "FAIL" : "ok", kernels, n_cases - cases0, n_bad - bad0,
+               n_same_rstd - same0, worst, (double)(clock() - start) / CLOCKS_PER_SEC);
+        failed |= n_bad > bad0;
+    }
+    return failed;
+}
