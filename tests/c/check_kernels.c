@@ -256,8 +256,9 @@ static void check_y_rstd(arr y[3], double *bnd, arr rstd[3], int acc, ptrdiff_t 
 /* Options cycled over the cases, so every combination meets every shape. */
 static rmsn_opts case_opts(long c, int misalign)
 {
-    rmsn_opts o = {EPS, (int)(c % 3), (int)(c / 3 % 2), (int)(c / 6 % 2)};
-    describe(" eps_mode=%d round_mid=%d stream=%d misalign=%d", o.eps_mode, o.round_mid, o.stream, misalign);
+    rmsn_opts o = {EPS, (int)(c % 3), (int)(c / 3 % 2), (int)(c / 6 % 2), (int)(c / 12 % 2)};
+    describe(" eps_mode=%d round_mid=%d stream=%d prefetch_next=%d misalign=%d", o.eps_mode, o.round_mid, o.stream,
+             o.prefetch_next, misalign);
     return o;
 }
 
