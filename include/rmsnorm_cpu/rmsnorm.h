@@ -56,8 +56,8 @@ typedef struct {
     double eps;
     int eps_mode;  /* RMSN_EPS_* */
     int round_mid; /* cast_mode="llama": round x*rstd to the input dtype first */
-    int stream;    /* outputs (y, dx) much larger than the last-level cache: SIMD tiers
-                      write them with non-temporal stores (same values, less traffic);
+    int stream;    /* the call's operands exceed the last-level cache: SIMD tiers write
+                      outputs with non-temporal stores (same values, less traffic);
                       the caller then runs rmsn_stream_fence() (dispatch.h) */
     int prefetch_next; /* the next slice starts where this one ends (rows of a C-contiguous
                           batch): SIMD tiers prefetch it into L2 during the pass that

@@ -59,10 +59,12 @@ cdef enum:
     # block: one float32 running sum over 2**18 rows was 0.25% off.
     MIN_GRAD_BLOCKS = 64
     GRAD_BLOCK_ROWS = 1024
-    # Outputs (y, dx) of at least this many bytes (the 32 MiB last-level cache
-    # of the bench machine) are written with non-temporal stores: measured
-    # 1.5x -> 1.0x the np.copyto time at (4096, 4096) float32 and 1.6x -> 1.2x
-    # at (2048, 4096); no difference at 16 MiB, where a consumer may still
+    # Calls whose operands (inputs and outputs) take at least this many bytes
+    # (the 32 MiB last-level cache of the bench machine) write their outputs
+    # (y, dx, residual_out) with non-temporal stores: a cached output would
+    # only evict the call's own input.  Measured, one thread, rows prefetched:
+    # (2048, 4096) float16 1.7 -> 1.2 ms, (1024, 4096) float32 1.9 -> 1.2 ms;
+    # at 16 MiB in all (512, 4096) float32 no gain, and a consumer may still
     # find the output in the cache.
     STREAM_FROM = 32 << 20
 
@@ -310,7 +312,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
     f.opts.eps = eps
     f.opts.eps_mode = eps_mode
     f.opts.round_mid = round_mid
-    f.opts.stream = y.nbytes >= STREAM_FROM
+    f.opts.stream = x.nbytes + y.nbytes >= STREAM_FROM
     f.opts.prefetch_next = _slices_follow(&f.L, 1)
     f.row = KERNELS.fwd[tin][tout]
     f.cols = KERNELS.fwd_cols[tin][tout]
@@ -430,7 +432,7 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
     a.opts.eps = eps
     a.opts.eps_mode = eps_mode
     a.opts.round_mid = round_mid
-    a.opts.stream = y.nbytes >= STREAM_FROM
+    a.opts.stream = x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes >= STREAM_FROM
     a.opts.prefetch_next = 0  # its second pass reads residual_out, not the next x and residual
     a.fn = KERNELS.add[tx][tr]
     a.w = _ptr_or_null(w)
@@ -483,7 +485,7 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
     g.opts.eps = eps
     g.opts.eps_mode = eps_mode
     g.opts.round_mid = 0
-    g.opts.stream = dx.nbytes >= STREAM_FROM
+    g.opts.stream = dy.nbytes + x.nbytes + dx.nbytes >= STREAM_FROM
     g.opts.prefetch_next = _slices_follow(&g.L, 2)
     g.fn = KERNELS.bwd[t]
     g.w = _ptr_or_null(w)
