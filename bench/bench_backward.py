@@ -1,0 +1,66 @@
+"""Where the backward's time goes: the whole call against its kernel alone.
+
+    python bench/bench_backward.py [--shape 2048 4096] [--dtype float32] [--min-time 0.3]
+
+rms_norm_backward returns a new dx, so each call writes fresh pages that the
+OS zeroes on first touch; np.add(dy, x) into a new array pays the same.  This
+script times, in one run and single-threaded: the whole call; the kernel into
+a preallocated dx (rmsnorm_cpu._core.backward, what the call runs after
+allocating); the bound of the kernel (1.5x np.copyto of the same bytes: it
+reads dy and x and writes dx); np.add(dy, x) into a new array and into a
+preallocated one; and first-touching a new array of dx's size.
+"""
+
+import argparse
+import math
+
+import numpy as np
+
+from rmsnorm_cpu import _api, _bench, _core
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
+    args = parser.parse_args()
+    shape, dt = tuple(args.shape), np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32).astype(dt)
+    dy = rng.standard_normal(shape, dtype=np.float32).astype(dt)
+    acc = np.float64 if dt == np.float64 else np.float32
+    w = rng.uniform(0.5, 1.5, shape[-1]).astype(acc)
+    dx = np.empty_like(x)
+    rows, n = math.prod(shape[:-1]), shape[-1]
+    dw = np.zeros((_core.grad_blocks(rows, n), n), acc)
+    code = _api._dtype_code(dt)
+
+    def kernel():
+        dw.fill(0)
+        _core.backward(dy.reshape(rows, n), x.reshape(rows, n), dx.reshape(rows, n), w, None, dw, None, (rows,),
+                       [[n * dt.itemsize]] * 3, [1, 1, 1], n, 1, code, 1e-6, 0, 1)
+
+    def time(fn):
+        return _bench.median_time(fn, args.min_time) * 1e3
+
+    call = time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=1))
+    results = [
+        ("rms_norm_backward (whole call)", call),
+        ("kernel into a preallocated dx", time(kernel)),
+        ("bound: 1.5 x np.copyto", 1.5 * time(lambda: np.copyto(dx, x))),
+        ("np.add(dy, x) into a new array", time(lambda: np.add(dy, x))),
+        ("np.add(dy, x, out=dx)", time(lambda: np.add(dy, x, out=dx))),
+        ("first touch of a new dx", time(lambda: np.empty_like(x).fill(0))),
+    ]
+    print(_bench.machine_line())
+    print(f"backward {shape} {dt.name}, one thread")
+    for name, ms in results:
+        print(f"{name:>32}: {ms:8.2f} ms  {ms / call:5.2f} of the call")
+    kernel_ms, bound_ms = results[1][1], results[2][1]
+    print(f"kernel / bound: {kernel_ms / bound_ms:.2f}; whole call / np.add into a new array: "
+          f"{call / results[3][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
