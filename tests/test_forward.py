@@ -55,6 +55,35 @@ def test_axes_groups_layouts(rng, dtype):
     check(x.transpose(0, 2, 3, 1), axis=-1, n=64)             # channels-last view of NCHW
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_column_chunks_follow_the_output_alignment(rng, dtype):
+    """The column kernel's chunks of positions start where y meets a cache
+    line; any offset of y (and streamed output: 40 MiB) gives the same bits."""
+    x = _data(rng, (2, 8, 600), dtype)
+    expected = rn.rms_norm(x, axis=1)
+    for offset in range(0, 64 // x.itemsize + 1):
+        buf = np.empty(x.size + offset, dtype)
+        y = buf[offset:].reshape(x.shape)
+        rn.rms_norm(x, axis=1, out=y)
+        np.testing.assert_array_equal(y.view(np.uint8), expected.view(np.uint8))
+    big = _data(rng, (1, 16, 655360 // x.itemsize), dtype)  # x + y: 40 MiB, so y is streamed
+    out = np.empty(big.size + 3, dtype)[3:].reshape(big.shape)
+    rn.rms_norm(big, axis=1, out=out)
+    np.testing.assert_array_equal(out.view(np.uint8), rn.rms_norm(big, axis=1).view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_streamed_rows_any_output_offset(rng, dtype):
+    """Outputs of calls over the last-level cache are streamed, their partial
+    lines by 16- and 4-byte pieces or plain stores: same bits at any offset."""
+    x = _data(rng, (20, (1 << 20) // np.dtype(dtype).itemsize + 3), dtype)  # x + y: 40 MiB
+    expected = rn.rms_norm(x)
+    for offset in (1, 3, 16 // x.itemsize):
+        out = np.empty(x.size + offset, dtype)[offset:].reshape(x.shape)
+        rn.rms_norm(x, out=out)
+        np.testing.assert_array_equal(out.view(np.uint8), expected.view(np.uint8))
+
+
 def test_axis_empty_tuple_and_0d():
     x = np.array(-3.0)
     y = rn.rms_norm(x, axis=(), eps=0.0)

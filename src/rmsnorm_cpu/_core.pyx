@@ -278,12 +278,13 @@ cdef struct Fwd:
     Py_ssize_t accsize
     bint by_columns           # last batch dim is unit-stride in x and y
     Py_ssize_t nchunks        # column chunks per (outer index, group)
+    Py_ssize_t shift          # positions the first chunk lacks, so the others start on a cache line of y
 
 
 cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
     cdef const Fwd *f = <const Fwd*>ctx
     cdef char *p[MAX_OPERANDS]
-    cdef Py_ssize_t s, c, npos, first
+    cdef Py_ssize_t s, c, npos, first, start, stop
     cdef const Layout *L = &f.L
     if not f.by_columns:
         _slice_ptrs(L, u, p)
@@ -296,9 +297,11 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
     npos = L.shape[L.nb - 1]
     s = u % L.groups
     c = (u // L.groups) % f.nchunks
-    first = (u // L.groups // f.nchunks) * npos + c * COL_CHUNK
+    start = max(0, c * COL_CHUNK - f.shift)
+    stop = min(npos, (c + 1) * COL_CHUNK - f.shift)
+    first = (u // L.groups // f.nchunks) * npos + start
     _slice_ptrs(L, first * L.groups + s, p)
-    f.cols(&f.opts, L.n, min(<Py_ssize_t>COL_CHUNK, npos - c * COL_CHUNK), p[0], L.nstride[0], 1,
+    f.cols(&f.opts, L.n, stop - start, p[0], L.nstride[0], 1,
            p[1], L.nstride[1], 1, _group_param(f.w, L, s, f.accsize), _group_param(f.b, L, s, f.accsize),
            NULL if f.rstd == NULL else f.rstd + (first * L.groups + s) * f.accsize, L.groups)
 
@@ -307,7 +310,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
             int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads):
     """y = rms_norm(x) over the described layout; see the module docstring."""
     cdef Fwd f
-    cdef Py_ssize_t nunits
+    cdef Py_ssize_t nunits, lead
     _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
     f.opts.eps = eps
     f.opts.eps_mode = eps_mode
@@ -323,7 +326,12 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
     f.by_columns = (f.L.nstride[0] != 1 or f.L.nstride[1] != 1) and f.L.nb > 0 and \
         f.L.bstride[0][f.L.nb - 1] == f.L.itemsize[0] and f.L.bstride[1][f.L.nb - 1] == f.L.itemsize[1]
     if f.by_columns:
-        f.nchunks = (f.L.shape[f.L.nb - 1] + COL_CHUNK - 1) // COL_CHUNK
+        # Chunks ending on cache lines of y: a streamed run of positions that
+        # ends mid-line leaves a partial line for a later chunk, which memory
+        # then merges (NCHW float32 with y 16 bytes off a line: 10.5 -> 8.7 ms).
+        lead = <Py_ssize_t>((64 - <size_t>cnp.PyArray_DATA(y) % 64) % 64) // f.L.itemsize[1]
+        f.shift = (COL_CHUNK - lead % COL_CHUNK) % COL_CHUNK
+        f.nchunks = (f.L.shape[f.L.nb - 1] + f.shift + COL_CHUNK - 1) // COL_CHUNK
         nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
     else:
         nunits = f.L.nslices
