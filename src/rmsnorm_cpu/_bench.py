@@ -9,7 +9,8 @@ still compare (copy_bound > 1 would mean faster than a copy).  Besides the
 last-axis forward: the NCHW channel case (axis=1, also against our own
 contiguous time for the same bytes) and the backward (its bound reads dy and
 x and writes dx: 1.5 times the forward's copy; and, since the backward returns
-a new dx whose fresh pages the OS must zero, np.add(dy, x) into a new array).
+a new dx whose fresh pages the OS must zero, np.add(dy, x) into a new array,
+on unsigned integers of the same width).
 """
 
 import os
@@ -174,7 +175,10 @@ def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
     row = {"case": "backward", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
     row["copy_bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
-    row["fresh_bound"] = median_time(lambda: np.add(dy, x), min_time) / ours
+    # Unsigned integers of the same width: an add at memory speed for any dtype
+    # (NumPy's float16 and bfloat16 arithmetic is not).
+    bits = f"u{dt.itemsize}"
+    row["fresh_bound"] = median_time(lambda: np.add(dy.view(bits), x.view(bits)), min_time) / ours
     torch_fn = _torch_backward(dy, x, w) if dt.name != "bfloat16" else None
     if torch_fn is not None:
         row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
