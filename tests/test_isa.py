@@ -14,8 +14,8 @@ from rmsnorm_cpu import _core
 TIERS = _core.build_info()["isa_supported"]
 
 
-def _on_tier(tier, fn):
-    previous = _core.set_isa(tier)
+def _on_tier(tier, fn, extensions=True):
+    previous = _core.set_isa(tier, extensions)
     try:
         return fn()
     finally:
@@ -107,3 +107,36 @@ def test_forced_tier_at_import(tier):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == tier
+
+
+@pytest.mark.skipif("avx512_bf16" not in _core.build_info()["isa_extensions"],
+                    reason="the tier in use has no AVX512-BF16 extension on this CPU")
+@pytest.mark.parametrize("case", ["forward", "backward"])
+def test_bf16_extension_gives_the_integer_rounding_bits(rng, case):
+    """VCVTNEPS2BF16 flushes subnormal inputs; the avx512bf16 kernels take those
+    lanes from the integer rounding, so every bfloat16 output, NaN payloads,
+    infinities, ties and subnormals included, has the avx512 kernels' bits.
+    A row of ones with eps=0 has rstd exactly 1, so y is the weight rounded."""
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    bits = rng.integers(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0x00000001, 0x00400000, 0x007fffff, 0x80000001, 0x00800000, 0x3f808000, 0x3f818000,
+                        0x7f7fffff, 0x7f7f8000, 0x7f800000, 0xff800000, 0x7f800001, 0x7fc00001, 0xffa5a5a5,
+                        0x00008000, 0x00018000], np.uint32)
+    w = np.concatenate([special, bits]).view(np.float32)
+    if case == "forward":
+        x = np.ones((3, w.size), np.float32)
+
+        def run():
+            return rn.rms_norm(x, w, eps=0.0, dtype="bfloat16")
+    else:
+        x = rng.standard_normal((3, w.size)).astype(bf16)
+        dy = (rng.standard_normal((3, w.size)) * 1e-38).astype(bf16)  # subnormal gradients
+
+        def run():
+            return rn.rms_norm_backward(dy, x, np.where(np.isfinite(w), w, 1.0).astype(np.float32))[0]
+
+    with np.errstate(all="ignore"):
+        integer = _on_tier("avx512", run, extensions=False)
+        hardware = _on_tier("avx512", run)
+    assert rn.config()["isa_extensions"] == ["avx512_bf16"]
+    np.testing.assert_array_equal(hardware.view(np.uint16), integer.view(np.uint16))

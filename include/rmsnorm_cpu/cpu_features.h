@@ -10,7 +10,7 @@
 enum {
     RMSN_CPU_AVX2 = 1 << 0,     /* AVX2 + FMA + F16C, YMM state enabled */
     RMSN_CPU_AVX512 = 1 << 1,   /* AVX-512 F/BW/VL/DQ, ZMM state enabled */
-    RMSN_CPU_AVX512BF16 = 1 << 2,
+    RMSN_CPU_AVX512BF16 = 1 << 2, /* extends avx512: hardware bfloat16 rounding */
     RMSN_CPU_NEON = 1 << 3      /* AArch64 Advanced SIMD (architectural) */
 };
 

@@ -25,6 +25,7 @@ typedef struct {
     rmsn_add_fn add[RMSN_NDTYPES][RMSN_NDTYPES];           /* [x][residual] */
     rmsn_bwd_fn bwd[RMSN_NDTYPES];
     int tier;
+    int cpu; /* rmsn_cpu_features() bits of the installed kernels */
 } rmsn_kernels;
 
 #define RMSN_DT_f16 RMSN_F16
@@ -53,11 +54,15 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 
 /* SIMD tiers are compiled only by GCC/Clang on their architecture, and not
  * at all with -DRMSN_SCALAR_ONLY (the build's RMSNORM_CPU_SCALAR_ONLY=1).
- * Each entry: X(isa, tier, required rmsn_cpu_features() bits), lowest first. */
+ * Each entry: X(isa, tier, required rmsn_cpu_features() bits), lowest first;
+ * an entry of the same tier with more required bits (avx512bf16) is an
+ * extension of that tier, installed over it where the CPU has them. */
 #if !defined(RMSN_SCALAR_ONLY) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "kernels/avx2.h"
 #include "kernels/avx512.h"
-#define RMSN_FOR_EACH_SIMD_TIER(X) X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512)
+#define RMSN_FOR_EACH_SIMD_TIER(X)                                                                          \
+    X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512)                      \
+    X(avx512bf16, RMSN_TIER_AVX512, RMSN_CPU_AVX512 | RMSN_CPU_AVX512BF16)
 #elif !defined(RMSN_SCALAR_ONLY) && defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include "kernels/neon.h"
 #define RMSN_FOR_EACH_SIMD_TIER(X) X(neon, RMSN_TIER_NEON, RMSN_CPU_NEON)
@@ -99,11 +104,18 @@ static inline int rmsn_supported_tiers(void)
 }
 
 /* Fill k for `tier` (which must be supported): scalar first, then every
- * compiled tier up to it, each overwriting what it implements. */
-static inline void rmsn_select_tier(rmsn_kernels *k, int tier)
+ * compiled entry up to it whose features are all in `cpu` (normally
+ * rmsn_cpu_features(); fewer bits leave extensions out), each overwriting
+ * what it implements.  k->cpu: the feature bits the installed entries use. */
+static inline void rmsn_select_tier(rmsn_kernels *k, int tier, int cpu)
 {
     rmsn_install_scalar(k);
-#define RMSN_INSTALL_UP_TO(ISA, TIER, CPU) if (TIER <= tier) rmsn_install_##ISA(k);
+    k->cpu = 0;
+#define RMSN_INSTALL_UP_TO(ISA, TIER, CPU)          \
+    if (TIER <= tier && (cpu & (CPU)) == (CPU)) {   \
+        rmsn_install_##ISA(k);                      \
+        k->cpu |= (CPU);                            \
+    }
     RMSN_FOR_EACH_SIMD_TIER(RMSN_INSTALL_UP_TO)
 #undef RMSN_INSTALL_UP_TO
     k->tier = tier;

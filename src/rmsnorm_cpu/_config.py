@@ -7,8 +7,10 @@ def config():
     """The build and runtime configuration as a dict.
 
     Keys: ``version``, ``isa`` (tier in use), ``isa_compiled``, ``isa_supported``
-    (lists of tier names), ``openmp`` (bool), ``openmp_runtime`` (e.g.
-    ``"libgomp"`` or None), ``n_threads_default``, ``compiler``.
+    (lists of tier names), ``isa_extensions`` (extensions of the tier in use
+    this CPU has and the kernels use, e.g. ``["avx512_bf16"]``), ``openmp``
+    (bool), ``openmp_runtime`` (e.g. ``"libgomp"`` or None),
+    ``n_threads_default``, ``compiler``.
     """
     from . import __version__
 
@@ -18,6 +20,7 @@ def config():
         "isa": info["isa"],
         "isa_compiled": info["isa_compiled"],
         "isa_supported": info["isa_supported"],
+        "isa_extensions": info["isa_extensions"],
         "openmp": info["openmp"],
         "openmp_runtime": _openmp_runtime() if info["openmp"] else None,
         "n_threads_default": info["n_threads_default"],

@@ -23,13 +23,15 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         rmsn_add_fn add[4][4]
         rmsn_bwd_fn bwd[4]
         int tier
+        int cpu
     enum: RMSN_NTIERS
     enum: RMSN_COL_TILE
     const char *rmsn_tier_names[]
     int rmsn_cpu_features()
     int rmsn_compiled_tiers()
     int rmsn_supported_tiers()
-    void rmsn_select_tier(rmsn_kernels *k, int tier)
+    void rmsn_select_tier(rmsn_kernels *k, int tier, int cpu)
+    enum: RMSN_CPU_AVX512BF16
     void rmsn_stream_fence()
 
 

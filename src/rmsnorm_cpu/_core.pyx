@@ -82,12 +82,19 @@ def _tier_set(int bits):
     return [TIER_NAMES[i] for i in range(RMSN_NTIERS) if bits & (1 << i)]
 
 
-def set_isa(name=None):
+# Extensions of a tier the CPU may have, by the name config() reports.
+EXTENSIONS = {"avx512_bf16": RMSN_CPU_AVX512BF16}
+
+
+def set_isa(name=None, extensions=True):
     """Select the kernel tier (None: the best this CPU runs); return the previous one.
 
+    The tier's extensions the CPU has are used too (AVX512-BF16: bfloat16
+    rounded by VCVTNEPS2BF16, same bits) unless ``extensions`` is False (tests).
     Raises RuntimeError naming the valid choices for an unknown tier, one this
     build did not compile, or one this CPU/OS cannot run.
     """
+    cdef int cpu = rmsn_cpu_features()
     previous = TIER_NAMES[KERNELS.tier]
     supported = rmsn_supported_tiers()
     if name is None or name == "":
@@ -106,7 +113,10 @@ def set_isa(name=None):
             raise RuntimeError(
                 f"this CPU/OS cannot run ISA tier {name!r}; it supports: "
                 f"{', '.join(_tier_set(supported))}")
-    rmsn_select_tier(&KERNELS, tier)
+    if not extensions:
+        for bit in EXTENSIONS.values():
+            cpu &= ~bit
+    rmsn_select_tier(&KERNELS, tier, cpu)
     return previous
 
 
@@ -116,6 +126,7 @@ def build_info():
         "isa": TIER_NAMES[KERNELS.tier],
         "isa_compiled": _tier_set(rmsn_compiled_tiers()),
         "isa_supported": _tier_set(rmsn_supported_tiers()),
+        "isa_extensions": [name for name, bit in EXTENSIONS.items() if KERNELS.cpu & bit],
         "openmp": bool(RMSN_OPENMP),
         "n_threads_default": max(1, min(omp_get_max_threads(), _cpus.available_cpus())) if RMSN_OPENMP else 1,
         "compiler": RMSN_COMPILER.decode(),

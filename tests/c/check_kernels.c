@@ -437,25 +437,31 @@ static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
 int main(void)
 {
     rmsn_kernels scalar, tier;
-    int supported = rmsn_supported_tiers(), t, failed = 0;
-    rmsn_select_tier(&scalar, RMSN_TIER_SCALAR);
+    int supported = rmsn_supported_tiers(), cpu = rmsn_cpu_features(), t, with_ext, base_cpu = 0, failed = 0;
+    rmsn_select_tier(&scalar, RMSN_TIER_SCALAR, cpu);
     for (t = 0; t < RMSN_NTIERS; t++) {
-        long cases0 = n_cases, bad0 = n_bad, same0 = n_same_rstd;
-        clock_t start = clock();
-        int kernels;
         if (!(rmsn_compiled_tiers() & (1 << t))) continue;
         if (!(supported & (1 << t))) {
             printf("%-7s skipped: compiled, but this CPU/OS cannot run it\n", rmsn_tier_names[t]);
             continue;
         }
-        rmsn_select_tier(&tier, t);
-        worst = 0;
-        kernels = check_tier(&scalar, &tier);
-        printf("%-7s %s: %d kernels, %ld cases, %ld mismatches; %ld outputs bitwise (same rstd), the rest at most "
-               "%.3f of the bound; %.1f s CPU\n",
-               rmsn_tier_names[t], n_bad > bad0 ? "FAIL" : "ok", kernels, n_cases - cases0, n_bad - bad0,
-               n_same_rstd - same0, worst, (double)(clock() - start) / CLOCKS_PER_SEC);
-        failed |= n_bad > bad0;
+        /* The tier alone, then with the extensions this CPU has (if any). */
+        for (with_ext = 0; with_ext < 2; with_ext++) {
+            long cases0 = n_cases, bad0 = n_bad, same0 = n_same_rstd;
+            clock_t start = clock();
+            int kernels;
+            rmsn_select_tier(&tier, t, with_ext ? cpu : cpu & ~RMSN_CPU_AVX512BF16);
+            if (with_ext && tier.cpu == base_cpu) break;
+            base_cpu = tier.cpu;
+            worst = 0;
+            kernels = check_tier(&scalar, &tier);
+            printf("%-7s%s %s: %d kernels, %ld cases, %ld mismatches; %ld outputs bitwise (same rstd), the rest at "
+                   "most %.3f of the bound; %.1f s CPU\n",
+                   rmsn_tier_names[t], with_ext ? " + extensions" : "", n_bad > bad0 ? "FAIL" : "ok", kernels,
+                   n_cases - cases0, n_bad - bad0, n_same_rstd - same0, worst,
+                   (double)(clock() - start) / CLOCKS_PER_SEC);
+            failed |= n_bad > bad0;
+        }
     }
     return failed;
 }
