@@ -68,6 +68,10 @@ BAD_CALLS = [
     ("n_threads string", dict(n_threads="2"), TypeError, "n_threads"),
     ("out big-endian", dict(out=np.empty((4, 6), ">f4")), TypeError, "out has dtype"),
     ("out 1-d for 2-d", dict(out=np.empty(24, np.float32)), ValueError, "out has shape"),
+    ("out with a zero stride", dict(out=np.lib.stride_tricks.as_strided(np.zeros(6, np.float32), (4, 6), (0, 4))),
+     ValueError, "share memory"),
+    ("out with overlapping rows", dict(out=np.lib.stride_tricks.as_strided(np.zeros(9, np.float32), (4, 6), (4, 4))),
+     ValueError, "share memory"),
 ]
 
 
@@ -192,6 +196,9 @@ BAD_ADD_CALLS = [
     ("out read-only", lambda: dict(out=_read_only(_f32())), ValueError, "out is read-only"),
     ("residual_out read-only", lambda: dict(residual_out=_read_only(_f32())), ValueError,
      "residual_out is read-only"),
+    ("residual_out with a zero stride",
+     lambda: dict(residual_out=np.lib.stride_tricks.as_strided(_f32((6,)), (4, 6), (0, 4))), ValueError,
+     "residual_out has elements that share memory"),
     ("out is residual_out", lambda: _shared("out", "residual_out"), ValueError, "overlaps residual_out"),
     ("out partially overlaps x", lambda: dict(zip(("x", "out"), _overlapping())), ValueError,
      "partially overlaps"),

@@ -264,6 +264,9 @@ def _check_output(out, name, shape, dtype, inputs, others=()):
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if _overlaps_itself(out):
+        raise ValueError(f"{name} has elements that share memory (a zero or overlapping stride); "
+                         f"pass an array whose elements are distinct, e.g. numpy.empty")
     for a in inputs:
         if out is not a and _overlaps(out, a) and not _same_view(out, a):
             raise ValueError(f"{name} partially overlaps an input; pass the input itself for in-place")
@@ -271,6 +274,21 @@ def _check_output(out, name, shape, dtype, inputs, others=()):
         if _overlaps(out, other):
             raise ValueError(f"{name} overlaps {other_name}")
     return out
+
+
+def _overlaps_itself(a):
+    """Whether two elements of `a` may share memory: with its dims of more
+    than one element sorted by |stride|, each stride must clear the extent of
+    the ones before it.  (Exotic interleaved layouts that do not overlap are
+    refused too; numpy.empty and its views never are.)"""
+    if a.size == 0:
+        return False
+    extent = a.itemsize
+    for dim, stride in sorted(((d, abs(s)) for d, s in zip(a.shape, a.strides) if d > 1), key=lambda t: t[1]):
+        if stride < extent:
+            return True
+        extent = stride * (dim - 1) + extent
+    return False
 
 
 def _unshared(param, outputs):
