@@ -16,9 +16,42 @@ def test_fast_path_is_the_general_path(rng, dtype, shape):
     acc = np.float64 if dtype == np.float64 else np.float32
     for w in (None, rng.uniform(0.5, 1.5, shape[-1]).astype(acc), rng.uniform(0.5, 1.5, shape[-1])):
         fast = rn.rms_norm(x, w)
-        general = rn.rms_norm(x, w, n_threads=1)  # n_threads given: not the fast path
+        general = rn.rms_norm(x, w, return_rstd=True)[0]  # return_rstd: not the fast path
         assert fast.dtype == x.dtype and fast.shape == x.shape
         np.testing.assert_array_equal(fast.view(np.uint8), general.view(np.uint8))
+        out = np.empty_like(x)
+        assert rn.rms_norm(x, w, out=out, n_threads=2) is out
+        np.testing.assert_array_equal(out.view(np.uint8), general.view(np.uint8))
+        inplace = x.copy()
+        assert rn.rms_norm(inplace, w, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace.view(np.uint8), general.view(np.uint8))
+
+
+def test_fast_path_out_edge_cases(rng):
+    """out= on the fast path: what it cannot take goes to the general path,
+    which gives the same numbers or the same errors."""
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, 8).astype(np.float32)
+    expected = rn.rms_norm(x, w)
+    strided = np.empty((4, 16), np.float32)[:, ::2]
+    rn.rms_norm(x, w, out=strided)
+    np.testing.assert_array_equal(strided, expected)
+    buf = np.empty(40, np.float32)  # out's first row holds the weight
+    buf[:8] = w
+    out = buf[:32].reshape(4, 8)
+    rn.rms_norm(x, out[0], out=out)
+    np.testing.assert_array_equal(out, expected)
+    buf = np.concatenate([x.ravel(), np.zeros(8, np.float32)])
+    with pytest.raises(ValueError, match="partially overlaps"):
+        rn.rms_norm(buf[:32].reshape(4, 8), w, out=buf[8:].reshape(4, 8))
+    with pytest.raises(TypeError, match="out has dtype"):
+        rn.rms_norm(x, w, out=np.empty((4, 8)))
+    with pytest.raises(ValueError, match="out has shape"):
+        rn.rms_norm(x, w, out=np.empty((8, 4), np.float32))
+    with pytest.raises(ValueError, match="read-only"):
+        rn.rms_norm(x, w, out=np.broadcast_to(np.empty(8, np.float32), (4, 8)))
+    with pytest.raises(ValueError, match="n_threads"):
+        rn.rms_norm(x, w, out=np.empty_like(x), n_threads=0)
 
 
 def test_fast_path_keeps_validation(rng):

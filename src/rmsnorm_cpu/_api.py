@@ -435,15 +435,18 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
     array([[0.84852814, 1.13137085]])
     """
-    # Fast path: the common call of decode loops (thousands of one-row calls):
-    # defaults, a small C-contiguous x, weight None or acc-typed of the
-    # normalized shape; _core.forward_rows checks the arrays and returns None
-    # for anything else, which takes the general path below.
-    if (bias is None and out is None and dtype is None and not return_rstd and n_threads is None
+    # Fast path: the common call of decode loops (thousands of one-row calls)
+    # and of servers with a preallocated out: defaults, a small C-contiguous x,
+    # weight None or acc-typed of the normalized shape, out None or an array
+    # like x; _core.forward_rows checks the arrays and returns None for
+    # anything else, which takes the general path below.  Small calls run on
+    # one thread whatever n_threads says (it is only checked to be sane).
+    if (bias is None and dtype is None and not return_rstd
+            and (n_threads is None or (type(n_threads) is int and n_threads >= 1))
             and type(axis) is int and axis == -1 and type(groups) is int and groups == 1 and eps_mode == "sqrt"
             and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
             and type(weight_offset) is float and weight_offset == 0.0):
-        y = _core.forward_rows(x, weight, eps)
+        y = _core.forward_rows(x, weight, eps, out)
         if y is not None:
             return y
     if _is_dask(x):  # lazy, block by block

@@ -372,14 +372,23 @@ cdef inline int _type_code(cnp.ndarray a):
     return -1
 
 
-def forward_rows(x, w, double eps):
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether the memory of two contiguous arrays overlaps."""
+    cdef const char *pa = <const char*>cnp.PyArray_DATA(a)
+    cdef const char *pb = <const char*>cnp.PyArray_DATA(b)
+    return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
+
+
+def forward_rows(x, w, double eps, out=None):
     """The fast path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
-    float64 ndarray, w None or a contiguous acc-typed vector of x.shape[-1], other
-    arguments at their defaults.  Returns None for anything else (the caller
-    then takes the general path), all checks done with the C API."""
+    float64 ndarray, w None or a contiguous acc-typed vector of x.shape[-1], out
+    None, x itself, or a C-contiguous writable array of x's shape and dtype
+    disjoint from x and w; other arguments at their defaults.  Returns None for
+    anything else (the caller then takes the general path, which also raises
+    for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, wa, y
-    cdef int code, ndim, wtype
+    cdef int code, ndim, wtype, d
     cdef Py_ssize_t n, rows, r, rowbytes
     cdef const char *wp = NULL
     cdef rmsn_opts o
@@ -404,12 +413,24 @@ def forward_rows(x, w, double eps):
                 or not cnp.PyArray_ISCARRAY_RO(wa):
             return None
         wp = <const char*>cnp.PyArray_DATA(wa)
-    y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+    if out is None:
+        y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+    else:
+        if type(out) is not cnp.ndarray:
+            return None
+        y = <cnp.ndarray>out
+        if cnp.PyArray_NDIM(y) != ndim or not cnp.PyArray_ISCARRAY(y) or _type_code(y) != code:
+            return None
+        for d in range(ndim):
+            if cnp.PyArray_DIM(y, d) != cnp.PyArray_DIM(xa, d):
+                return None
+        if (y is not xa and _overlap(y, xa)) or (wp != NULL and _overlap(y, wa)):
+            return None
     o.eps = eps
     o.eps_mode = 0
     o.round_mid = 0
     o.stream = 0
-    o.prefetch_next = 0  # at most 32 rows: they stay in cache anyway
+    o.prefetch_next = 1  # adjacent rows (C-contiguous x)
     fn = KERNELS.fwd[code][code]
     rows = cnp.PyArray_SIZE(xa) // n
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
