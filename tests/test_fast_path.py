@@ -83,3 +83,46 @@ def test_uint16_holds_bfloat16_bits(rng):
         rn.rms_norm(bits, w, dtype="bfloat16", out=np.empty((3, 37), BF16))
     # Without dtype="bfloat16" a uint16 array is integers, upcast as NumPy does.
     assert rn.rms_norm(bits).dtype == np.float64
+
+
+PAIRS = [(np.float32, np.float32), (np.float16, np.float32), (np.float64, np.float32), (np.float16, np.float16)] + \
+    ([(BF16, BF16), (BF16, np.float32)] if BF16 else [])
+
+
+@pytest.mark.parametrize("tx, tr", PAIRS, ids=str)
+def test_add_short_path_is_the_general_path(rng, tx, tr):
+    x = rng.standard_normal((3, 1037)).astype(tx)
+    r = rng.standard_normal((3, 1037)).astype(tr)
+    acc = np.float64 if np.float64 in (tx, tr) else np.float32
+    for w in (None, rng.uniform(0.5, 1.5, 1037).astype(acc)):
+        general = rn.add_rms_norm(x, r, w, weight_offset=0)  # an int offset: not the short path
+        for got in (rn.add_rms_norm(x, r, w), rn.add_rms_norm(x, r, w, n_threads=2)):
+            for a, b in zip(got, general):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+        xc, rc = x.copy(), r.copy()
+        y, ro = rn.add_rms_norm(xc, rc, w, inplace=True)
+        assert y is xc and ro is rc
+        for a, b in zip((y, ro), general):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_add_short_path_edge_cases(rng):
+    """What the short path cannot take goes to the general path: same numbers, same errors."""
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    r = rng.standard_normal((2, 8)).astype(np.float32)
+    expected = rn.add_rms_norm(x, r, r[0].copy())
+    xc, rc = x.copy(), r.copy()
+    rn.add_rms_norm(xc, rc, rc[0], inplace=True)  # the weight is a view of residual: read before it is written
+    np.testing.assert_array_equal(xc, expected[0])
+    np.testing.assert_array_equal(rc, expected[1])
+    same = rn.add_rms_norm(x, x)  # x is residual, not in place
+    np.testing.assert_array_equal(same[1], x + x)
+    with pytest.raises(ValueError, match="overlaps"):
+        rn.add_rms_norm(xc, xc, inplace=True)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        rn.add_rms_norm(read_only, r.copy(), inplace=True)
+    with pytest.raises(ValueError, match="differ"):
+        rn.add_rms_norm(x, r[:1])

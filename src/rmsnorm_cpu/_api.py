@@ -276,6 +276,16 @@ def _check_output(out, name, shape, dtype, inputs, others=()):
     return out
 
 
+def _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads):
+    """Whether the arguments besides the arrays are what the short paths take:
+    the defaults (eps any finite float >= 0).  Small calls run on one thread
+    whatever n_threads says, so it only has to be a valid count."""
+    return (bias is None and type(axis) is int and axis == -1 and type(groups) is int and groups == 1
+            and eps_mode == "sqrt" and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
+            and type(weight_offset) is float and weight_offset == 0.0
+            and (n_threads is None or (type(n_threads) is int and n_threads >= 1)))
+
+
 def _overlaps_itself(a):
     """Whether two elements of `a` may share memory: with its dims of more
     than one element sorted by |stride|, each stride must clear the extent of
@@ -435,17 +445,13 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     >>> rn.rms_norm(np.array([[3.0, 4.0]]), eps=0.0)
     array([[0.84852814, 1.13137085]])
     """
-    # Fast path: the common call of decode loops (thousands of one-row calls)
-    # and of servers with a preallocated out: defaults, a small C-contiguous x,
-    # weight None or acc-typed of the normalized shape, out None or an array
-    # like x; _core.forward_rows checks the arrays and returns None for
-    # anything else, which takes the general path below.  Small calls run on
-    # one thread whatever n_threads says (it is only checked to be sane).
-    if (bias is None and dtype is None and not return_rstd
-            and (n_threads is None or (type(n_threads) is int and n_threads >= 1))
-            and type(axis) is int and axis == -1 and type(groups) is int and groups == 1 and eps_mode == "sqrt"
-            and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
-            and type(weight_offset) is float and weight_offset == 0.0):
+    # Short path: the common call of decode loops (thousands of one-row calls)
+    # and of servers with a preallocated out: a small C-contiguous x, weight
+    # None or acc-typed of the normalized shape, out None or an array like x;
+    # _core.forward_rows checks the arrays and returns None for anything else,
+    # which takes the general path below.
+    if dtype is None and not return_rstd and _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset,
+                                                               cast_mode, n_threads):
         y = _core.forward_rows(x, weight, eps, out)
         if y is not None:
             return y
@@ -522,6 +528,12 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
     >>> y
     array([0.84852814, 1.13137085])
     """
+    # Short path (the call of every decoder layer, in place or not): as rms_norm's.
+    if out is None and residual_out is None and type(inplace) is bool and \
+            _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads):
+        result = _core.add_rows(x, residual, weight, eps, inplace)
+        if result is not None:
+            return result
     if inplace:
         if out is not None or residual_out is not None:
             raise ValueError("inplace=True writes into x and residual; do not pass out or residual_out")

@@ -379,58 +379,87 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
     return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
 
 
+cdef int _small_rows_code(object a, bint writable):
+    """Kernel code of a short path operand: a non-empty ndarray of at most
+    serial_max_work elements, C-contiguous, aligned, native, (writable,)
+    float16/bfloat16/float32/float64; else -1."""
+    cdef cnp.ndarray arr
+    if type(a) is not cnp.ndarray:
+        return -1
+    arr = <cnp.ndarray>a
+    if cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_SIZE(arr) == 0 or cnp.PyArray_SIZE(arr) > serial_max_work:
+        return -1
+    if not (cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)):
+        return -1
+    return _type_code(arr)
+
+
+cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int d
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
+
+
+cdef bint _short_weight(object w, Py_ssize_t n, bint f64):
+    """Whether w is None or what the short paths take: a C-contiguous vector of
+    n acc-typed (float64 if f64, else float32) numbers."""
+    cdef cnp.ndarray wa
+    if w is None:
+        return True
+    if type(w) is not cnp.ndarray:
+        return False
+    wa = <cnp.ndarray>w
+    return cnp.PyArray_NDIM(wa) == 1 and cnp.PyArray_DIM(wa, 0) == n and cnp.PyArray_ISCARRAY_RO(wa) and \
+        cnp.PyArray_TYPE(wa) == (cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT)
+
+
+cdef inline const char *_data_or_null(object a):
+    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline void _short_opts(rmsn_opts *o, double eps, bint prefetch_next) noexcept:
+    """Options of the short paths: the defaults (small calls: no streaming)."""
+    o.eps = eps
+    o.eps_mode = 0
+    o.round_mid = 0
+    o.stream = 0
+    o.prefetch_next = prefetch_next
+
+
 def forward_rows(x, w, double eps, out=None):
-    """The fast path of rms_norm's common call (see _api.rms_norm): y over the
+    """The short path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
     float64 ndarray, w None or a contiguous acc-typed vector of x.shape[-1], out
     None, x itself, or a C-contiguous writable array of x's shape and dtype
     disjoint from x and w; other arguments at their defaults.  Returns None for
     anything else (the caller then takes the general path, which also raises
     for bad arguments), all checks done with the C API."""
-    cdef cnp.ndarray xa, wa, y
-    cdef int code, ndim, wtype, d
-    cdef Py_ssize_t n, rows, r, rowbytes
-    cdef const char *wp = NULL
+    cdef cnp.ndarray xa, y
+    cdef int code = _small_rows_code(x, False)
+    cdef Py_ssize_t n, r, rows, rowbytes
+    cdef const char *wp
     cdef rmsn_opts o
     cdef rmsn_fwd_fn fn
-    if type(x) is not cnp.ndarray:
-        return None
-    xa = <cnp.ndarray>x
-    ndim = cnp.PyArray_NDIM(xa)
-    if ndim == 0 or cnp.PyArray_SIZE(xa) == 0 or cnp.PyArray_SIZE(xa) > serial_max_work \
-            or not cnp.PyArray_ISCARRAY_RO(xa):
-        return None
-    code = _type_code(xa)
     if code < 0:
         return None
-    n = cnp.PyArray_DIM(xa, ndim - 1)
-    if w is not None:
-        if type(w) is not cnp.ndarray:
-            return None
-        wa = <cnp.ndarray>w
-        wtype = cnp.NPY_DOUBLE if code == 3 else cnp.NPY_FLOAT
-        if cnp.PyArray_NDIM(wa) != 1 or cnp.PyArray_DIM(wa, 0) != n or cnp.PyArray_TYPE(wa) != wtype \
-                or not cnp.PyArray_ISCARRAY_RO(wa):
-            return None
-        wp = <const char*>cnp.PyArray_DATA(wa)
+    xa = <cnp.ndarray>x
+    n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
+    if not _short_weight(w, n, code == 3):
+        return None
     if out is None:
-        y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+        y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
     else:
-        if type(out) is not cnp.ndarray:
+        if _small_rows_code(out, True) != code or not _same_shape(<cnp.ndarray>out, xa):
             return None
         y = <cnp.ndarray>out
-        if cnp.PyArray_NDIM(y) != ndim or not cnp.PyArray_ISCARRAY(y) or _type_code(y) != code:
+        if (y is not xa and _overlap(y, xa)) or (w is not None and _overlap(y, <cnp.ndarray>w)):
             return None
-        for d in range(ndim):
-            if cnp.PyArray_DIM(y, d) != cnp.PyArray_DIM(xa, d):
-                return None
-        if (y is not xa and _overlap(y, xa)) or (wp != NULL and _overlap(y, wa)):
-            return None
-    o.eps = eps
-    o.eps_mode = 0
-    o.round_mid = 0
-    o.stream = 0
-    o.prefetch_next = 1  # adjacent rows (C-contiguous x)
+    wp = _data_or_null(w)
+    _short_opts(&o, eps, True)  # the rows of x are adjacent
     fn = KERNELS.fwd[code][code]
     rows = cnp.PyArray_SIZE(xa) // n
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
@@ -439,6 +468,44 @@ def forward_rows(x, w, double eps, out=None):
             fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * rowbytes, 1, <char*>cnp.PyArray_DATA(y) + r * rowbytes,
                1, wp, NULL, NULL)
     return y
+
+
+def add_rows(x, residual, w, double eps, bint inplace):
+    """The short path of add_rms_norm's common call (see _api.add_rms_norm):
+    as forward_rows, for x and residual of one shape (dtypes may differ) that
+    do not share memory, w disjoint from them when inplace; out and
+    residual_out not given.  Returns (y, new_residual) or None."""
+    cdef cnp.ndarray xa, ra, y, ro
+    cdef int tx = _small_rows_code(x, inplace), tr = _small_rows_code(residual, inplace)
+    cdef Py_ssize_t n, r, rows, xbytes, rbytes
+    cdef const char *wp
+    cdef rmsn_opts o
+    cdef rmsn_add_fn fn
+    if tx < 0 or tr < 0:
+        return None
+    xa, ra = <cnp.ndarray>x, <cnp.ndarray>residual
+    n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
+    if not _same_shape(xa, ra) or _overlap(xa, ra) or not _short_weight(w, n, tx == 3 or tr == 3):
+        return None
+    if inplace:
+        if w is not None and (_overlap(xa, <cnp.ndarray>w) or _overlap(ra, <cnp.ndarray>w)):
+            return None
+        y, ro = xa, ra
+    else:
+        y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+        ro = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ra), cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
+    wp = _data_or_null(w)
+    _short_opts(&o, eps, False)  # as add_forward
+    fn = KERNELS.add[tx][tr]
+    rows = cnp.PyArray_SIZE(xa) // n
+    xbytes = n * cnp.PyArray_ITEMSIZE(xa)
+    rbytes = n * cnp.PyArray_ITEMSIZE(ra)
+    with nogil:
+        for r in range(rows):
+            fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * xbytes, 1, <const char*>cnp.PyArray_DATA(ra) + r * rbytes,
+               1, <char*>cnp.PyArray_DATA(ro) + r * rbytes, 1, <char*>cnp.PyArray_DATA(y) + r * xbytes, 1, wp, NULL,
+               NULL)
+    return y, ro
 
 
 # ---- fused residual add + forward ------------------------------------------
