@@ -124,7 +124,7 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
 }
 
 /* Elements of y before the first address aligned for a non-temporal store of
- * vector_bytes (at most n): they take plain stores. */
+ * vector_bytes (at most n): a partial vector, stored by rmsn_stream_bytes. */
 static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, size_t elem_bytes, ptrdiff_t n)
 {
     ptrdiff_t head = (ptrdiff_t)(((0u - (uintptr_t)y) % vector_bytes) / elem_bytes);
