@@ -276,6 +276,15 @@ cdef inline char *_ptr_or_null(object a):
     return NULL if a is None else <char*>cnp.PyArray_DATA(a)
 
 
+cdef inline void _set_opts(rmsn_opts *o, double eps, int eps_mode, bint round_mid, bint stream,
+                           bint prefetch_next) noexcept:
+    o.eps = eps
+    o.eps_mode = eps_mode
+    o.round_mid = round_mid
+    o.stream = stream
+    o.prefetch_next = prefetch_next
+
+
 # ---- forward ---------------------------------------------------------------
 
 cdef struct Fwd:
@@ -323,11 +332,7 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
     cdef Fwd f
     cdef Py_ssize_t nunits, lead
     _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
-    f.opts.eps = eps
-    f.opts.eps_mode = eps_mode
-    f.opts.round_mid = round_mid
-    f.opts.stream = x.nbytes + y.nbytes >= STREAM_FROM
-    f.opts.prefetch_next = _slices_follow(&f.L, 1)
+    _set_opts(&f.opts, eps, eps_mode, round_mid, x.nbytes + y.nbytes >= STREAM_FROM, _slices_follow(&f.L, 1))
     f.row = KERNELS.fwd[tin][tout]
     f.cols = KERNELS.fwd_cols[tin][tout]
     f.w = _ptr_or_null(w)
@@ -417,19 +422,6 @@ cdef bint _short_weight(object w, Py_ssize_t n, bint f64):
         cnp.PyArray_TYPE(wa) == (cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT)
 
 
-cdef inline const char *_data_or_null(object a):
-    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-cdef inline void _short_opts(rmsn_opts *o, double eps, bint prefetch_next) noexcept:
-    """Options of the short paths: the defaults (small calls: no streaming)."""
-    o.eps = eps
-    o.eps_mode = 0
-    o.round_mid = 0
-    o.stream = 0
-    o.prefetch_next = prefetch_next
-
-
 def forward_rows(x, w, double eps, out=None):
     """The short path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
@@ -458,8 +450,8 @@ def forward_rows(x, w, double eps, out=None):
         y = <cnp.ndarray>out
         if (y is not xa and _overlap(y, xa)) or (w is not None and _overlap(y, <cnp.ndarray>w)):
             return None
-    wp = _data_or_null(w)
-    _short_opts(&o, eps, True)  # the rows of x are adjacent
+    wp = _ptr_or_null(w)
+    _set_opts(&o, eps, 0, False, False, True)  # defaults; small: no streaming; the rows of x are adjacent
     fn = KERNELS.fwd[code][code]
     rows = cnp.PyArray_SIZE(xa) // n
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
@@ -494,8 +486,8 @@ def add_rows(x, residual, w, double eps, bint inplace):
     else:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
         ro = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ra), cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
-    wp = _data_or_null(w)
-    _short_opts(&o, eps, False)  # as add_forward
+    wp = _ptr_or_null(w)
+    _set_opts(&o, eps, 0, False, False, False)  # defaults; small: no streaming; no prefetch, as add_forward
     fn = KERNELS.add[tx][tr]
     rows = cnp.PyArray_SIZE(xa) // n
     xbytes = n * cnp.PyArray_ITEMSIZE(xa)
@@ -536,11 +528,9 @@ def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstr
     """residual_out = x + residual; y = rms_norm(residual_out), slice by slice."""
     cdef Add a
     _layout(&a.L, [x, residual, residual_out, y], shape, bstrides, nstrides, n, groups)
-    a.opts.eps = eps
-    a.opts.eps_mode = eps_mode
-    a.opts.round_mid = round_mid
-    a.opts.stream = x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes >= STREAM_FROM
-    a.opts.prefetch_next = 0  # its second pass reads residual_out, not the next x and residual
+    # No prefetch: the second pass reads residual_out, not the next x and residual.
+    _set_opts(&a.opts, eps, eps_mode, round_mid,
+              x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes >= STREAM_FROM, False)
     a.fn = KERNELS.add[tx][tr]
     a.w = _ptr_or_null(w)
     a.b = _ptr_or_null(b)
@@ -589,11 +579,8 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
     """dx, and dw/db partial sums per row block (shape [grad_blocks, groups * n], zeroed)."""
     cdef Bwd g
     _layout(&g.L, [dy, x, dx], shape, bstrides, nstrides, n, groups)
-    g.opts.eps = eps
-    g.opts.eps_mode = eps_mode
-    g.opts.round_mid = 0
-    g.opts.stream = dy.nbytes + x.nbytes + dx.nbytes >= STREAM_FROM
-    g.opts.prefetch_next = _slices_follow(&g.L, 2)
+    _set_opts(&g.opts, eps, eps_mode, False, dy.nbytes + x.nbytes + dx.nbytes >= STREAM_FROM,
+              _slices_follow(&g.L, 2))
     g.fn = KERNELS.bwd[t]
     g.w = _ptr_or_null(w)
     g.rstd = _ptr_or_null(rstd)
