@@ -129,6 +129,11 @@ def _with_torch_threads(n_threads, fn, min_time):
         torch.set_num_threads(previous)
 
 
+def _row(case, shape, dt, n_threads, ours):
+    """A table row: what was measured and our time; peers add their ratios."""
+    return {"case": case, "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
+
+
 def bench_case(shape, dtype, n_threads=1, min_time=0.2):
     """One forward row over the last axis: our time and each peer's time relative to ours."""
     dt = _dtype(dtype)
@@ -139,7 +144,7 @@ def bench_case(shape, dtype, n_threads=1, min_time=0.2):
         ours = median_time(lambda: _api.rms_norm(x, w), min_time)
     else:
         ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
-    row = {"case": "forward", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
+    row = _row("forward", shape, dt, n_threads, ours)
     row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
     torch_fn = _torch_forward(x, w)
@@ -157,8 +162,7 @@ def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
     dt = _dtype(dtype)
     x, y = _data(shape, dt)
     ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
-    row = {"case": "nchw axis=1", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads,
-           "ours_us": ours * 1e6}
+    row = _row("nchw axis=1", shape, dt, n_threads, ours)
     row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     row["numpy"] = median_time(lambda: numpy_composite(x, 1.0, axis=1), min_time) / ours
     xc, yc = x.reshape(-1, shape[1]), y.reshape(-1, shape[1])
@@ -173,7 +177,7 @@ def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
     w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(dt)
     ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
-    row = {"case": "backward", "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
+    row = _row("backward", shape, dt, n_threads, ours)
     row["copy_bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
     # Unsigned integers of the same width: an add at memory speed for any dtype
     # (NumPy's float16 and bfloat16 arithmetic is not).
