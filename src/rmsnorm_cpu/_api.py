@@ -63,9 +63,24 @@ def _asarray(a, name):
         raise type(e)(f"{name} is not an array of numbers: {e}") from None
 
 
+class _BFloat16Bits:
+    """A uint16 ndarray of bfloat16 bit patterns, for adapters whose bfloat16
+    data has no NumPy dtype without ml_dtypes (a torch tensor viewed as
+    uint16): add_rms_norm and rms_norm_backward take it as bfloat16 data, and
+    their bfloat16 results are uint16 arrays of bits like it."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits):
+        self.bits = bits
+
+
 def _as_float_array(a, name):
     """(array, code): float16/bfloat16/float32/float64 as they are (native byte
-    order), integer and bool upcast to float64, anything else a TypeError."""
+    order), _BFloat16Bits as its bits, integer and bool upcast to float64,
+    anything else a TypeError."""
+    if type(a) is _BFloat16Bits:
+        return a.bits, _BF16
     a = a if type(a) is np.ndarray else _asarray(a, name)
     code = _dtype_code(a.dtype)
     if code is not None:
@@ -538,11 +553,13 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
         if out is not None or residual_out is not None:
             raise ValueError("inplace=True writes into x and residual; do not pass out or residual_out")
         for name, a in (("x", x), ("residual", residual)):
-            if not isinstance(a, np.ndarray) or _dtype_code(a.dtype) is None or not a.dtype.isnative:
+            if type(a) is not _BFloat16Bits and (not isinstance(a, np.ndarray) or _dtype_code(a.dtype) is None
+                                                 or not a.dtype.isnative):
                 raise TypeError(f"inplace=True needs {name} to be a float16/bfloat16/float32/float64 ndarray")
-        out, residual_out = x, residual
     x, tx = _as_float_array(x, "x")
     residual, tr = _as_float_array(residual, "residual")
+    if inplace:
+        out, residual_out = x, residual
     if x.shape != residual.shape:
         raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
     plan = _plan(x.shape, axis, groups)

@@ -1,60 +1,325 @@
-"""PyTorch adapter: an autograd-aware ``rms_norm`` and an ``nn.Module`` drop-in.
+"""PyTorch adapter: registered ops, autograd, an ``nn.Module`` drop-in, model patching.
 
-Importing this module imports torch (``import rmsnorm_cpu`` does not).  CPU
-tensors of float16, bfloat16, float32 and float64 are shared with NumPy
-through DLPack, without copies; the forward is :func:`rmsnorm_cpu.rms_norm`
-and the backward :func:`rmsnorm_cpu.rms_norm_backward` (one fused pass that
-reuses the forward's ``rstd``).
+Importing this module imports torch (``import rmsnorm_cpu`` does not) and
+registers four ops in the ``rmsnorm_cpu`` namespace, each with a fake (meta)
+implementation, so that ``torch.compile(fullgraph=True)`` and ``torch.export``
+see one op per call::
+
+    torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)
+        -> (y, rstd)
+    torch.ops.rmsnorm_cpu.rms_norm_backward(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset)
+        -> (dx, dweight, dbias)
+    torch.ops.rmsnorm_cpu.add_rms_norm(x, residual, weight, bias, dims, eps, eps_mode, weight_offset,
+                                       cast_mode) -> (y, new_residual)
+    torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, ...)   # in place: y into x, new_residual into residual
+
+``dims`` is the number of trailing dimensions normalized together.  The
+forward and the functional add are differentiable (``register_autograd``; the
+gradient is the ``rms_norm_backward`` op, which reuses the forward's ``rstd``).
+``dweight``/``dbias`` are empty tensors where ``weight``/``bias`` is None.
+
+The public functions (:func:`rms_norm`, :func:`add_rms_norm`, :class:`RMSNorm`)
+call the ops while compiling, exporting or tracing.  In eager mode they skip
+the dispatcher: without autograd to record they hand the tensors' memory to
+the kernels' short path directly (NumPy views, no copies; bfloat16 as its
+bits, so ml_dtypes is not needed), and with autograd to record they run the
+same kernels inside a ``torch.autograd.Function`` with the ops' own formula.
 """
+
+import math
+from collections import namedtuple
+from typing import Optional
 
 import torch
 
-from . import _api
-from .layer import _numpy_as_tensor, _tensor_as_numpy
+from . import _api, _core
 
-__all__ = ["RMSNorm", "rms_norm"]
+__all__ = ["RMSNorm", "add_rms_norm", "replace_rms_norms", "rms_norm"]
 
+_BF16 = torch.bfloat16
+_AXES = {1: -1, **{k: tuple(range(-k, 0)) for k in range(2, 9)}}  # an int axis: _api caches its plan
+
+
+# ---- tensors <-> kernels ------------------------------------------------------
+
+def _array(t):
+    """A CPU tensor's memory as an ndarray, no copy (bfloat16 as uint16 bits)."""
+    return (t.view(torch.uint16) if t.dtype == _BF16 else t).numpy(force=True)
+
+
+def _bits_or_array(t):
+    """What _api's add and backward take: bfloat16 bits wrapped, else the array."""
+    return _api._BFloat16Bits(_array(t)) if t.dtype == _BF16 else _array(t)
+
+
+def _tensor(a, dtype):
+    """An ndarray as a tensor of dtype, no copy (bfloat16 from uint16 bits)."""
+    t = torch.from_numpy(a)
+    return t.view(_BF16) if dtype == _BF16 else t
+
+
+def _acc(dtype):
+    """The dtype the kernels compute in, and take weight and bias in."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _kernel_param(p, acc, offset=0.0):
+    """weight + offset (or bias) as an acc-typed ndarray, or None."""
+    if p is None:
+        return None
+    if p.dtype != acc:
+        p = p.detach().to(acc)
+    if offset:
+        p = p.detach() + offset
+    return p.numpy(force=True)
+
+
+def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
+    """(y, rstd or None) for a CPU tensor x.  w and b are kernel-form ndarrays
+    (_kernel_param) or None; offset is the weight_offset not already in w."""
+    xa = _array(x)
+    bits = x.dtype == _BF16
+    if (dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and not want_rstd
+            and (cast_mode == "fused" or x.element_size() >= 4)):
+        y = _core.forward_rows(xa, w, eps)
+        if y is not None:
+            return _tensor(y, x.dtype), None
+    y = torch.empty(x.shape, dtype=x.dtype)  # contiguous whatever x's strides, as the fake says
+    result = _api.rms_norm(xa, w, b, axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset,
+                           cast_mode=cast_mode, dtype="bfloat16" if bits else None, out=_array(y),
+                           return_rstd=want_rstd)
+    return y, torch.from_numpy(result[1]) if want_rstd else None
+
+
+def _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace):
+    """(y, new_residual) for CPU tensors, written into x and residual when
+    inplace; w, b, offset as in _forward."""
+    xa, ra = _array(x), _array(residual)
+    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
+            (cast_mode == "fused" or x.element_size() >= 4):
+        result = _core.add_rows(xa, ra, w, eps, inplace)
+        if result is not None:
+            return (x, residual) if inplace else (_tensor(result[0], x.dtype), _tensor(result[1], residual.dtype))
+    y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
+    new_residual = residual if inplace else torch.empty(residual.shape, dtype=residual.dtype)
+    _api.add_rms_norm(_bits_or_array(x), _bits_or_array(residual), w, b, axis=_AXES[dims], eps=eps,
+                      eps_mode=eps_mode, weight_offset=offset, cast_mode=cast_mode, out=_array(y),
+                      residual_out=_array(new_residual))
+    return y, new_residual
+
+
+def _params(x, weight, bias, weight_offset):
+    """(w, b, offset left) for _forward/_add: the offset goes into the weight
+    when there is one."""
+    acc = _acc(x.dtype)
+    w = _kernel_param(weight, acc, weight_offset)
+    return w, _kernel_param(bias, acc), weight_offset if weight is None else 0.0
+
+
+def _eager(x):
+    """Whether the call runs now on a plain CPU tensor: not compiled, exported
+    or traced (those see the ops), nor a tensor subclass."""
+    return not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.is_cpu and not torch.jit.is_tracing()
+
+
+def _records(*tensors):
+    """Whether autograd records a graph for a call on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# ---- the ops ------------------------------------------------------------------
+
+@torch.library.custom_op("rmsnorm_cpu::rms_norm", mutates_args=(), device_types="cpu")
+def _rms_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], dims: int,
+                 eps: float, eps_mode: str, weight_offset: float, cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    w, b, offset = _params(x, weight, bias, weight_offset)
+    return _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+
+
+def _rstd_like(x, dims):
+    return x.new_empty(x.shape[:x.dim() - dims] + (1,), dtype=_acc(x.dtype))
+
+
+@_rms_norm_op.register_fake
+def _(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
+    _api._options(eps, eps_mode, cast_mode)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), _rstd_like(x, dims)
+
+
+@torch.library.custom_op("rmsnorm_cpu::rms_norm_backward", mutates_args=(), device_types="cpu")
+def _rms_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor],
+                          bias: Optional[torch.Tensor], rstd: Optional[torch.Tensor], dims: int, eps: float,
+                          eps_mode: str, weight_offset: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    w, b, offset = _params(x, weight, bias, weight_offset)
+    dx, dw, db = _api.rms_norm_backward(
+        _bits_or_array(dy.to(x.dtype)), _bits_or_array(x), w, b, rstd=None if rstd is None else _array(rstd),
+        axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset)
+    return (_tensor(dx, x.dtype).contiguous(),
+            x.new_empty(0) if dw is None else torch.from_numpy(dw).to(weight.dtype),
+            x.new_empty(0) if db is None else torch.from_numpy(db).to(bias.dtype))
+
+
+@_rms_norm_backward_op.register_fake
+def _(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
+    def grad(p):
+        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(weight), grad(bias)
+
+
+@torch.library.custom_op("rmsnorm_cpu::add_rms_norm", mutates_args=(), device_types="cpu")
+def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor],
+                     bias: Optional[torch.Tensor], dims: int, eps: float, eps_mode: str, weight_offset: float,
+                     cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    w, b, offset = _params(x, weight, bias, weight_offset)
+    return _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, False)
+
+
+@_add_rms_norm_op.register_fake
+def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
+    _api._options(eps, eps_mode, cast_mode)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(residual, memory_format=torch.contiguous_format))
+
+
+@torch.library.custom_op("rmsnorm_cpu::add_rms_norm_", mutates_args=("x", "residual"), device_types="cpu")
+def _add_rms_norm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor],
+                             bias: Optional[torch.Tensor], dims: int, eps: float, eps_mode: str,
+                             weight_offset: float, cast_mode: str) -> None:
+    w, b, offset = _params(x, weight, bias, weight_offset)
+    _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+
+
+@_add_rms_norm_inplace_op.register_fake
+def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
+    _api._options(eps, eps_mode, cast_mode)
+
+
+# ---- autograd -------------------------------------------------------------------
+
+def _setup_forward(ctx, inputs, output):
+    x, weight, bias, dims, eps, eps_mode, weight_offset, _ = inputs
+    ctx.save_for_backward(x, weight, bias, output[1])
+    ctx.args = dims, eps, eps_mode, weight_offset
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward_forward(ctx, dy, _drstd):
+    x, weight, bias, rstd = ctx.saved_tensors
+    dx, dw, db = torch.ops.rmsnorm_cpu.rms_norm_backward(dy, x, weight, bias, rstd, *ctx.args)
+    return (dx, dw if weight is not None else None, db if bias is not None else None) + (None,) * 5
+
+
+def _setup_add(ctx, inputs, output):
+    x, residual, weight, bias, dims, eps, eps_mode, weight_offset, _ = inputs
+    ctx.save_for_backward(output[1], weight, bias)
+    ctx.args = dims, eps, eps_mode, weight_offset
+    ctx.dtypes = x.dtype, residual.dtype
+
+
+def _backward_add(ctx, dy, dnew_residual):
+    """y = rms_norm(s) with s = x + residual, returned too: both x and residual
+    get ds = d(rms_norm)/ds . dy + d(new_residual); rstd is recomputed."""
+    s, weight, bias = ctx.saved_tensors
+    ds, dw, db = torch.ops.rmsnorm_cpu.rms_norm_backward(dy, s, weight, bias, None, *ctx.args)
+    if dnew_residual is not None:
+        ds = ds + dnew_residual
+    return ((ds.to(ctx.dtypes[0]), ds.to(ctx.dtypes[1]), dw if weight is not None else None,
+             db if bias is not None else None) + (None,) * 5)
+
+
+torch.library.register_autograd("rmsnorm_cpu::rms_norm", _backward_forward, setup_context=_setup_forward)
+torch.library.register_autograd("rmsnorm_cpu::add_rms_norm", _backward_add, setup_context=_setup_add)
+
+
+# The ops' autograd in eager mode, without the dispatcher.  forward(ctx, ...)
+# rather than a separate setup_context: apply() then binds no signature.
 
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, axis, eps):
-        # The output has x's dtype whatever the weight's, as in torch.nn.functional.rms_norm.
-        w = None if weight is None else _tensor_as_numpy(weight, "weight")
-        y, rstd = _api.rms_norm(_tensor_as_numpy(x, "x"), w, axis=axis, eps=eps, return_rstd=True)
-        ctx.save_for_backward(x, weight, _numpy_as_tensor(rstd))
-        ctx.axis, ctx.eps = axis, eps
-        return _numpy_as_tensor(y)
+    def forward(ctx, *inputs):
+        x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode = inputs
+        w, b, offset = _params(x, weight, bias, weight_offset)
+        output = _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+        _setup_forward(ctx, inputs, output)
+        return output
 
+    backward = staticmethod(_backward_forward)
+
+
+class _AddRMSNormFunction(torch.autograd.Function):
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x, weight, rstd = ctx.saved_tensors
-        dx, dweight, _ = _api.rms_norm_backward(
-            _tensor_as_numpy(dy, "dy"), _tensor_as_numpy(x, "x"),
-            None if weight is None else _tensor_as_numpy(weight, "weight"),
-            rstd=_tensor_as_numpy(rstd, "rstd"), axis=ctx.axis, eps=ctx.eps)
-        dweight = _numpy_as_tensor(dweight) if weight is not None and ctx.needs_input_grad[1] else None
-        return _numpy_as_tensor(dx), dweight, None, None
+    def forward(ctx, *inputs):
+        x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode = inputs
+        w, b, offset = _params(x, weight, bias, weight_offset)
+        output = _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, False)
+        _setup_add(ctx, inputs, output)
+        return output
+
+    backward = staticmethod(_backward_add)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=1e-6):
-    """``torch.nn.functional.rms_norm`` on rmsnorm_cpu's kernels, with autograd.
+# ---- public functions -------------------------------------------------------------
+
+def _dims(x, normalized_shape, weight, bias):
+    """How many trailing dims of x are normalized: normalized_shape checked
+    against x (and the weight's and bias's shapes against it), as torch does."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if not 1 <= k <= x.dim() or tuple(x.shape[x.dim() - k:]) != shape:
+        raise ValueError(f"normalized_shape {shape} does not match the trailing dimensions of x of shape "
+                         f"{tuple(x.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(p.shape)}, expected {shape}")
+    return k
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=1e-6, *, bias=None, eps_mode="sqrt", weight_offset=0.0,
+             cast_mode="fused"):
+    """``torch.nn.functional.rms_norm`` on rmsnorm_cpu's kernels, differentiable.
 
     Parameters
     ----------
     x : torch.Tensor
-        CPU tensor of float16, bfloat16, float32 or float64.
+        CPU tensor of float16, bfloat16, float32 or float64, any strides.
     normalized_shape : int or sequence of ints
         The trailing dimensions normalized together (must match ``x``'s).
-    weight : torch.Tensor, optional
-        Of ``normalized_shape``; may require grad.
+    weight, bias : torch.Tensor, optional
+        Of ``normalized_shape``, any float dtype; may require grad.
     eps : float or None, default 1e-6
         ``None`` means ``torch.finfo(x.dtype).eps``, as in torch.
+    eps_mode : {"sqrt", "add", "clamp"}
+        Where eps enters (see Notes).
+    weight_offset : float, default 0.0
+        Added to the weight: Gemma's ``1 + weight`` is ``weight_offset=1.0``.
+    cast_mode : {"fused", "llama"}
+        For float16/bfloat16 ``x``: "fused" rounds the result once (as
+        ``F.rms_norm`` does); "llama" rounds ``x * rstd`` to x's dtype before
+        the weight, as Hugging Face ``LlamaRMSNorm`` does.
 
     Returns
     -------
     torch.Tensor
-        Of x's dtype, whatever the weight's (as torch does).
+        Of x's shape and dtype, whatever the weight's (as torch does); a new
+        contiguous tensor.
+
+    Raises
+    ------
+    ValueError
+        ``normalized_shape`` not the trailing dimensions of ``x``, a weight or
+        bias of another shape, a bad ``eps``/``eps_mode``/``cast_mode``.
+
+    Notes
+    -----
+    For each normalized slice ``v``, squares summed in float32 (float64 for
+    float64 data)::
+
+        rstd = 1 / sqrt(mean(v**2) + eps)        # eps_mode="sqrt"
+        rstd = 1 / (sqrt(mean(v**2)) + eps)      # eps_mode="add"
+        rstd = 1 / max(sqrt(mean(v**2)), eps)    # eps_mode="clamp"
+        y    = v * rstd * (weight + weight_offset) + bias
+
+    The gradient is ``rms_norm_backward`` with the forward's ``rstd``.
 
     Examples
     --------
@@ -62,46 +327,304 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-6):
     >>> from rmsnorm_cpu.torch import rms_norm
     >>> rms_norm(torch.tensor([[3.0, 4.0]]), (2,), eps=0.0)
     tensor([[0.8485, 1.1314]])
+    >>> rms_norm(torch.tensor([[3.0, 4.0]]), 2, torch.zeros(2), eps=0.0, weight_offset=1.0)
+    tensor([[0.8485, 1.1314]])
     """
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
-    normalized_shape = tuple(normalized_shape)
-    k = len(normalized_shape)
-    if tuple(x.shape[x.dim() - k:]) != normalized_shape or x.dim() < k:
-        raise ValueError(f"normalized_shape {normalized_shape} does not match the trailing dimensions of x "
-                         f"of shape {tuple(x.shape)}")
-    if weight is not None and tuple(weight.shape) != normalized_shape:
-        raise ValueError(f"weight has shape {tuple(weight.shape)}, expected {normalized_shape}")
+    dims = _dims(x, normalized_shape, weight, bias)
     if eps is None:
         eps = torch.finfo(x.dtype).eps
-    return _RMSNormFunction.apply(x, weight, tuple(range(-k, 0)), eps)
+    if not _eager(x):
+        return torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
+    if _records(x, weight, bias):
+        return _RMSNormFunction.apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
+    w, b, offset = _params(x, weight, bias, weight_offset)
+    return _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, False)[0]
+
+
+def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplace=False, bias=None,
+                 eps_mode="sqrt", weight_offset=0.0, cast_mode="fused"):
+    """Fused residual add and :func:`rms_norm` (vLLM's ``fused_add_rms_norm``).
+
+    ``new_residual = x + residual`` (added in float32, or float64 if either is
+    float64, rounded once to residual's dtype), ``y = rms_norm(new_residual)``
+    in x's dtype; bitwise the same as the two steps apart.
+
+    Parameters
+    ----------
+    x, residual : torch.Tensor
+        CPU tensors of one shape; any supported float dtypes.
+    normalized_shape, weight, eps, bias, eps_mode, weight_offset, cast_mode
+        As in :func:`rms_norm`.
+    inplace : bool, default False
+        Write ``y`` into ``x`` and ``new_residual`` into ``residual`` and
+        return them.  Under autograd (an input that requires grad) this is
+        the functional op followed by ``copy_`` into both, so torch's rules
+        for in-place ops on leaves and saved tensors apply.
+
+    Returns
+    -------
+    (y, new_residual) : tuple of torch.Tensor
+
+    Raises
+    ------
+    ValueError
+        As :func:`rms_norm`, and for ``x`` and ``residual`` of different
+        shapes; nothing is written then.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rmsnorm_cpu.torch import add_rms_norm
+    >>> x, residual = torch.tensor([1.0, 2.0]), torch.tensor([2.0, 2.0])
+    >>> y, r = add_rms_norm(x, residual, 2, eps=0.0, inplace=True)
+    >>> y is x and r is residual
+    True
+    >>> x, residual
+    (tensor([0.8485, 1.1314]), tensor([3., 4.]))
+    """
+    dims = _dims(x, normalized_shape, weight, bias)
+    if x.shape != residual.shape:
+        raise ValueError(f"x of shape {tuple(x.shape)} and residual of shape {tuple(residual.shape)} differ")
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps
+    args = dims, eps, eps_mode, weight_offset, cast_mode
+    if _eager(x) and type(residual) is torch.Tensor and residual.is_cpu:
+        if not _records(x, residual, weight, bias):
+            w, b, offset = _params(x, weight, bias, weight_offset)
+            return _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace)
+        y, new_residual = _AddRMSNormFunction.apply(x, residual, weight, bias, *args)
+    elif inplace and not _records(x, residual, weight, bias):
+        torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, weight, bias, *args)
+        return x, residual
+    else:
+        y, new_residual = torch.ops.rmsnorm_cpu.add_rms_norm(x, residual, weight, bias, *args)
+    if not inplace:
+        return y, new_residual
+    x.copy_(y)
+    residual.copy_(new_residual)
+    return x, residual
 
 
 class RMSNorm(torch.nn.Module):
-    """Drop-in for ``torch.nn.RMSNorm`` (same arguments, parameter and state dict).
+    """Drop-in for ``torch.nn.RMSNorm`` (same arguments, parameter and state
+    dict), with Gemma's weight offset and Llama's rounding as options.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of ints
+        The trailing dimensions normalized together.
+    eps : float, optional
+        ``None`` (default) means ``torch.finfo(x.dtype).eps``, as in torch.
+    elementwise_affine : bool, default True
+        Hold a learnable ``weight`` of ``normalized_shape``.
+    weight_offset : float, default 0.0
+        The scale is ``weight + weight_offset``; the weight starts at
+        ``1 - weight_offset`` so that the scale starts at 1 (Gemma: offset 1,
+        weight zeros).
+    cast_mode : {"fused", "llama"}
+        As in :func:`rms_norm`.
+    device, dtype
+        Of the weight.
 
     Examples
     --------
     >>> import torch
     >>> from rmsnorm_cpu.torch import RMSNorm
-    >>> RMSNorm(2, eps=0.0)(torch.tensor([[3.0, 4.0]]))
+    >>> norm = RMSNorm(2, eps=0.0)
+    >>> norm(torch.tensor([[3.0, 4.0]]))
     tensor([[0.8485, 1.1314]], grad_fn=<_RMSNormFunctionBackward>)
+    >>> with torch.no_grad():
+    ...     norm(torch.tensor([[3.0, 4.0]]))
+    tensor([[0.8485, 1.1314]])
     """
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, *, weight_offset=0.0, cast_mode="fused",
+                 device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(normalized_shape)
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape = shape
         self.eps = eps
         self.elementwise_affine = elementwise_affine
+        self.weight_offset = float(weight_offset)
+        _api._options(0.0, "sqrt", cast_mode)
+        self.cast_mode = cast_mode
         if elementwise_affine:
-            self.weight = torch.nn.Parameter(torch.ones(self.normalized_shape, device=device, dtype=dtype))
+            self.weight = torch.nn.Parameter(torch.full(shape, 1.0 - self.weight_offset, device=device, dtype=dtype))
         else:
             self.register_parameter("weight", None)
+        self._kernel_weight = (None, None)
 
     def forward(self, x):
-        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        weight = self.weight
+        if _eager(x) and not _records(x, weight):
+            # The short path, with weight + offset in kernel form kept while
+            # the parameter's memory and version stay the same.
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            dims = len(self.normalized_shape)
+            if x.shape[x.dim() - dims:] != self.normalized_shape or x.dim() < dims:
+                _dims(x, self.normalized_shape, None, None)  # raises
+            if weight is None:
+                return _forward(x, None, None, dims, eps, "sqrt", self.weight_offset, self.cast_mode, False)[0]
+            acc = _acc(x.dtype)
+            key = weight.data_ptr(), weight._version, acc
+            cached_key, w = self._kernel_weight
+            if cached_key != key:
+                w = _kernel_param(weight, acc, self.weight_offset)
+                self._kernel_weight = key, w
+            return _forward(x, w, None, dims, eps, "sqrt", 0.0, self.cast_mode, False)[0]
+        return rms_norm(x, self.normalized_shape, weight, self.eps, weight_offset=self.weight_offset,
+                        cast_mode=self.cast_mode)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        text = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        if self.weight_offset:
+            text += f", weight_offset={self.weight_offset}"
+        if self.cast_mode != "fused":
+            text += f", cast_mode={self.cast_mode!r}"
+        return text
+
+
+# ---- model patching ---------------------------------------------------------------
+
+_Recipe = namedtuple("_Recipe", "eps_attribute weight_offset cast_mode")
+_LLAMA = _Recipe("variance_epsilon", 0.0, "llama")   # weight * round(x * rstd)
+_OLMO2 = _Recipe("variance_epsilon", 0.0, "fused")   # round(weight * x * rstd)
+_GEMMA = _Recipe("eps", 1.0, "fused")                # round((1 + weight) * x * rstd)
+
+# The classes replace_rms_norms recognizes, by class name, with the module
+# their class must come from (torch, transformers): how to read eps and the
+# scale, and where the result is rounded.  Each is checked against the real
+# class in tests/test_torch_models.py, and each module again when replaced.
+# README "PyTorch" has this table with the reasons.
+RECOGNIZED = {
+    "RMSNorm": ("torch", _Recipe("eps", 0.0, "fused")),          # torch.nn.RMSNorm: F.rms_norm
+    "LlamaRMSNorm": ("transformers", _LLAMA),
+    "MistralRMSNorm": ("transformers", _LLAMA),
+    "MixtralRMSNorm": ("transformers", _LLAMA),
+    "Qwen2RMSNorm": ("transformers", _LLAMA),
+    "Qwen2MoeRMSNorm": ("transformers", _LLAMA),
+    "Qwen3RMSNorm": ("transformers", _LLAMA),                  # also q_norm/k_norm over head_dim
+    "Qwen3MoeRMSNorm": ("transformers", _LLAMA),
+    "Phi3RMSNorm": ("transformers", _LLAMA),
+    "DeepseekV3RMSNorm": ("transformers", _LLAMA),
+    "GraniteRMSNorm": ("transformers", _LLAMA),
+    "SmolLM3RMSNorm": ("transformers", _LLAMA),
+    "T5LayerNorm": ("transformers", _LLAMA),                   # weight * round(x * rstd) for a half weight
+    "Llama4TextRMSNorm": ("transformers", _Recipe("eps", 0.0, "llama")),
+    "Olmo2RMSNorm": ("transformers", _OLMO2),
+    "Olmo3RMSNorm": ("transformers", _OLMO2),
+    "GptOssRMSNorm": ("transformers", _OLMO2),
+    "GemmaRMSNorm": ("transformers", _GEMMA),
+    "Gemma2RMSNorm": ("transformers", _GEMMA),
+    "Gemma3RMSNorm": ("transformers", _GEMMA),
+    "Qwen3NextRMSNorm": ("transformers", _GEMMA),
+}
+
+
+def _replacement(module):
+    """(our RMSNorm sharing module's parameter, None) for a recognized module
+    that behaves as its recipe says, else (None, why not)."""
+    cls = type(module)
+    package, recipe = RECOGNIZED.get(cls.__name__, (None, None))
+    if recipe is None or cls.__module__.split(".")[0] != package:
+        return None, "not a recognized class"
+    weight = getattr(module, "weight", None)
+    if weight is not None and not isinstance(weight, torch.nn.Parameter):
+        return None, "its weight is not a Parameter"
+    shape = getattr(module, "normalized_shape", None) if weight is None else tuple(weight.shape)
+    if not shape:
+        return None, "no weight and no normalized_shape"
+    if weight is not None and weight.device.type != "cpu":
+        return None, f"its weight is on {weight.device}, not the CPU"
+    ours = RMSNorm(shape, getattr(module, recipe.eps_attribute), weight is not None,
+                   weight_offset=recipe.weight_offset, cast_mode=recipe.cast_mode, device="meta")
+    ours.weight = weight
+    return (ours, None) if _behaves_alike(module, ours) else (None, "its results differ from its recipe's")
+
+
+def _behaves_alike(theirs, ours):
+    """Whether two norms agree on a probe in the weight's dtype: a row of
+    normal values, and one with a mean square of eps, where eps's place shows."""
+    weight = ours.weight
+    dtype = torch.float32 if weight is None else weight.dtype
+    eps = ours.eps if ours.eps is not None else torch.finfo(dtype).eps
+    x = torch.randn((2,) + ours.normalized_shape, generator=torch.Generator().manual_seed(0))
+    x[1] *= math.sqrt(eps) if eps > 0 else 1.0
+    x = x.to(dtype)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    if expected.dtype != got.dtype or expected.shape != got.shape:
+        return False
+    tol = max(4 * torch.finfo(dtype).eps, 1e-5)
+    expected, got = expected.double(), got.double()
+    return torch.allclose(got, expected, rtol=tol, atol=tol * expected.abs().max().item())
+
+
+def replace_rms_norms(model, *, strict=False):
+    """Swap every recognized RMSNorm submodule of ``model`` for :class:`RMSNorm`.
+
+    Liger-Kernel's ``apply_liger_kernel_to_*`` done generally: one call on a
+    loaded model.  Each submodule of a class in :data:`RECOGNIZED`
+    (``torch.nn.RMSNorm`` and Hugging Face ``transformers`` classes: Llama,
+    Mistral, Qwen2/3 with Qwen3's ``q_norm``/``k_norm``, Gemma 1-3, OLMo2,
+    Phi3, T5, ...) becomes an :class:`RMSNorm` with the same numerics that
+    holds the same ``weight`` Parameter object (not a copy).  Before a
+    module is replaced, both are run on a small probe input and must agree.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Changed in place; the root module itself is never replaced.
+    strict : bool, default False
+        Raise instead of warning about what is left alone.
+
+    Returns
+    -------
+    list of str
+        The qualified names of the replaced submodules.
+
+    Raises
+    ------
+    ValueError
+        With ``strict=True``, when a submodule whose class name contains
+        "RMSNorm" is left alone (then nothing is replaced).
+
+    Warns
+    -----
+    UserWarning
+        One warning naming the submodules whose class name contains "RMSNorm"
+        that were left alone, and why.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rmsnorm_cpu.torch import replace_rms_norms
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.RMSNorm(4))
+    >>> replace_rms_norms(model)
+    ['1']
+    >>> model[1]
+    RMSNorm((4,), eps=None, elementwise_affine=True)
+    """
+    swaps, left = [], []
+    made = {}
+    for parent_name, parent in model.named_modules():
+        for name, child in parent.named_children():
+            qualified = f"{parent_name}.{name}" if parent_name else name
+            if isinstance(child, RMSNorm):
+                continue
+            if id(child) not in made:
+                made[id(child)] = _replacement(child)
+            ours, why = made[id(child)]
+            if ours is not None:
+                swaps.append((parent, name, qualified, ours))
+            elif "RMSNorm" in type(child).__name__ or type(child).__name__ in RECOGNIZED:
+                left.append(f"{qualified} ({type(child).__module__}.{type(child).__qualname__}: {why})")
+    if left:
+        message = f"replace_rms_norms left {len(left)} RMSNorm-like submodule(s) alone: " + "; ".join(left)
+        if strict:
+            raise ValueError(message)
+        import warnings
+        warnings.warn(message, UserWarning, stacklevel=2)
+    for parent, name, _, ours in swaps:
+        setattr(parent, name, ours)
+    return [qualified for _, _, qualified, _ in swaps]
