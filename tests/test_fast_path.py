@@ -16,9 +16,13 @@ def test_fast_path_is_the_general_path(rng, dtype, shape):
     acc = np.float64 if dtype == np.float64 else np.float32
     for w in (None, rng.uniform(0.5, 1.5, shape[-1]).astype(acc), rng.uniform(0.5, 1.5, shape[-1])):
         fast = rn.rms_norm(x, w)
-        general = rn.rms_norm(x, w, return_rstd=True)[0]  # return_rstd: not the fast path
+        general, general_rstd = rn.rms_norm(x, w, weight_offset=0, return_rstd=True)  # an int: not the fast path
         assert fast.dtype == x.dtype and fast.shape == x.shape
         np.testing.assert_array_equal(fast.view(np.uint8), general.view(np.uint8))
+        fast, rstd = rn.rms_norm(x, w, return_rstd=True)
+        assert rstd.dtype == general_rstd.dtype and rstd.shape == general_rstd.shape
+        np.testing.assert_array_equal(fast.view(np.uint8), general.view(np.uint8))
+        np.testing.assert_array_equal(rstd, general_rstd)
         out = np.empty_like(x)
         assert rn.rms_norm(x, w, out=out, n_threads=2) is out
         np.testing.assert_array_equal(out.view(np.uint8), general.view(np.uint8))
@@ -76,6 +80,11 @@ def test_uint16_holds_bfloat16_bits(rng):
         y = rn.rms_norm(bits, w, dtype=dtype)
         assert y.dtype == np.uint16
         np.testing.assert_array_equal(y, expected)
+    y, rstd = rn.rms_norm(bits, w, dtype="bfloat16", return_rstd=True)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(rstd, rn.rms_norm(xb, w, return_rstd=True)[1])
+    # The short path takes bits in uint16 only: a strided row goes the general way, same bits.
+    np.testing.assert_array_equal(rn.rms_norm(np.repeat(bits, 2, axis=1)[:, ::2], w, dtype="bfloat16"), expected)
     out = np.empty_like(bits)
     assert rn.rms_norm(bits, w, dtype="bfloat16", out=out) is out
     np.testing.assert_array_equal(out, expected)
@@ -126,3 +135,16 @@ def test_add_short_path_edge_cases(rng):
         rn.add_rms_norm(read_only, r.copy(), inplace=True)
     with pytest.raises(ValueError, match="differ"):
         rn.add_rms_norm(x, r[:1])
+
+
+def test_short_path_rstd_argument(rng):
+    """_core.forward_rows writes rstd only into an array it can take whole; else None (general path)."""
+    from rmsnorm_cpu import _core
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    expected_y, expected_rstd = rn.rms_norm(x, return_rstd=True, weight_offset=0)
+    rstd = np.empty(3, np.float32)
+    np.testing.assert_array_equal(_core.forward_rows(x, None, 1e-6, None, rstd), expected_y)
+    np.testing.assert_array_equal(rstd, expected_rstd.ravel())
+    for bad in (np.empty(3), np.empty(4, np.float32), np.empty(6, np.float32)[::2], x[0, :3]):
+        assert _core.forward_rows(x, None, 1e-6, None, bad) is None
+    assert _core.forward_rows(x, None, 1e-6, None, None, True) is None  # float32 is not bfloat16 bits

@@ -301,6 +301,13 @@ def _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode
             and (n_threads is None or (type(n_threads) is int and n_threads >= 1)))
 
 
+def _short_rstd(x):
+    """The rstd array of a short path call on x (rows of the last axis), or None."""
+    if type(x) is not np.ndarray or not x.ndim:
+        return None
+    return np.empty(x.shape[:-1] + (1,), np.float64 if x.dtype == np.float64 else np.float32)
+
+
 def _overlaps_itself(a):
     """Whether two elements of `a` may share memory: with its dims of more
     than one element sorted by |stride|, each stride must clear the extent of
@@ -461,15 +468,17 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     array([[0.84852814, 1.13137085]])
     """
     # Short path: the common call of decode loops (thousands of one-row calls)
-    # and of servers with a preallocated out: a small C-contiguous x, weight
-    # None or acc-typed of the normalized shape, out None or an array like x;
-    # _core.forward_rows checks the arrays and returns None for anything else,
-    # which takes the general path below.
-    if dtype is None and not return_rstd and _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset,
-                                                               cast_mode, n_threads):
-        y = _core.forward_rows(x, weight, eps, out)
-        if y is not None:
-            return y
+    # and of servers with a preallocated out: a small C-contiguous x (or its
+    # bfloat16 bits), weight None or acc-typed of the normalized shape, out
+    # None or an array like x; _core.forward_rows checks the arrays and
+    # returns None for anything else, which takes the general path below.
+    if _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads):
+        bits = dtype is not None and _raw_bfloat16(x, dtype)
+        if dtype is None or bits:
+            rstd = _short_rstd(x) if return_rstd else None
+            y = None if return_rstd and rstd is None else _core.forward_rows(x, weight, eps, out, rstd, bits)
+            if y is not None:
+                return (y, rstd) if return_rstd else y
     if _is_dask(x):  # lazy, block by block
         from . import _dask
         return _dask.rms_norm(x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,

@@ -384,10 +384,11 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
     return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
 
 
-cdef int _small_rows_code(object a, bint writable):
+cdef int _small_rows_code(object a, bint writable, bint bfloat16_bits):
     """Kernel code of a short path operand: a non-empty ndarray of at most
     serial_max_work elements, C-contiguous, aligned, native, (writable,)
-    float16/bfloat16/float32/float64; else -1."""
+    float16/bfloat16/float32/float64, or uint16 holding bfloat16 bits when
+    bfloat16_bits; else -1."""
     cdef cnp.ndarray arr
     if type(a) is not cnp.ndarray:
         return -1
@@ -396,6 +397,8 @@ cdef int _small_rows_code(object a, bint writable):
         return -1
     if not (cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)):
         return -1
+    if bfloat16_bits:
+        return 1 if cnp.PyArray_TYPE(arr) == cnp.NPY_UINT16 else -1
     return _type_code(arr)
 
 
@@ -409,31 +412,39 @@ cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
+cdef bint _acc_vector(object a, Py_ssize_t n, bint f64, bint writable):
+    """Whether a is a C-contiguous (writable) ndarray of n acc-typed (float64
+    if f64, else float32) numbers, of any shape."""
+    cdef cnp.ndarray arr
+    if type(a) is not cnp.ndarray:
+        return False
+    arr = <cnp.ndarray>a
+    return cnp.PyArray_SIZE(arr) == n and \
+        (cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)) and \
+        cnp.PyArray_TYPE(arr) == (cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT)
+
+
 cdef bint _short_weight(object w, Py_ssize_t n, bint f64):
     """Whether w is None or what the short paths take: a C-contiguous vector of
     n acc-typed (float64 if f64, else float32) numbers."""
-    cdef cnp.ndarray wa
-    if w is None:
-        return True
-    if type(w) is not cnp.ndarray:
-        return False
-    wa = <cnp.ndarray>w
-    return cnp.PyArray_NDIM(wa) == 1 and cnp.PyArray_DIM(wa, 0) == n and cnp.PyArray_ISCARRAY_RO(wa) and \
-        cnp.PyArray_TYPE(wa) == (cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT)
+    return w is None or (_acc_vector(w, n, f64, False) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 1)
 
 
-def forward_rows(x, w, double eps, out=None):
+def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False):
     """The short path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
-    float64 ndarray, w None or a contiguous acc-typed vector of x.shape[-1], out
-    None, x itself, or a C-contiguous writable array of x's shape and dtype
-    disjoint from x and w; other arguments at their defaults.  Returns None for
-    anything else (the caller then takes the general path, which also raises
-    for bad arguments), all checks done with the C API."""
+    float64 ndarray (uint16 holding bfloat16 bits when bfloat16_bits), w None
+    or a contiguous acc-typed vector of x.shape[-1], out None, x itself, or a
+    C-contiguous writable array of x's shape and dtype disjoint from x and w;
+    rstd None or a C-contiguous writable acc-typed array of one element per
+    row, disjoint from the others; other arguments at their defaults.  Returns
+    None for anything else (the caller then takes the general path, which also
+    raises for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, y
-    cdef int code = _small_rows_code(x, False)
+    cdef int code = _small_rows_code(x, False, bfloat16_bits)
     cdef Py_ssize_t n, r, rows, rowbytes
     cdef const char *wp
+    cdef char *rp = NULL
     cdef rmsn_opts o
     cdef rmsn_fwd_fn fn
     if code < 0:
@@ -445,30 +456,36 @@ def forward_rows(x, w, double eps, out=None):
     if out is None:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
     else:
-        if _small_rows_code(out, True) != code or not _same_shape(<cnp.ndarray>out, xa):
+        if _small_rows_code(out, True, bfloat16_bits) != code or not _same_shape(<cnp.ndarray>out, xa):
             return None
         y = <cnp.ndarray>out
         if (y is not xa and _overlap(y, xa)) or (w is not None and _overlap(y, <cnp.ndarray>w)):
             return None
+    rows = cnp.PyArray_SIZE(xa) // n
+    if rstd is not None:
+        if not _acc_vector(rstd, rows, code == 3, True) or _overlap(<cnp.ndarray>rstd, xa) or \
+                _overlap(<cnp.ndarray>rstd, y) or (w is not None and _overlap(<cnp.ndarray>rstd, <cnp.ndarray>w)):
+            return None
+        rp = <char*>cnp.PyArray_DATA(<cnp.ndarray>rstd)
     wp = _ptr_or_null(w)
     _set_opts(&o, eps, 0, False, False, True)  # defaults; small: no streaming; the rows of x are adjacent
     fn = KERNELS.fwd[code][code]
-    rows = cnp.PyArray_SIZE(xa) // n
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
     with nogil:
         for r in range(rows):
             fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * rowbytes, 1, <char*>cnp.PyArray_DATA(y) + r * rowbytes,
-               1, wp, NULL, NULL)
+               1, wp, NULL, NULL if rp == NULL else rp + r * (8 if code == 3 else 4))
     return y
 
 
-def add_rows(x, residual, w, double eps, bint inplace):
+def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False):
     """The short path of add_rms_norm's common call (see _api.add_rms_norm):
-    as forward_rows, for x and residual of one shape (dtypes may differ) that
-    do not share memory, w disjoint from them when inplace; out and
-    residual_out not given.  Returns (y, new_residual) or None."""
+    as forward_rows, for x and residual of one shape (dtypes may differ, both
+    uint16 bfloat16 bits when bfloat16_bits) that do not share memory, w
+    disjoint from them when inplace; out and residual_out not given.  Returns
+    (y, new_residual) or None."""
     cdef cnp.ndarray xa, ra, y, ro
-    cdef int tx = _small_rows_code(x, inplace), tr = _small_rows_code(residual, inplace)
+    cdef int tx = _small_rows_code(x, inplace, bfloat16_bits), tr = _small_rows_code(residual, inplace, bfloat16_bits)
     cdef Py_ssize_t n, r, rows, xbytes, rbytes
     cdef const char *wp
     cdef rmsn_opts o
