@@ -79,11 +79,12 @@ def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
     (_kernel_param) or None; offset is the weight_offset not already in w."""
     xa = _array(x)
     bits = x.dtype == _BF16
-    if (dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and not want_rstd
-            and (cast_mode == "fused" or x.element_size() >= 4)):
-        y = _core.forward_rows(xa, w, eps)
+    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
+            (cast_mode == "fused" or x.element_size() >= 4):
+        rstd = torch.empty(x.shape[:-1] + (1,), dtype=_acc(x.dtype)) if want_rstd else None
+        y = _core.forward_rows(xa, w, eps, None, None if rstd is None else rstd.numpy(), bits)
         if y is not None:
-            return _tensor(y, x.dtype), None
+            return _tensor(y, x.dtype), rstd
     y = torch.empty(x.shape, dtype=x.dtype)  # contiguous whatever x's strides, as the fake says
     result = _api.rms_norm(xa, w, b, axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset,
                            cast_mode=cast_mode, dtype="bfloat16" if bits else None, out=_array(y),
@@ -97,7 +98,7 @@ def _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace):
     xa, ra = _array(x), _array(residual)
     if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
             (cast_mode == "fused" or x.element_size() >= 4):
-        result = _core.add_rows(xa, ra, w, eps, inplace)
+        result = _core.add_rows(xa, ra, w, eps, inplace, x.dtype == _BF16 and residual.dtype == _BF16)
         if result is not None:
             return (x, residual) if inplace else (_tensor(result[0], x.dtype), _tensor(result[1], residual.dtype))
     y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
