@@ -1,0 +1,124 @@
+"""The registered ops: opcheck, torch.compile (aot_eager, inductor), torch.export
+and torch.jit.trace, each against eager mode bitwise, forward and gradients."""
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+rt = pytest.importorskip("rmsnorm_cpu.torch")
+ops = torch.ops.rmsnorm_cpu
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# Inductor compiles C++ in worker processes and loads it into this one;
+# tools/sanitize.sh sets this when that cannot run under ASan's LD_PRELOAD.
+NO_INDUCTOR = os.environ.get("RMSNORM_CPU_NO_INDUCTOR") == "1"
+BACKENDS = ["aot_eager", pytest.param("inductor", marks=[
+    pytest.mark.skipif(NO_INDUCTOR, reason="RMSNORM_CPU_NO_INDUCTOR=1 (the sanitizer run, see tools/sanitize.sh)"),
+    # torch's own code path inside inductor, not ours
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")])]
+
+
+def _randn(*shape, dtype=torch.float32, seed=0, requires_grad=False):
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return t.requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_every_op(dtype):
+    x, r = _randn(3, 8, dtype=dtype, requires_grad=True), _randn(3, 8, dtype=dtype, seed=1, requires_grad=True)
+    w, b = _randn(8, seed=2, requires_grad=True), _randn(8, seed=3, requires_grad=True)
+    for args in [(x, w, b, 1, 1e-5, "sqrt", 0.5, "fused"), (x, None, None, 1, 1e-5, "add", 0.0, "llama"),
+                 (_randn(2, 3, 4, dtype=dtype), None, None, 2, 1e-5, "clamp", 0.0, "fused")]:
+        torch.library.opcheck(ops.rms_norm.default, args)
+    xd, wd, bd = x.detach(), w.detach(), b.detach()
+    _, rstd = ops.rms_norm(xd, wd, bd, 1, 1e-5, "sqrt", 0.0, "fused")
+    torch.library.opcheck(ops.rms_norm_backward.default, (_randn(3, 8, dtype=dtype, seed=4), xd, wd, bd, rstd, 1,
+                                                          1e-5, "sqrt", 0.0))
+    torch.library.opcheck(ops.rms_norm_backward.default, (_randn(3, 8, dtype=dtype, seed=4), xd, None, None, None, 1,
+                                                          1e-5, "add", 1.0))
+    torch.library.opcheck(ops.add_rms_norm.default, (x, r, w, b, 1, 1e-5, "sqrt", 1.0, "fused"))
+    torch.library.opcheck(ops.add_rms_norm_.default, (xd.clone(), r.detach().clone(), wd, None, 1, 1e-5, "sqrt",
+                                                      0.0, "llama"))
+
+
+class Block(torch.nn.Module):
+    """Every public entry point once: module (Gemma-style), functional add, in-place add, rms_norm with bias."""
+
+    def __init__(self, n, dtype):
+        super().__init__()
+        self.norm = rt.RMSNorm(n, eps=1e-5, weight_offset=1.0, dtype=dtype)
+        self.post = rt.RMSNorm(n, eps=1e-6, cast_mode="llama", dtype=dtype)
+        self.bias = torch.nn.Parameter(torch.zeros(n, dtype=dtype))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(7))
+
+    def forward(self, x, residual):
+        h = self.norm(x) * 2
+        y, r = rt.add_rms_norm(h, residual, h.shape[-1], self.post.weight, 1e-6)
+        z = rt.rms_norm(y, (y.shape[-1],), None, eps=1e-5, bias=self.bias, eps_mode="add")
+        z, r = rt.add_rms_norm(z * 1, r * 1, z.shape[-1], self.post.weight, inplace=True, cast_mode="llama")
+        return self.post(z), r
+
+
+def _forward_and_grads(model, x, residual):
+    x, residual = x.clone().requires_grad_(), residual.clone().requires_grad_()
+    outputs = model(x, residual)
+    grads = torch.autograd.grad(outputs, [x, residual, *model.parameters()],
+                                [torch.ones_like(o) for o in outputs])
+    return [o.detach() for o in outputs], grads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_equals_eager_bitwise(backend):
+    # Inductor keeps float16/bfloat16 intermediates of torch's own elementwise
+    # ops (gradient sums, the model's `* 2`) in float32 unless told to round
+    # them as eager does; our ops are opaque to it.
+    import torch._inductor.config
+
+    for dtype in DTYPES:
+        torch._dynamo.reset()
+        model = Block(16, dtype)
+        x, residual = _randn(4, 16, dtype=dtype, seed=1), _randn(4, 16, dtype=dtype, seed=2)
+        compiled = torch.compile(model, backend=backend, fullgraph=True)
+        with torch._inductor.config.patch(emulate_precision_casts=True):
+            results = _forward_and_grads(compiled, x, residual)
+        for got, expected in zip(results, _forward_and_grads(model, x, residual)):
+            assert all(torch.equal(g, e) for g, e in zip(got, expected)), dtype
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_in_place_add_writes_the_inputs(backend):
+    torch._dynamo.reset()
+    w = _randn(16, seed=3)
+
+    def step(x, residual):
+        return rt.add_rms_norm(x, residual, 16, w, 1e-6, inplace=True)
+
+    x, residual = _randn(2, 16, dtype=torch.bfloat16, seed=4), _randn(2, 16, dtype=torch.bfloat16, seed=5)
+    ex, er = x.clone(), residual.clone()
+    with torch.no_grad():
+        torch.compile(step, backend=backend, fullgraph=True)(x, residual)
+        step(ex, er)
+    assert torch.equal(x, ex) and torch.equal(residual, er)
+
+
+def test_export_names_the_ops_and_equals_eager():
+    model = Block(16, torch.float32)
+    x, residual = _randn(4, 16, seed=1), _randn(4, 16, seed=2)
+    exported = torch.export.export(model, (x, residual))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert {"rmsnorm_cpu.rms_norm.default", "rmsnorm_cpu.add_rms_norm.default"} <= targets
+    with torch.no_grad():
+        assert all(torch.equal(g, e) for g, e in zip(exported.module()(x, residual), model(x, residual)))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_jit_trace_records_the_op():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), rt.RMSNorm(8, eps=1e-5))
+    x = _randn(2, 8)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        assert "rmsnorm_cpu::rms_norm" in str(traced.inlined_graph)
+        assert torch.equal(traced(x), model(x))
