@@ -492,49 +492,43 @@ _LLAMA = _Recipe("variance_epsilon", 0.0, "llama")   # weight * round(x * rstd)
 _OLMO2 = _Recipe("variance_epsilon", 0.0, "fused")   # round(weight * x * rstd)
 _GEMMA = _Recipe("eps", 1.0, "fused")                # round((1 + weight) * x * rstd)
 
-# The classes replace_rms_norms recognizes, by class name, with the module
-# their class must come from (torch, transformers): how to read eps and the
-# scale, and where the result is rounded.  Each is checked against the real
-# class in tests/test_torch_models.py, and each module again when replaced.
-# README "PyTorch" has this table with the reasons.
-RECOGNIZED = {
-    "RMSNorm": ("torch", _Recipe("eps", 0.0, "fused")),          # torch.nn.RMSNorm: F.rms_norm
-    "LlamaRMSNorm": ("transformers", _LLAMA),
-    "MistralRMSNorm": ("transformers", _LLAMA),
-    "MixtralRMSNorm": ("transformers", _LLAMA),
-    "Qwen2RMSNorm": ("transformers", _LLAMA),
-    "Qwen2MoeRMSNorm": ("transformers", _LLAMA),
-    "Qwen3RMSNorm": ("transformers", _LLAMA),                  # also q_norm/k_norm over head_dim
-    "Qwen3MoeRMSNorm": ("transformers", _LLAMA),
-    "Phi3RMSNorm": ("transformers", _LLAMA),
-    "DeepseekV3RMSNorm": ("transformers", _LLAMA),
-    "GraniteRMSNorm": ("transformers", _LLAMA),
-    "SmolLM3RMSNorm": ("transformers", _LLAMA),
-    "T5LayerNorm": ("transformers", _LLAMA),                   # weight * round(x * rstd) for a half weight
-    "Llama4TextRMSNorm": ("transformers", _Recipe("eps", 0.0, "llama")),
-    "Olmo2RMSNorm": ("transformers", _OLMO2),
-    "Olmo3RMSNorm": ("transformers", _OLMO2),
-    "GptOssRMSNorm": ("transformers", _OLMO2),
-    "GemmaRMSNorm": ("transformers", _GEMMA),
-    "Gemma2RMSNorm": ("transformers", _GEMMA),
-    "Gemma3RMSNorm": ("transformers", _GEMMA),
-    "Qwen3NextRMSNorm": ("transformers", _GEMMA),
+# The classes replace_rms_norms recognizes, by module and name: how to read
+# eps, the scale's offset, and where the result is rounded.  Each is checked
+# against the real class in tests/test_torch_models.py, and each module again
+# (a probe) when it is replaced.  The README's PyTorch section has this table
+# with the reasons.
+_TRANSFORMERS = {
+    _LLAMA: ["llama.LlamaRMSNorm", "mistral.MistralRMSNorm", "mixtral.MixtralRMSNorm", "qwen2.Qwen2RMSNorm",
+             "qwen2_moe.Qwen2MoeRMSNorm", "qwen3.Qwen3RMSNorm", "qwen3_moe.Qwen3MoeRMSNorm", "phi3.Phi3RMSNorm",
+             "deepseek_v3.DeepseekV3RMSNorm", "granite.GraniteRMSNorm", "smollm3.SmolLM3RMSNorm",
+             "t5.T5LayerNorm"],
+    _Recipe("eps", 0.0, "llama"): ["llama4.Llama4TextRMSNorm"],
+    _OLMO2: ["olmo2.Olmo2RMSNorm", "olmo3.Olmo3RMSNorm", "gpt_oss.GptOssRMSNorm"],
+    _GEMMA: ["gemma.GemmaRMSNorm", "gemma2.Gemma2RMSNorm", "gemma3.Gemma3RMSNorm", "qwen3_next.Qwen3NextRMSNorm"],
 }
+RECOGNIZED = {
+    "torch.nn.modules.normalization.RMSNorm": _Recipe("eps", 0.0, "fused"),  # F.rms_norm
+    **{f"transformers.models.{model}.modeling_{model}.{name}": recipe
+       for recipe, names in _TRANSFORMERS.items() for model, name in (n.split(".") for n in names)},
+}
+
+
+def _qualified_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _replacement(module):
     """(our RMSNorm sharing module's parameter, None) for a recognized module
     that behaves as its recipe says, else (None, why not)."""
-    cls = type(module)
-    package, recipe = RECOGNIZED.get(cls.__name__, (None, None))
-    if recipe is None or cls.__module__.split(".")[0] != package:
+    recipe = RECOGNIZED.get(_qualified_name(type(module)))
+    if recipe is None:
         return None, "not a recognized class"
     weight = getattr(module, "weight", None)
     if weight is not None and not isinstance(weight, torch.nn.Parameter):
         return None, "its weight is not a Parameter"
     shape = getattr(module, "normalized_shape", None) if weight is None else tuple(weight.shape)
-    if not shape:
-        return None, "no weight and no normalized_shape"
+    if not shape or not hasattr(module, recipe.eps_attribute):
+        return None, f"no weight or normalized_shape, or no {recipe.eps_attribute}"
     if weight is not None and weight.device.type != "cpu":
         return None, f"its weight is on {weight.device}, not the CPU"
     ours = RMSNorm(shape, getattr(module, recipe.eps_attribute), weight is not None,
@@ -618,8 +612,8 @@ def replace_rms_norms(model, *, strict=False):
             ours, why = made[id(child)]
             if ours is not None:
                 swaps.append((parent, name, qualified, ours))
-            elif "RMSNorm" in type(child).__name__ or type(child).__name__ in RECOGNIZED:
-                left.append(f"{qualified} ({type(child).__module__}.{type(child).__qualname__}: {why})")
+            elif "RMSNorm" in type(child).__name__ or _qualified_name(type(child)) in RECOGNIZED:
+                left.append(f"{qualified} ({_qualified_name(type(child))}: {why})")
     if left:
         message = f"replace_rms_norms left {len(left)} RMSNorm-like submodule(s) alone: " + "; ".join(left)
         if strict:
