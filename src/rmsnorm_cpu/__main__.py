@@ -122,6 +122,7 @@ def bench(args, out=print):
             _progress(i, len(cases), case)
         printed = []
         rows += _bench.run([case[0]], [case[1]], [case[2]], args.min_time, out=printed.append)
+        rows += _bench.bench_torch(case[0], case[1].name, case[2], args.min_time)  # [] without torch
         header = header or printed[:1]
     if len(cases) > 1:
         _progress(len(cases), len(cases), None)
@@ -139,7 +140,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m rmsnorm_cpu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the build and runtime configuration")
-    b = sub.add_parser("bench", help="time rms_norm against NumPy, PyTorch and the copy bound")
+    b = sub.add_parser("bench", help="time rms_norm against NumPy, PyTorch and the copy bound, and "
+                                     "rmsnorm_cpu.torch against torch's own calls")
     b.add_argument("--shapes", type=_shape, nargs="+", help="e.g. 1x4096 2048x4096")
     b.add_argument("--dtypes", nargs="+", choices=DTYPES, help="default: float32 float16")
     b.add_argument("--threads", type=_positive(int), nargs="+", default=[1], help="a sweep, e.g. 1 2 4")

@@ -129,9 +129,9 @@ def _with_torch_threads(n_threads, fn, min_time):
         torch.set_num_threads(previous)
 
 
-def _row(case, shape, dt, n_threads, ours):
+def _row(case, shape, dtype_name, n_threads, ours):
     """A table row: what was measured and our time; peers add their ratios."""
-    return {"case": case, "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
+    return {"case": case, "shape": tuple(shape), "dtype": dtype_name, "threads": n_threads, "ours_us": ours * 1e6}
 
 
 def bench_case(shape, dtype, n_threads=1, min_time=0.2):
@@ -144,7 +144,7 @@ def bench_case(shape, dtype, n_threads=1, min_time=0.2):
         ours = median_time(lambda: _api.rms_norm(x, w), min_time)
     else:
         ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
-    row = _row("forward", shape, dt, n_threads, ours)
+    row = _row("forward", shape, dt.name, n_threads, ours)
     row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
     torch_fn = _torch_forward(x, w)
@@ -162,7 +162,7 @@ def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
     dt = _dtype(dtype)
     x, y = _data(shape, dt)
     ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
-    row = _row("nchw axis=1", shape, dt, n_threads, ours)
+    row = _row("nchw axis=1", shape, dt.name, n_threads, ours)
     row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     row["numpy"] = median_time(lambda: numpy_composite(x, 1.0, axis=1), min_time) / ours
     xc, yc = x.reshape(-1, shape[1]), y.reshape(-1, shape[1])
@@ -177,7 +177,7 @@ def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
     w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(dt)
     ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
-    row = _row("backward", shape, dt, n_threads, ours)
+    row = _row("backward", shape, dt.name, n_threads, ours)
     row["copy_bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
     # Unsigned integers of the same width: an add at memory speed for any dtype
     # (NumPy's float16 and bfloat16 arithmetic is not).
@@ -189,6 +189,76 @@ def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     return row
 
 
+def _threads(n_threads):
+    """A context capping OpenMP (ours) and torch's intra-op threads at n_threads."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    try:
+        from threadpoolctl import threadpool_limits
+        stack.enter_context(threadpool_limits(n_threads, user_api="openmp"))
+    except ImportError:  # then only calls small enough for one thread compare fairly
+        pass
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    stack.callback(torch.set_num_threads, previous)
+    return stack
+
+
+def torch_calls(shape, dtype):
+    """{name: (ours, torch's)}: pairs of calls doing the same work on tensors,
+    normalized over the last axis, without autograd unless the name says so."""
+    import torch
+
+    from . import torch as rt
+
+    F = torch.nn.functional
+    gen = torch.Generator().manual_seed(0)
+    dt = getattr(torch, dtype)
+    n = shape[-1]
+    x = torch.randn(shape, generator=gen).to(dt)
+    residual = torch.randn(shape, generator=gen).to(dt)
+    w = (torch.rand(n, generator=gen) + 0.5).to(dt)
+    w_grad = w.clone().requires_grad_()
+    ours_module, torch_module = rt.RMSNorm(n, 1e-6, dtype=dt), torch.nn.RMSNorm(n, 1e-6, dtype=dt)
+
+    def no_grad(fn):
+        def call():
+            with torch.no_grad():
+                return fn()
+        return call
+
+    return {
+        "torch fn": (no_grad(lambda: rt.rms_norm(x, n, w)), no_grad(lambda: F.rms_norm(x, (n,), w, 1e-6))),
+        "torch module": (no_grad(lambda: ours_module(x)), no_grad(lambda: torch_module(x))),
+        "torch add_": (no_grad(lambda: rt.add_rms_norm(x, residual, n, w, inplace=True)),
+                       no_grad(lambda: F.rms_norm(residual.add_(x), (n,), w, 1e-6))),
+        "torch grad": (lambda: rt.rms_norm(x, n, w_grad), lambda: F.rms_norm(x, (n,), w_grad, 1e-6)),
+    }
+
+
+def bench_torch(shape, dtype, n_threads=1, min_time=0.2, cases=("torch fn", "torch module", "torch add_")):
+    """rmsnorm_cpu.torch against torch's own calls (column "torch"): the function
+    and the module against F.rms_norm and nn.RMSNorm, the in-place fused add
+    against residual.add_(x) then F.rms_norm, the function with a weight that
+    requires grad (autograd recording) against F.rms_norm.  [] without torch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return []
+    calls = torch_calls(shape, dtype)
+    rows = []
+    with _threads(n_threads):
+        for case in cases:
+            ours, theirs = calls[case]
+            row = _row(case, shape, dtype, n_threads, median_time(ours, min_time))
+            row["torch"] = median_time(theirs, min_time) * 1e6 / row["ours_us"]
+            rows.append(row)
+    return rows
+
+
 def machine_line():
     cfg = _config.config()
     return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
@@ -197,16 +267,17 @@ def machine_line():
 
 def format_table(rows):
     peers = [p for p in PEERS if any(p in r for r in rows)]
-    head = (f"{'case':>11} {'shape':>17} {'dtype':>8} {'thr':>3} {'ours (us)':>10} "
+    head = (f"{'case':>12} {'shape':>17} {'dtype':>8} {'thr':>3} {'ours (us)':>10} "
             + " ".join(f"{p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(f"{r[p]:>10.2f}x" if p in r else f"{'-':>11}" for p in peers)
-        lines.append(f"{r['case']:>11} {str(r['shape']):>17} {r['dtype']:>8} {r['threads']:>3} "
+        lines.append(f"{r['case']:>12} {str(r['shape']):>17} {r['dtype']:>8} {r['threads']:>3} "
                      f"{r['ours_us']:>10.1f} {cells}")
     lines.append("ratios are their time / our time (copy_bound: np.copyto of the same bytes, x1.5 for the "
                  "backward; < 1 means slower than a copy; fresh_bound: np.add(dy, x) into a new array, the "
-                 "backward's bound with its fresh output; contiguous: ours on the same bytes over the last axis)")
+                 "backward's bound with its fresh output; contiguous: ours on the same bytes over the last axis; torch: "
+                 "torch's own call for the torch rows)")
     return "\n".join(lines)
 
 

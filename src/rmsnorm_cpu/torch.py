@@ -30,6 +30,7 @@ import math
 from collections import namedtuple
 from typing import Optional
 
+import numpy as np
 import torch
 
 from . import _api, _core
@@ -67,11 +68,8 @@ def _kernel_param(p, acc, offset=0.0):
     """weight + offset (or bias) as an acc-typed ndarray, or None."""
     if p is None:
         return None
-    if p.dtype != acc:
-        p = p.detach().to(acc)
-    if offset:
-        p = p.detach() + offset
-    return p.numpy(force=True)
+    a = (p if p.dtype == acc else p.to(acc)).numpy(force=True)
+    return a + a.dtype.type(offset) if offset else a  # in acc, as _api adds it
 
 
 def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
@@ -81,10 +79,11 @@ def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
     bits = x.dtype == _BF16
     if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
             (cast_mode == "fused" or x.element_size() >= 4):
-        rstd = torch.empty(x.shape[:-1] + (1,), dtype=_acc(x.dtype)) if want_rstd else None
-        y = _core.forward_rows(xa, w, eps, None, None if rstd is None else rstd.numpy(), bits)
+        rstd = np.empty(xa.shape[:-1] + (1,), np.float64 if xa.dtype == np.float64 else np.float32) \
+            if want_rstd else None
+        y = _core.forward_rows(xa, w, eps, None, rstd, bits)
         if y is not None:
-            return _tensor(y, x.dtype), rstd
+            return _tensor(y, x.dtype), None if rstd is None else torch.from_numpy(rstd)
     y = torch.empty(x.shape, dtype=x.dtype)  # contiguous whatever x's strides, as the fake says
     result = _api.rms_norm(xa, w, b, axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset,
                            cast_mode=cast_mode, dtype="bfloat16" if bits else None, out=_array(y),
@@ -113,8 +112,7 @@ def _params(x, weight, bias, weight_offset):
     """(w, b, offset left) for _forward/_add: the offset goes into the weight
     when there is one."""
     acc = _acc(x.dtype)
-    w = _kernel_param(weight, acc, weight_offset)
-    return w, _kernel_param(bias, acc), weight_offset if weight is None else 0.0
+    return _kernel_param(weight, acc, weight_offset), _kernel_param(bias, acc), weight_offset if weight is None else 0.0
 
 
 def _eager(x):
@@ -123,9 +121,11 @@ def _eager(x):
     return not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.is_cpu and not torch.jit.is_tracing()
 
 
-def _records(*tensors):
+def _records(x, weight, bias, residual=None):
     """Whether autograd records a graph for a call on these tensors."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                        or (bias is not None and bias.requires_grad)
+                                        or (residual is not None and residual.requires_grad))
 
 
 # ---- the ops ------------------------------------------------------------------
@@ -265,13 +265,14 @@ def _dims(x, normalized_shape, weight, bias):
     """How many trailing dims of x are normalized: normalized_shape checked
     against x (and the weight's and bias's shapes against it), as torch does."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    k = len(shape)
-    if not 1 <= k <= x.dim() or tuple(x.shape[x.dim() - k:]) != shape:
+    k, x_shape = len(shape), x.shape
+    if not 1 <= k <= len(x_shape) or x_shape[len(x_shape) - k:] != shape:
         raise ValueError(f"normalized_shape {shape} does not match the trailing dimensions of x of shape "
-                         f"{tuple(x.shape)}")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None and tuple(p.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(p.shape)}, expected {shape}")
+                         f"{tuple(x_shape)}")
+    if weight is not None and weight.shape != shape:
+        raise ValueError(f"weight has shape {tuple(weight.shape)}, expected {shape}")
+    if bias is not None and bias.shape != shape:
+        raise ValueError(f"bias has shape {tuple(bias.shape)}, expected {shape}")
     return k
 
 
@@ -390,11 +391,11 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplac
         eps = torch.finfo(x.dtype).eps
     args = dims, eps, eps_mode, weight_offset, cast_mode
     if _eager(x) and type(residual) is torch.Tensor and residual.is_cpu:
-        if not _records(x, residual, weight, bias):
+        if not _records(x, weight, bias, residual):
             w, b, offset = _params(x, weight, bias, weight_offset)
             return _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace)
         y, new_residual = _AddRMSNormFunction.apply(x, residual, weight, bias, *args)
-    elif inplace and not _records(x, residual, weight, bias):
+    elif inplace and not _records(x, weight, bias, residual):
         torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, weight, bias, *args)
         return x, residual
     else:
@@ -453,28 +454,31 @@ class RMSNorm(torch.nn.Module):
             self.weight = torch.nn.Parameter(torch.full(shape, 1.0 - self.weight_offset, device=device, dtype=dtype))
         else:
             self.register_parameter("weight", None)
-        self._kernel_weight = (None, None)
+        self._converted = None, None, None
 
     def forward(self, x):
         weight = self.weight
-        if _eager(x) and not _records(x, weight):
-            # The short path, with weight + offset in kernel form kept while
-            # the parameter's memory and version stay the same.
-            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-            dims = len(self.normalized_shape)
-            if x.shape[x.dim() - dims:] != self.normalized_shape or x.dim() < dims:
-                _dims(x, self.normalized_shape, None, None)  # raises
-            if weight is None:
-                return _forward(x, None, None, dims, eps, "sqrt", self.weight_offset, self.cast_mode, False)[0]
-            acc = _acc(x.dtype)
-            key = weight.data_ptr(), weight._version, acc
-            cached_key, w = self._kernel_weight
-            if cached_key != key:
-                w = _kernel_param(weight, acc, self.weight_offset)
-                self._kernel_weight = key, w
-            return _forward(x, w, None, dims, eps, "sqrt", 0.0, self.cast_mode, False)[0]
-        return rms_norm(x, self.normalized_shape, weight, self.eps, weight_offset=self.weight_offset,
-                        cast_mode=self.cast_mode)
+        if weight is None or weight.is_inference() or not _eager(x) or _records(x, weight, None):
+            return rms_norm(x, self.normalized_shape, weight, self.eps, weight_offset=self.weight_offset,
+                            cast_mode=self.cast_mode)
+        dims = _dims(x, self.normalized_shape, None, None)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        return _forward(x, self._kernel_weight(_acc(x.dtype)), None, dims, eps, "sqrt", 0.0, self.cast_mode,
+                        False)[0]
+
+    def _kernel_weight(self, acc):
+        """weight + weight_offset in kernel form, converted (bfloat16 to float32)
+        once per version of the weight's data, as decode loops call thousands
+        of times with one weight.  Writes through ``weight.data`` bypass the
+        version counter; optimizers, load_state_dict and writes under
+        torch.no_grad() do not."""
+        weight = self.weight
+        key = weight.data_ptr(), weight._version, acc
+        held, held_key, w = self._converted
+        if held is not weight or held_key != key:
+            w = _kernel_param(weight, acc, self.weight_offset)
+            self._converted = weight, key, w
+        return w
 
     def extra_repr(self):
         text = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
