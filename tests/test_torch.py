@@ -62,16 +62,18 @@ def test_forward_and_grads_match_torch(isa, dtype, shape, normalized_shape):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 4096), (3, 40), (64, 4096), (33, 4096)])
-def test_eager_paths_equal_the_numpy_api_bitwise(isa, dtype, shape):
+@pytest.mark.parametrize("cast_mode", ["fused", "llama"])
+def test_eager_paths_equal_the_numpy_api_bitwise(isa, dtype, shape, cast_mode):
     """The short path (small inputs), the general one (larger than the short
     path takes) and the autograd path give rms_norm's bits."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen).to(dtype)
     w = (torch.rand(shape[-1], generator=gen) + 0.5).to(dtype)
-    expected = _numpy_rms_norm(x, w, eps=1e-5)
-    assert torch.equal(rt.rms_norm(x, shape[-1], w, eps=1e-5), expected)
-    assert torch.equal(rt.rms_norm(x, shape[-1], w.clone().requires_grad_(), eps=1e-5).detach(), expected)
-    norm = rt.RMSNorm(shape[-1], eps=1e-5, dtype=dtype)
+    expected = _numpy_rms_norm(x, w, eps=1e-5, cast_mode=cast_mode)
+    assert torch.equal(rt.rms_norm(x, shape[-1], w, eps=1e-5, cast_mode=cast_mode), expected)
+    assert torch.equal(rt.rms_norm(x, shape[-1], w.clone().requires_grad_(), eps=1e-5, cast_mode=cast_mode).detach(),
+                       expected)
+    norm = rt.RMSNorm(shape[-1], eps=1e-5, cast_mode=cast_mode, dtype=dtype)
     with torch.no_grad():
         norm.weight.copy_(w)
         assert torch.equal(norm(x), expected)

@@ -430,15 +430,15 @@ cdef bint _short_weight(object w, Py_ssize_t n, bint f64):
     return w is None or (_acc_vector(w, n, f64, False) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 1)
 
 
-def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False):
+def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False, bint round_mid=False):
     """The short path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
     float64 ndarray (uint16 holding bfloat16 bits when bfloat16_bits), w None
     or a contiguous acc-typed vector of x.shape[-1], out None, x itself, or a
     C-contiguous writable array of x's shape and dtype disjoint from x and w;
     rstd None or a C-contiguous writable acc-typed array of one element per
-    row, disjoint from the others; other arguments at their defaults.  Returns
-    None for anything else (the caller then takes the general path, which also
+    row, disjoint from the others; round_mid for cast_mode="llama"; other
+    arguments at their defaults.  Returns None for anything else (the caller then takes the general path, which also
     raises for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, y
     cdef int code = _small_rows_code(x, False, bfloat16_bits)
@@ -468,7 +468,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
             return None
         rp = <char*>cnp.PyArray_DATA(<cnp.ndarray>rstd)
     wp = _ptr_or_null(w)
-    _set_opts(&o, eps, 0, False, False, True)  # defaults; small: no streaming; the rows of x are adjacent
+    _set_opts(&o, eps, 0, round_mid, False, True)  # small: no streaming; the rows of x are adjacent
     fn = KERNELS.fwd[code][code]
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
     with nogil:
@@ -478,7 +478,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
     return y
 
 
-def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False):
+def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False, bint round_mid=False):
     """The short path of add_rms_norm's common call (see _api.add_rms_norm):
     as forward_rows, for x and residual of one shape (dtypes may differ, both
     uint16 bfloat16 bits when bfloat16_bits) that do not share memory, w
@@ -504,7 +504,7 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False)
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
         ro = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ra), cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
     wp = _ptr_or_null(w)
-    _set_opts(&o, eps, 0, False, False, False)  # defaults; small: no streaming; no prefetch, as add_forward
+    _set_opts(&o, eps, 0, round_mid, False, False)  # small: no streaming; no prefetch, as add_forward
     fn = KERNELS.add[tx][tr]
     rows = cnp.PyArray_SIZE(xa) // n
     xbytes = n * cnp.PyArray_ITEMSIZE(xa)

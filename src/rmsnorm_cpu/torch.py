@@ -38,6 +38,7 @@ from . import _api, _core
 __all__ = ["RMSNorm", "add_rms_norm", "replace_rms_norms", "rms_norm"]
 
 _BF16 = torch.bfloat16
+_ROUND_MID = {"fused": False, "llama": True}  # the kernels' flag for each cast_mode
 _AXES = {1: -1, **{k: tuple(range(-k, 0)) for k in range(2, 9)}}  # an int axis: _api caches its plan
 
 
@@ -77,11 +78,10 @@ def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
     (_kernel_param) or None; offset is the weight_offset not already in w."""
     xa = _array(x)
     bits = x.dtype == _BF16
-    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
-            (cast_mode == "fused" or x.element_size() >= 4):
+    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and cast_mode in _ROUND_MID:
         rstd = np.empty(xa.shape[:-1] + (1,), np.float64 if xa.dtype == np.float64 else np.float32) \
             if want_rstd else None
-        y = _core.forward_rows(xa, w, eps, None, rstd, bits)
+        y = _core.forward_rows(xa, w, eps, None, rstd, bits, _ROUND_MID[cast_mode])
         if y is not None:
             return _tensor(y, x.dtype), None if rstd is None else torch.from_numpy(rstd)
     y = torch.empty(x.shape, dtype=x.dtype)  # contiguous whatever x's strides, as the fake says
@@ -95,9 +95,9 @@ def _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace):
     """(y, new_residual) for CPU tensors, written into x and residual when
     inplace; w, b, offset as in _forward."""
     xa, ra = _array(x), _array(residual)
-    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and \
-            (cast_mode == "fused" or x.element_size() >= 4):
-        result = _core.add_rows(xa, ra, w, eps, inplace, x.dtype == _BF16 and residual.dtype == _BF16)
+    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and cast_mode in _ROUND_MID:
+        result = _core.add_rows(xa, ra, w, eps, inplace, x.dtype == _BF16 and residual.dtype == _BF16,
+                                _ROUND_MID[cast_mode])
         if result is not None:
             return (x, residual) if inplace else (_tensor(result[0], x.dtype), _tensor(result[1], residual.dtype))
     y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
