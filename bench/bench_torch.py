@@ -69,7 +69,7 @@ def model_times(model, min_time):
             model(token, cache=cache, use_cache=True)
             cache.crop(-1)  # the same step every time
         decode_s = _bench.median_time(decode, min_time)
-        prefill_s = _bench.median_time(lambda: model(prefill, use_cache=False), min_time, max_repeats=10)
+        prefill_s = _bench.median_time(lambda: model(prefill, use_cache=False), min_time, max_repeats=3)
     return decode_s * 1e3, prefill_s * 1e3
 
 

@@ -17,6 +17,14 @@ def _run(*args):
                           timeout=120)
 
 
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def test_info():
     result = _run("info")
     assert result.returncode == 0, result.stderr
@@ -30,10 +38,17 @@ def test_bench_json_plot_and_progress(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["config"]["isa"] == config()["isa"]
-    rows = report["rows"]
+    rows = [r for r in report["rows"] if r["case"] == "forward"]
     assert [tuple(r["shape"]) for r in rows] == [(1, 8), (2, 16)]
-    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 for r in rows)
+    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 for r in report["rows"])
     assert all(r["copy_bound"] > 0 and r["numpy"] > 0 for r in rows)
+    torch_rows = [r for r in report["rows"] if r["case"].startswith("torch")]
+    if _has_torch():  # rmsnorm_cpu.torch against torch's own calls, for each case
+        assert [(r["case"], tuple(r["shape"])) for r in torch_rows] == [
+            (case, shape) for shape in [(1, 8), (2, 16)] for case in ("torch fn", "torch module", "torch add_")]
+        assert all(r["torch"] > 0 for r in torch_rows)
+    else:
+        assert torch_rows == []
     assert "[1/2] 1x8 float32 threads=1" in result.stderr and "[2/2]" in result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
