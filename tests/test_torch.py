@@ -252,6 +252,9 @@ def test_module_options_and_weight_updates():
         norm.weight.fill_(1.0)  # the kernel weight kept for the short path follows
         assert torch.equal(norm(x), rt.rms_norm(x, 8, torch.full((8,), 2.0)))
     assert "weight_offset=1.0" in repr(norm)
+    with torch.inference_mode():  # an inference tensor weight has no version counter
+        made_here = rt.RMSNorm(8, 1e-6, weight_offset=1.0, dtype=torch.bfloat16)
+        assert torch.equal(made_here(x), rt.rms_norm(x, 8))
     free = rt.RMSNorm(8, 1e-6, elementwise_affine=False, weight_offset=1.0)
     with torch.no_grad():
         assert torch.equal(free(x.float()), 2 * rt.rms_norm(x.float(), 8))

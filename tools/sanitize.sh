@@ -47,7 +47,10 @@ done
 
 # detect_leaks=0: CPython and NumPy keep allocations alive until exit on purpose.
 # PYTHONMALLOC=malloc: Python objects come from malloc too, so ASan sees overruns into them.
-export LD_PRELOAD="$libasan"
+# libstdc++ after libasan: ASan's __cxa_throw interceptor needs the real one
+# loaded at startup, or the first C++ exception (torch raising a RuntimeError)
+# aborts with "CHECK failed ... real___cxa_throw".
+export LD_PRELOAD="$libasan $(gcc -print-file-name=libstdc++.so)"
 # Reports go to files ($BUILD/report.*): pytest captures fd 2, and an abort
 # inside a test would otherwise lose them.
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:log_path=$PWD/$BUILD/report"

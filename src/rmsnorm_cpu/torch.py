@@ -458,7 +458,7 @@ class RMSNorm(torch.nn.Module):
 
     def forward(self, x):
         weight = self.weight
-        if weight is None or weight.is_inference() or not _eager(x) or _records(x, weight, None):
+        if weight is None or not _eager(x) or _records(x, weight, None) or weight.is_inference():
             return rms_norm(x, self.normalized_shape, weight, self.eps, weight_offset=self.weight_offset,
                             cast_mode=self.cast_mode)
         dims = _dims(x, self.normalized_shape, None, None)
