@@ -1,8 +1,6 @@
 """The registered ops: opcheck, torch.compile (aot_eager, inductor), torch.export
 and torch.jit.trace, each against eager mode bitwise, forward and gradients."""
 
-import os
-
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
@@ -10,13 +8,9 @@ rt = pytest.importorskip("rmsnorm_cpu.torch")
 ops = torch.ops.rmsnorm_cpu
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-# Inductor compiles C++ in worker processes and loads it into this one;
-# tools/sanitize.sh sets this when that cannot run under ASan's LD_PRELOAD.
-NO_INDUCTOR = os.environ.get("RMSNORM_CPU_NO_INDUCTOR") == "1"
-BACKENDS = ["aot_eager", pytest.param("inductor", marks=[
-    pytest.mark.skipif(NO_INDUCTOR, reason="RMSNORM_CPU_NO_INDUCTOR=1 (the sanitizer run, see tools/sanitize.sh)"),
-    # torch's own code path inside inductor, not ours
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")])]
+# (inductor runs under tools/sanitize.sh too: its compiled C++ is not instrumented, ours is)
+BACKENDS = ["aot_eager", pytest.param("inductor", marks=pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"))]  # torch's own code inside inductor
 
 
 def _randn(*shape, dtype=torch.float32, seed=0, requires_grad=False):
