@@ -488,7 +488,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     if x.size:
         (xv, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, y], 1)
         _core.forward(xv, yv, w, b, rstd, shape, bstrides, nstrides, plan.n, plan.groups, tin, tout, eps, mode,
-                      round_mid, n_threads)
+                      round_mid, n_threads, out is not None and not writebacks)
         _finish(writebacks)
     elif rstd is not None:
         rstd.fill(np.nan)
@@ -567,7 +567,7 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
     if x.size:
         (xv, rv, rov, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, residual, ro, y], 2)
         _core.add_forward(xv, rv, rov, yv, w, b, None, shape, bstrides, nstrides, plan.n, plan.groups, tx, tr,
-                          eps, mode, round_mid, n_threads)
+                          eps, mode, round_mid, n_threads, out is not None and residual_out is not None and not writebacks)
         _finish(writebacks)
     return y, ro
 
@@ -589,7 +589,7 @@ def _param_grad(partials, param, plan):
 
 
 def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
-                      weight_offset=0.0, n_threads=None):
+                      weight_offset=0.0, dx_out=None, n_threads=None):
     """Gradient of :func:`rms_norm` with respect to x, weight and bias.
 
     Parameters
@@ -600,6 +600,10 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         The forward's arguments.
     rstd : array_like, optional
         The forward's ``rstd`` for the same arguments; recomputed when absent.
+    dx_out : ndarray, optional
+        Where to write ``dx``: x's shape and dtype, any strides; may be ``dy``
+        or ``x`` itself (in place), not a partial overlap of either.  Returned
+        as ``dx``; training loops reuse one buffer per step.
 
     Returns
     -------
@@ -642,14 +646,18 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         if r.shape != plan.rstd_shape():
             raise ValueError(f"rstd has shape {r.shape}, expected {plan.rstd_shape()} (the forward's)")
         rstd = np.ascontiguousarray(r, dtype=acc)
-    dx = np.empty_like(x)
+    if dx_out is None:
+        dx = np.empty_like(x)
+    else:
+        dx = _check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
+        w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
     blocks = _core.grad_blocks(math.prod(plan.rstd_shape()), plan.size)
     dw = np.zeros((blocks, plan.size), acc) if weight is not None else None
     db = np.zeros((blocks, plan.size), acc) if bias is not None else None
     if x.size:
         (dyv, xv, dxv), shape, bstrides, nstrides, writebacks = _layout(plan, [dy, x, dx], 2)
         _core.backward(dyv, xv, dxv, w, rstd, dw, db, shape, bstrides, nstrides, plan.n, plan.groups, t, eps, mode,
-                       n_threads)
+                       n_threads, dx_out is not None and not writebacks)
         _finish(writebacks)
     return (dx, None if dw is None else _param_grad(dw, weight, plan),
             None if db is None else _param_grad(db, bias, plan))

@@ -288,7 +288,7 @@ static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, 
     weight_bias(wb, acc, tout, n, &w, &b);
     outputs(y, tout, n, misalign);
     outputs(rstd, acc, 1, 0);
-    for (r = 0; r < 3; r++) k[r]->fwd[tin][tout](&o, n, x.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
+    for (r = 0; r < 3; r++) k[r]->fwd[tin][tout](&o, 1, n, x.p, 1, 0, y[r].p, 1, 0, w.p, b.p, rstd[r].p);
     for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tin, tout, acc, n, at(&y[0], i), at(&x, i), rstd, 0, w_at(&w, i),
                                 b_at(&b, i));
     check_y_rstd(y, bnd, rstd, acc, n);
@@ -360,7 +360,7 @@ static void check_bwd(const rmsn_kernels *k[3], int t, ptrdiff_t n, int kind, in
     ptrdiff_t i;
     describe(" dw/db=%d rstd_given=%d", sums, given);
     weight_bias(wb, acc, t, n, &w, &b);
-    k[0]->fwd[t][t](&o, n, x.p, 1, y.p, 1, NULL, NULL, rstd.p);
+    k[0]->fwd[t][t](&o, 1, n, x.p, 1, 0, y.p, 1, 0, NULL, NULL, rstd.p);
     rs = at(&rstd, 0);
     outputs(dx, t, n, misalign);
     outputs(dw, acc, sums ? n : 0, 0);
