@@ -31,9 +31,10 @@ def test_bench_json_plot_and_progress(tmp_path):
     report = json.loads(result.stdout)
     assert report["config"]["isa"] == config()["isa"]
     rows = report["rows"]
-    assert [tuple(r["shape"]) for r in rows] == [(1, 8), (2, 16)]
-    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 for r in rows)
-    assert all(r["copy_bound"] > 0 and r["numpy"] > 0 for r in rows)
+    assert [(tuple(r["shape"]), r["case"]) for r in rows] == [((1, 8), "fresh"), ((1, 8), "out="),
+                                                              ((2, 16), "fresh"), ((2, 16), "out=")]
+    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 and r["bound"] > 0 for r in rows)
+    assert all(r["numpy"] > 0 for r in rows if r["case"] == "fresh")
     assert "[1/2] 1x8 float32 threads=1" in result.stderr and "[2/2]" in result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +56,7 @@ def test_bad_arguments_exit_2(capsys, args, message):
 
 
 def test_bandwidth_from_a_row():
-    row = {"shape": (1000, 1000), "dtype": "float32", "threads": 1, "ours_us": 1000.0, "copy_bound": 0.5,
-           "numpy": 4.0}
+    row = {"case": "fresh", "shape": (1000, 1000), "dtype": "float32", "threads": 1, "ours_us": 1000.0,
+           "bound": 0.5, "numpy": 4.0}
     speeds = cli.bandwidth(row)
-    assert speeds == pytest.approx({"rmsnorm_cpu": 8.0, "copy_bound": 16.0, "numpy": 2.0})
+    assert speeds == pytest.approx({"rmsnorm_cpu": 8.0, "bound": 16.0, "numpy": 2.0})

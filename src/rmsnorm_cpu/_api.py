@@ -24,6 +24,9 @@ __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
 _F16, _BF16, _F32, _F64 = 0, 1, 2, 3
 _CODES = {np.dtype(np.float16): _F16, np.dtype(np.float32): _F32, np.dtype(np.float64): _F64}
 _ACC = {False: np.dtype(np.float32), True: np.dtype(np.float64)}
+_UINT16 = np.dtype(np.uint16)  # the native one, a singleton
+_INF = math.inf
+_F32_DTYPE, _F64_DTYPE = np.dtype(np.float32), np.dtype(np.float64)
 _EPS_MODES = {"sqrt": 0, "add": 1, "clamp": 2}
 _CAST_MODES = {"fused": False, "llama": True}
 
@@ -85,9 +88,9 @@ def _raw_bfloat16(x, dtype):
     """True for a uint16 ndarray with dtype="bfloat16": x holds bfloat16 bit
     patterns (e.g. a torch bfloat16 tensor viewed as int16/uint16), and the
     result is the same representation, so ml_dtypes is not needed."""
-    if type(x) is not np.ndarray or x.dtype != np.uint16 or dtype is None:
+    if dtype is None or type(x) is not np.ndarray or x.dtype is not _UINT16:
         return False
-    if isinstance(dtype, str):
+    if type(dtype) is str:
         return dtype == "bfloat16"
     try:
         return np.dtype(dtype).name == "bfloat16"
@@ -281,7 +284,7 @@ def _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode
     the defaults (eps any finite float >= 0).  Small calls run on one thread
     whatever n_threads says, so it only has to be a valid count."""
     return (bias is None and type(axis) is int and axis == -1 and type(groups) is int and groups == 1
-            and eps_mode == "sqrt" and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
+            and eps_mode == "sqrt" and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < _INF
             and type(weight_offset) is float and weight_offset == 0.0
             and (n_threads is None or (type(n_threads) is int and n_threads >= 1)))
 
@@ -290,7 +293,7 @@ def _short_rstd(x):
     """The rstd array of a short path call on x (rows of the last axis), or None."""
     if type(x) is not np.ndarray or not x.ndim:
         return None
-    return np.empty(x.shape[:-1] + (1,), np.float64 if x.dtype == np.float64 else np.float32)
+    return np.empty(x.shape[:-1] + (1,), _F64_DTYPE if x.dtype is _F64_DTYPE else _F32_DTYPE)
 
 
 def _overlaps_itself(a):
