@@ -146,3 +146,12 @@ def test_dx_out(rng, dtype):
         np.testing.assert_array_equal(into.view(np.uint8), dx.view(np.uint8))
     rstd = rn.rms_norm(x, w, return_rstd=True)[1]
     np.testing.assert_array_equal(rn.rms_norm_backward(dy, x, w, rstd=rstd, dx_out=np.empty_like(x))[0], dx)
+
+
+def test_scalar_parameters_get_0d_arrays():
+    x = np.arange(6.0).reshape(2, 3)
+    _, dw, db = rn.rms_norm_backward(np.ones((2, 3)), x, 2.0, 1.0)
+    assert type(dw) is np.ndarray and dw.shape == () and dw.dtype == np.float64
+    assert type(db) is np.ndarray and db.shape == () and db == 2 * 3
+    _, dw, _ = rn.rms_norm_backward(np.ones((2, 3), np.float32), x.astype(np.float32), np.float32(2.0))
+    assert type(dw) is np.ndarray and dw.shape == () and dw.dtype == np.float32

@@ -588,7 +588,7 @@ def _param_grad(partials, param, plan):
         axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
         if axes:
             full = full.sum(axis=axes, keepdims=True)
-        return full.reshape(p.shape).astype(dtype)
+        return np.asarray(full, dtype).reshape(p.shape)  # a 0-d array for a scalar parameter, not a scalar
 
 
 def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
