@@ -39,7 +39,7 @@ def main():
     def kernel():
         dw.fill(0)
         _core.backward(dy.reshape(rows, n), x.reshape(rows, n), dx.reshape(rows, n), w, None, dw, None, (rows,),
-                       [[n * dt.itemsize]] * 3, [1, 1, 1], n, 1, code, 1e-6, 0, 1)
+                       [[n * dt.itemsize]] * 3, [1, 1, 1], n, 1, code, 1e-6, 0, 1, True)
 
     def time(fn):
         return _bench.median_time(fn, args.min_time) * 1e3

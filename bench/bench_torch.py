@@ -35,12 +35,9 @@ def llama_module_row(dtype, min_time):
     model = torch.nn.Sequential(theirs)
     x = torch.randn(DECODE).to(dt)
     with torch.no_grad():
-        theirs_time = _bench.median_time(lambda: theirs(x), min_time)
         rt.replace_rms_norms(model)
         ours = model[0]
-        row = _bench._row("hf llama", DECODE, dtype, 1, _bench.median_time(lambda: ours(x), min_time))
-    row["torch"] = theirs_time * 1e6 / row["ours_us"]
-    return row
+        return _bench.torch_row("hf llama", DECODE, dtype, 1, lambda: ours(x), lambda: theirs(x), min_time)
 
 
 def tiny_llama():

@@ -121,3 +121,37 @@ def test_param_grad_overflow_is_silent_inf():
     _, dw, db = rn.rms_norm_backward(dy, x, np.ones(8, np.float16), np.zeros(8, np.float16))
     assert dw.dtype == db.dtype == np.float16
     assert np.isposinf(dw).all() and np.isposinf(db).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=str)
+def test_dx_out(rng, dtype):
+    """dx into a preallocated array (any strides), dy or x itself: the bits of the fresh dx."""
+    x = rng.standard_normal((6, 37)).astype(dtype)
+    dy = rng.standard_normal((6, 37)).astype(dtype)
+    w = rng.uniform(0.5, 1.5, 37).astype(dtype)
+    dx, dw, _ = rn.rms_norm_backward(dy, x, w)
+    out = np.empty_like(x)
+    got = rn.rms_norm_backward(dy, x, w, dx_out=out)
+    assert got[0] is out
+    np.testing.assert_array_equal(out.view(np.uint8), dx.view(np.uint8))
+    np.testing.assert_array_equal(got[1], dw)
+    strided = np.zeros((6, 74), dtype)
+    rn.rms_norm_backward(dy, x, w, dx_out=strided[:, ::2])
+    np.testing.assert_array_equal(strided[:, ::2].copy().view(np.uint8), dx.view(np.uint8))
+    assert not strided[:, 1::2].any()
+    for target in ("dy", "x"):
+        dyc, xc = dy.copy(), x.copy()
+        into = dyc if target == "dy" else xc
+        assert rn.rms_norm_backward(dyc, xc, w, dx_out=into)[0] is into
+        np.testing.assert_array_equal(into.view(np.uint8), dx.view(np.uint8))
+    rstd = rn.rms_norm(x, w, return_rstd=True)[1]
+    np.testing.assert_array_equal(rn.rms_norm_backward(dy, x, w, rstd=rstd, dx_out=np.empty_like(x))[0], dx)
+
+
+def test_scalar_parameters_get_0d_arrays():
+    x = np.arange(6.0).reshape(2, 3)
+    _, dw, db = rn.rms_norm_backward(np.ones((2, 3)), x, 2.0, 1.0)
+    assert type(dw) is np.ndarray and dw.shape == () and dw.dtype == np.float64
+    assert type(db) is np.ndarray and db.shape == () and db == 2 * 3
+    _, dw, _ = rn.rms_norm_backward(np.ones((2, 3), np.float32), x.astype(np.float32), np.float32(2.0))
+    assert type(dw) is np.ndarray and dw.shape == () and dw.dtype == np.float32

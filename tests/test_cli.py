@@ -1,5 +1,6 @@
 """python -m rmsnorm_cpu info|bench, run as users run it (a subprocess)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,14 +18,6 @@ def _run(*args):
                           timeout=120)
 
 
-def _has_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_info():
     result = _run("info")
     assert result.returncode == 0, result.stderr
@@ -38,17 +31,18 @@ def test_bench_json_plot_and_progress(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["config"]["isa"] == config()["isa"]
-    rows = [r for r in report["rows"] if r["case"] == "forward"]
-    assert [tuple(r["shape"]) for r in rows] == [(1, 8), (2, 16)]
-    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 for r in report["rows"])
-    assert all(r["copy_bound"] > 0 and r["numpy"] > 0 for r in rows)
+    rows = [r for r in report["rows"] if not r["case"].startswith("torch")]
+    assert [(tuple(r["shape"]), r["case"]) for r in rows] == [((1, 8), "fresh"), ((1, 8), "out="),
+                                                              ((2, 16), "fresh"), ((2, 16), "out=")]
     torch_rows = [r for r in report["rows"] if r["case"].startswith("torch")]
-    if _has_torch():  # rmsnorm_cpu.torch against torch's own calls, for each case
+    if importlib.util.find_spec("torch"):  # rmsnorm_cpu.torch against torch's own calls, for each case
         assert [(r["case"], tuple(r["shape"])) for r in torch_rows] == [
             (case, shape) for shape in [(1, 8), (2, 16)] for case in ("torch fn", "torch module", "torch add_")]
-        assert all(r["torch"] > 0 for r in torch_rows)
+        assert all(r["dtype"] == "float32" and r["torch"] > 0 for r in torch_rows)
     else:
         assert torch_rows == []
+    assert all(r["dtype"] == "float32" and r["threads"] == 1 and r["ours_us"] > 0 and r["bound"] > 0 for r in rows)
+    assert all(r["numpy"] > 0 for r in rows if r["case"] == "fresh")
     assert "[1/2] 1x8 float32 threads=1" in result.stderr and "[2/2]" in result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +64,7 @@ def test_bad_arguments_exit_2(capsys, args, message):
 
 
 def test_bandwidth_from_a_row():
-    row = {"shape": (1000, 1000), "dtype": "float32", "threads": 1, "ours_us": 1000.0, "copy_bound": 0.5,
-           "numpy": 4.0}
+    row = {"case": "fresh", "shape": (1000, 1000), "dtype": "float32", "threads": 1, "ours_us": 1000.0,
+           "bound": 0.5, "numpy": 4.0}
     speeds = cli.bandwidth(row)
-    assert speeds == pytest.approx({"rmsnorm_cpu": 8.0, "copy_bound": 16.0, "numpy": 2.0})
+    assert speeds == pytest.approx({"rmsnorm_cpu": 8.0, "bound": 16.0, "numpy": 2.0})

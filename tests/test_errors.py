@@ -252,7 +252,19 @@ BAD_BACKWARD_CALLS = [
     ("groups zero", lambda: dict(groups=0), ValueError, "groups"),
     ("n_threads zero", lambda: dict(n_threads=0), ValueError, "n_threads"),
     ("weight_offset string", lambda: dict(weight_offset="one"), TypeError, "weight_offset"),
+    ("dx_out wrong shape", lambda: dict(dx_out=np.empty((6, 4), np.float32)), ValueError, "dx_out has shape"),
+    ("dx_out wrong dtype", lambda: dict(dx_out=np.empty((4, 6))), TypeError, "dx_out has dtype"),
+    ("dx_out not an array", lambda: dict(dx_out=[[0.0] * 6] * 4), TypeError, "dx_out must be"),
+    ("dx_out read-only", lambda: dict(dx_out=np.broadcast_to(np.empty(6, np.float32), (4, 6))), ValueError,
+     "dx_out is read-only"),
+    ("dx_out partially overlaps x", lambda: _partial_overlap("x"), ValueError, "partially overlaps"),
 ]
+
+
+def _partial_overlap(name):
+    """x (or dy) and a dx_out one row further along the same buffer."""
+    buf = np.ones(30, np.float32)
+    return {name: buf[:24].reshape(4, 6), "dx_out": buf[6:].reshape(4, 6)}
 
 
 @pytest.mark.parametrize("call", BAD_BACKWARD_CALLS, ids=[c[0] for c in BAD_BACKWARD_CALLS])

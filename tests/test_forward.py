@@ -183,6 +183,62 @@ def test_row_invariance_bitwise(rng, dtype):
     np.testing.assert_array_equal(rn.rms_norm(batch, n_threads=1)[637:638].view(np.uint8), alone.view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("n", [1, 7, 17, 64, 100])
+def test_row_blocks_bitwise(rng, dtype, n):
+    """Short rows run in blocks, one kernel call a block: each row's bits are
+    its own, whatever its block, the batch stride, or the path."""
+    x = _data(rng, (700, n), dtype)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float64 if dtype == np.float64 else np.float32)
+    alone = np.concatenate([rn.rms_norm(x[i:i + 1], w) for i in range(0, 700, 37)])
+    for y in (rn.rms_norm(x, w), rn.rms_norm(x, w, weight_offset=0), rn.rms_norm(x, w, out=np.empty_like(x))):
+        np.testing.assert_array_equal(y[::37].view(np.uint8), alone.view(np.uint8))
+    strided = np.repeat(x, 2, axis=0)[::2]  # rows 2n apart
+    y, rstd = rn.rms_norm(strided, w, return_rstd=True, weight_offset=0)
+    np.testing.assert_array_equal(y[::37].view(np.uint8), alone.view(np.uint8))
+    np.testing.assert_array_equal(rstd, rn.rms_norm(x, w, return_rstd=True)[1])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_stores_plain_or_streamed_same_bits(rng, dtype):
+    """Both kinds of stores the store policy may pick (here forced for small
+    arrays) write the same bits, for every op and any output offset."""
+    from rmsnorm_cpu import _core
+    x = _data(rng, (5, 1000), dtype)
+    r = _data(rng, (5, 1000), dtype)
+    w = rng.uniform(0.5, 1.5, 1000).astype(np.float64 if dtype == np.float64 else np.float32)
+    expected = rn.rms_norm(x, w), rn.add_rms_norm(x, r, w), rn.rms_norm_backward(r, x, w)[0]
+    previous = _core._set_store_policy(0, 0, 1)
+    try:
+        for choice in (0, 1):
+            _core._set_store_policy(0, 0, choice)
+            for offset in (0, 1, 3):
+                outs = [np.empty(x.size + offset, dtype)[offset:].reshape(x.shape) for _ in range(3)]
+                rn.rms_norm(x, w, out=outs[0], weight_offset=0)
+                rn.add_rms_norm(x, r, w, out=outs[1], residual_out=outs[2], weight_offset=0)
+                np.testing.assert_array_equal(outs[0].view(np.uint8), expected[0].view(np.uint8))
+                np.testing.assert_array_equal(outs[1].view(np.uint8), expected[1][0].view(np.uint8))
+                np.testing.assert_array_equal(outs[2].view(np.uint8), expected[1][1].view(np.uint8))
+                rn.rms_norm_backward(r, x, w, dx_out=outs[0])
+                np.testing.assert_array_equal(outs[0].view(np.uint8), expected[2].view(np.uint8))
+    finally:
+        _core._set_store_policy(*previous)
+
+
+def test_store_policy_tries_both_then_keeps_one(rng):
+    from rmsnorm_cpu import _core
+    x = _data(rng, (4, 1024), np.float32)
+    out = np.empty_like(x)
+    previous = _core._set_store_policy(0, 0)
+    try:
+        assert rn.config()["stream_stores"] == "trying"
+        for _ in range(6):
+            rn.rms_norm(x, out=out, weight_offset=0)
+        assert rn.config()["stream_stores"] in ("plain", "non-temporal")
+    finally:
+        _core._set_store_policy(*previous)
+
+
 def test_rstd(rng):
     x = _data(rng, (3, 4, 64), np.float32)
     y, rstd = rn.rms_norm(x, groups=4, return_rstd=True)

@@ -24,6 +24,9 @@ __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
 _F16, _BF16, _F32, _F64 = 0, 1, 2, 3
 _CODES = {np.dtype(np.float16): _F16, np.dtype(np.float32): _F32, np.dtype(np.float64): _F64}
 _ACC = {False: np.dtype(np.float32), True: np.dtype(np.float64)}
+_UINT16 = np.dtype(np.uint16)  # the native one, a singleton
+_INF = math.inf
+_F32_DTYPE, _F64_DTYPE = np.dtype(np.float32), np.dtype(np.float64)
 _EPS_MODES = {"sqrt": 0, "add": 1, "clamp": 2}
 _CAST_MODES = {"fused": False, "llama": True}
 
@@ -100,9 +103,9 @@ def _raw_bfloat16(x, dtype):
     """True for a uint16 ndarray with dtype="bfloat16": x holds bfloat16 bit
     patterns (e.g. a torch bfloat16 tensor viewed as int16/uint16), and the
     result is the same representation, so ml_dtypes is not needed."""
-    if type(x) is not np.ndarray or x.dtype != np.uint16 or dtype is None:
+    if dtype is None or type(x) is not np.ndarray or x.dtype is not _UINT16:
         return False
-    if isinstance(dtype, str):
+    if type(dtype) is str:
         return dtype == "bfloat16"
     try:
         return np.dtype(dtype).name == "bfloat16"
@@ -296,7 +299,7 @@ def _short_path_args(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode
     the defaults (eps any finite float >= 0).  Small calls run on one thread
     whatever n_threads says, so it only has to be a valid count."""
     return (bias is None and type(axis) is int and axis == -1 and type(groups) is int and groups == 1
-            and eps_mode == "sqrt" and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < math.inf
+            and eps_mode == "sqrt" and cast_mode == "fused" and type(eps) is float and 0.0 <= eps < _INF
             and type(weight_offset) is float and weight_offset == 0.0
             and (n_threads is None or (type(n_threads) is int and n_threads >= 1)))
 
@@ -305,7 +308,7 @@ def _short_rstd(x):
     """The rstd array of a short path call on x (rows of the last axis), or None."""
     if type(x) is not np.ndarray or not x.ndim:
         return None
-    return np.empty(x.shape[:-1] + (1,), np.float64 if x.dtype == np.float64 else np.float32)
+    return np.empty(x.shape[:-1] + (1,), _F64_DTYPE if x.dtype is _F64_DTYPE else _F32_DTYPE)
 
 
 def _overlaps_itself(a):
@@ -503,7 +506,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     if x.size:
         (xv, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, y], 1)
         _core.forward(xv, yv, w, b, rstd, shape, bstrides, nstrides, plan.n, plan.groups, tin, tout, eps, mode,
-                      round_mid, n_threads)
+                      round_mid, n_threads, out is not None and not writebacks)
         _finish(writebacks)
     elif rstd is not None:
         rstd.fill(np.nan)
@@ -584,7 +587,7 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
     if x.size:
         (xv, rv, rov, yv), shape, bstrides, nstrides, writebacks = _layout(plan, [x, residual, ro, y], 2)
         _core.add_forward(xv, rv, rov, yv, w, b, None, shape, bstrides, nstrides, plan.n, plan.groups, tx, tr,
-                          eps, mode, round_mid, n_threads)
+                          eps, mode, round_mid, n_threads, out is not None and residual_out is not None and not writebacks)
         _finish(writebacks)
     return y, ro
 
@@ -602,11 +605,11 @@ def _param_grad(partials, param, plan):
         axes = tuple(i for i, (ps, fs) in enumerate(zip(p.shape, full.shape)) if ps == 1 and fs != 1)
         if axes:
             full = full.sum(axis=axes, keepdims=True)
-        return full.reshape(p.shape).astype(dtype)
+        return np.asarray(full, dtype).reshape(p.shape)  # a 0-d array for a scalar parameter, not a scalar
 
 
 def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
-                      weight_offset=0.0, n_threads=None):
+                      weight_offset=0.0, dx_out=None, n_threads=None):
     """Gradient of :func:`rms_norm` with respect to x, weight and bias.
 
     Parameters
@@ -617,6 +620,10 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         The forward's arguments.
     rstd : array_like, optional
         The forward's ``rstd`` for the same arguments; recomputed when absent.
+    dx_out : ndarray, optional
+        Where to write ``dx``: x's shape and dtype, any strides; may be ``dy``
+        or ``x`` itself (in place), not a partial overlap of either.  Returned
+        as ``dx``; training loops reuse one buffer per step.
 
     Returns
     -------
@@ -659,14 +666,18 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
         if r.shape != plan.rstd_shape():
             raise ValueError(f"rstd has shape {r.shape}, expected {plan.rstd_shape()} (the forward's)")
         rstd = np.ascontiguousarray(r, dtype=acc)
-    dx = np.empty_like(x)
+    if dx_out is None:
+        dx = np.empty_like(x)
+    else:
+        dx = _check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
+        w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
     blocks = _core.grad_blocks(math.prod(plan.rstd_shape()), plan.size)
     dw = np.zeros((blocks, plan.size), acc) if weight is not None else None
     db = np.zeros((blocks, plan.size), acc) if bias is not None else None
     if x.size:
         (dyv, xv, dxv), shape, bstrides, nstrides, writebacks = _layout(plan, [dy, x, dx], 2)
         _core.backward(dyv, xv, dxv, w, rstd, dw, db, shape, bstrides, nstrides, plan.n, plan.groups, t, eps, mode,
-                       n_threads)
+                       n_threads, dx_out is not None and not writebacks)
         _finish(writebacks)
     return (dx, None if dw is None else _param_grad(dw, weight, plan),
             None if db is None else _param_grad(db, bias, plan))

@@ -91,6 +91,7 @@ def rms_norm_backward(
     groups: int = 1,
     eps_mode: _EpsMode = "sqrt",
     weight_offset: float = 0.0,
+    dx_out: _Array | None = None,
     n_threads: int | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def output_spec(

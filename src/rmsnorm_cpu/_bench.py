@@ -1,16 +1,23 @@
-"""Benchmark tables: rms_norm against its peers, as ratios measured in one run.
+"""Benchmark tables: rmsnorm_cpu against its peers, like with like, as ratios measured in one run.
 
-Peers: the NumPy composite, PyTorch eager ``F.rms_norm`` and ONNX Runtime's
-fused ``SimplifiedLayerNormalization`` (I/O binding, one intra-op thread per
-thread of ours) when installed, and ``np.copyto`` of the same bytes, the
-memory-bandwidth bound.  Times are medians of repeated calls; the table
-reports "their time / our time" so that numbers from a shared, noisy machine
-still compare (copy_bound > 1 would mean faster than a copy).  Besides the
-last-axis forward: the NCHW channel case (axis=1, also against our own
-contiguous time for the same bytes) and the backward (its bound reads dy and
-x and writes dx: 1.5 times the forward's copy; and, since the backward returns
-a new dx whose fresh pages the OS must zero, np.add(dy, x) into a new array,
-on unsigned integers of the same width).
+Every shape gives two rows, each against the peers that do the same work:
+
+- ``fresh``: the call as users write it, ``rms_norm(x, w)``, which allocates
+  its output, against peers that allocate theirs: the NumPy composite and
+  PyTorch eager ``F.rms_norm``, and the fresh-output bound ``bound``: one
+  elementwise NumPy pass (``np.bitwise_not`` of the same bytes) into a new
+  array, which pays the same first touch of new pages.
+- ``out=``: the call into a preallocated ``out``, against peers that write
+  into theirs: ONNX Runtime's fused ``SimplifiedLayerNormalization`` with I/O
+  binding (one intra-op thread per thread of ours), and the memory bound
+  ``bound``: ``np.copyto`` of the same bytes.
+
+The backward likewise: ``backward`` returns a new ``dx`` (bound: ``np.add(dy,
+x)`` into a new array, on unsigned integers of the same width; peer: torch
+autograd), ``backward dx_out=`` writes a preallocated one (bound: 1.5x
+``np.copyto``, as it reads ``dy`` and ``x`` and writes ``dx``).  Times are
+medians of repeated calls; the table reports "their time / our time", so
+numbers from a shared, noisy machine still compare (> 1: we are faster).
 """
 
 import os
@@ -23,12 +30,15 @@ from . import _api, _config
 
 DEFAULT_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096)]
 DEFAULT_DTYPES = ["float32", "float16"]
-# The full table of issue 7 (bench/bench_forward.py).
-ISSUE_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096), (4096, 1024), (64, 65536)]
-ISSUE_DTYPES = ["float32", "float16", "bfloat16", "float64"]
+# bench/bench_forward.py: the full table, and a sweep of row lengths over 64 MiB of float32 rows.
+FULL_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096), (4096, 1024), (64, 65536)]
+FULL_DTYPES = ["float32", "float16", "bfloat16", "float64"]
+ROW_LENGTHS = [64, 128, 256, 1024, 4096, 16384]
+SWEEP_BYTES = 64 << 20
 NCHW_SHAPES = [(8, 512, 64, 64)]
 BACKWARD_SHAPES = [(2048, 4096)]
-PEERS = ("copy_bound", "fresh_bound", "numpy", "torch", "onnxruntime", "contiguous")
+PEERS = ("bound", "numpy", "torch", "onnxruntime", "contiguous")
+KINDS = ("fresh", "out=")
 
 
 def median_time(fn, min_time=0.2, max_repeats=200):
@@ -47,10 +57,23 @@ def _dtype(name):
     return _api._bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
+def _bits(a):
+    """The same bytes as unsigned integers: NumPy passes over them at memory
+    speed for any dtype (its float16 and bfloat16 arithmetic is not)."""
+    return a.view(f"u{a.itemsize}")
+
+
 def numpy_composite(x, w, eps=1e-6, axis=-1):
     """What users write without us: five temporaries, float32 math for low precision."""
     xf = x.astype(np.float32) if x.dtype.itemsize < 4 else x
     return (xf / np.sqrt(np.mean(xf * xf, axis=axis, keepdims=True) + eps) * w).astype(x.dtype)
+
+
+def _as_tensor(a):
+    import torch
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _torch_forward(x, w):
@@ -58,8 +81,7 @@ def _torch_forward(x, w):
         import torch
     except ImportError:
         return None
-    tx = torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16) if x.dtype.name == "bfloat16" else \
-        torch.from_numpy(x)
+    tx = _as_tensor(x)
     tw = torch.from_numpy(w.astype(np.float32)).to(tx.dtype)
     shape = (x.shape[-1],)
     return lambda: torch.nn.functional.rms_norm(tx, shape, tw, eps=1e-6)
@@ -70,9 +92,9 @@ def _torch_backward(dy, x, w):
         import torch
     except ImportError:
         return None
-    tx = torch.from_numpy(x).requires_grad_()
-    tw = torch.from_numpy(w).requires_grad_()
-    tdy = torch.from_numpy(dy)
+    tx = _as_tensor(x).requires_grad_()
+    tw = _as_tensor(w).requires_grad_()
+    tdy = _as_tensor(dy)
 
     def step():
         tx.grad = tw.grad = None
@@ -119,6 +141,10 @@ def _data(shape, dtype):
     return x, np.empty_like(x)
 
 
+def _weight(n, dt):
+    return np.random.default_rng(1).uniform(0.5, 1.5, n).astype(np.float64 if dt == np.float64 else np.float32)
+
+
 def _with_torch_threads(n_threads, fn, min_time):
     import torch
     previous = torch.get_num_threads()
@@ -129,64 +155,77 @@ def _with_torch_threads(n_threads, fn, min_time):
         torch.set_num_threads(previous)
 
 
-def _row(case, shape, dtype_name, n_threads, ours):
+def _row(case, shape, dt, n_threads, ours):
     """A table row: what was measured and our time; peers add their ratios."""
-    return {"case": case, "shape": tuple(shape), "dtype": dtype_name, "threads": n_threads, "ours_us": ours * 1e6}
+    return {"case": case, "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
 
 
-def bench_case(shape, dtype, n_threads=1, min_time=0.2):
-    """One forward row over the last axis: our time and each peer's time relative to ours."""
+def bench_case(shape, dtype, n_threads=1, min_time=0.2, kinds=KINDS):
+    """Forward rows over the last axis, one per kind of call (see the module docstring)."""
     dt = _dtype(dtype)
     x, y = _data(shape, dt)
-    acc = np.float64 if dt == np.float64 else np.float32
-    w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(acc)
-    if shape[0] == 1 and n_threads == 1:  # the decode call as users write it
-        ours = median_time(lambda: _api.rms_norm(x, w), min_time)
-    else:
+    w = _weight(shape[-1], dt)
+    rows = []
+    if "fresh" in kinds:
+        ours = median_time(lambda: _api.rms_norm(x, w, n_threads=n_threads), min_time)
+        row = _row("fresh", shape, dt, n_threads, ours)
+        row["bound"] = median_time(lambda: np.bitwise_not(_bits(x)), min_time) / ours
+        row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
+        torch_fn = _torch_forward(x, w)
+        if torch_fn is not None:
+            row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
+        rows.append(row)
+    if "out=" in kinds:
         ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
-    row = _row("forward", shape, dt.name, n_threads, ours)
-    row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
-    row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
-    torch_fn = _torch_forward(x, w)
-    if torch_fn is not None:
-        row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
-    onnx_fn = _onnx_forward(x, w, np.empty_like(x), n_threads)
-    if onnx_fn is not None:
-        row["onnxruntime"] = median_time(onnx_fn, min_time) / ours
+        row = _row("out=", shape, dt, n_threads, ours)
+        row["bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
+        onnx_fn = _onnx_forward(x, w, np.empty_like(x), n_threads)
+        if onnx_fn is not None:
+            row["onnxruntime"] = median_time(onnx_fn, min_time) / ours
+        rows.append(row)
+    return rows
+
+
+def bench_bfloat16_bits(shape, n_threads=1, min_time=0.2):
+    """bfloat16 held as uint16 bits (what torch users hand us), fresh output."""
+    x = _data(shape, np.float32)[0]
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)
+    w = _weight(shape[-1], np.dtype(np.float32))
+    ours = median_time(lambda: _api.rms_norm(bits, w, dtype="bfloat16", n_threads=n_threads), min_time)
+    row = _row("fresh, bf16 bits", shape, np.dtype(np.uint16), n_threads, ours)
+    row["bound"] = median_time(lambda: np.bitwise_not(bits), min_time) / ours
     return row
 
 
 def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
-    """Channels of NCHW (axis=1): against the copy, NumPy, and our own time for
-    the same bytes normalized over a contiguous last axis."""
+    """Channels of NCHW (axis=1) into out: against the copy, and our own time
+    for the same bytes normalized over a contiguous last axis."""
     dt = _dtype(dtype)
     x, y = _data(shape, dt)
     ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
-    row = _row("nchw axis=1", shape, dt.name, n_threads, ours)
-    row["copy_bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
-    row["numpy"] = median_time(lambda: numpy_composite(x, 1.0, axis=1), min_time) / ours
+    row = _row("nchw axis=1 out=", shape, dt, n_threads, ours)
+    row["bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     xc, yc = x.reshape(-1, shape[1]), y.reshape(-1, shape[1])
     row["contiguous"] = median_time(lambda: _api.rms_norm(xc, out=yc, n_threads=n_threads), min_time) / ours
     return row
 
 
 def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
-    """dx and dweight over the last axis; the bound reads dy and x and writes dx."""
+    """dx and dweight over the last axis: a new dx, and into a preallocated one."""
     dt = _dtype(dtype)
     x, dx = _data(shape, dt)
     dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
-    w = np.random.default_rng(1).uniform(0.5, 1.5, shape[-1]).astype(dt)
+    w = _weight(shape[-1], dt).astype(dt)
     ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
-    row = _row("backward", shape, dt.name, n_threads, ours)
-    row["copy_bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
-    # Unsigned integers of the same width: an add at memory speed for any dtype
-    # (NumPy's float16 and bfloat16 arithmetic is not).
-    bits = f"u{dt.itemsize}"
-    row["fresh_bound"] = median_time(lambda: np.add(dy.view(bits), x.view(bits)), min_time) / ours
-    torch_fn = _torch_backward(dy, x, w) if dt.name != "bfloat16" else None
+    fresh = _row("backward", shape, dt, n_threads, ours)
+    fresh["bound"] = median_time(lambda: np.add(_bits(dy), _bits(x)), min_time) / ours
+    torch_fn = _torch_backward(dy, x, w)
     if torch_fn is not None:
-        row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
-    return row
+        fresh["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
+    ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, dx_out=dx, n_threads=n_threads), min_time)
+    into = _row("backward dx_out=", shape, dt, n_threads, ours)
+    into["bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
+    return [fresh, into]
 
 
 def _threads(n_threads):
@@ -207,9 +246,17 @@ def _threads(n_threads):
     return stack
 
 
+def torch_row(case, shape, dtype_name, n_threads, ours, theirs, min_time):
+    """A row of rmsnorm_cpu.torch: our call against torch's doing the same (column "torch")."""
+    row = _row(case, shape, np.dtype(np.float32), n_threads, median_time(ours, min_time))
+    row["dtype"] = dtype_name  # also "bfloat16", which needs no NumPy dtype here
+    row["torch"] = median_time(theirs, min_time) * 1e6 / row["ours_us"]
+    return row
+
+
 def torch_calls(shape, dtype):
-    """{name: (ours, torch's)}: pairs of calls doing the same work on tensors,
-    normalized over the last axis, without autograd unless the name says so."""
+    """{case: (ours, torch's)}: pairs of calls doing the same work on tensors,
+    normalized over the last axis, without autograd unless the case says so."""
     import torch
 
     from . import torch as rt
@@ -240,63 +287,65 @@ def torch_calls(shape, dtype):
 
 
 def bench_torch(shape, dtype, n_threads=1, min_time=0.2, cases=("torch fn", "torch module", "torch add_")):
-    """rmsnorm_cpu.torch against torch's own calls (column "torch"): the function
-    and the module against F.rms_norm and nn.RMSNorm, the in-place fused add
-    against residual.add_(x) then F.rms_norm, the function with a weight that
-    requires grad (autograd recording) against F.rms_norm.  [] without torch."""
+    """rmsnorm_cpu.torch against torch's own calls: the function and the module
+    against F.rms_norm and nn.RMSNorm, the in-place fused add against
+    residual.add_(x) then F.rms_norm, the function with a weight that requires
+    grad (autograd recording) against F.rms_norm.  [] without torch."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return []
     calls = torch_calls(shape, dtype)
-    rows = []
     with _threads(n_threads):
-        for case in cases:
-            ours, theirs = calls[case]
-            row = _row(case, shape, dtype, n_threads, median_time(ours, min_time))
-            row["torch"] = median_time(theirs, min_time) * 1e6 / row["ours_us"]
-            rows.append(row)
-    return rows
+        return [torch_row(case, shape, dtype, n_threads, *calls[case], min_time) for case in cases]
 
 
 def machine_line():
     cfg = _config.config()
     return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-            f"isa={cfg['isa']}, openmp={cfg['openmp']}, rmsnorm_cpu {cfg['version']}, numpy {np.__version__}")
+            f"isa={cfg['isa']}, openmp={cfg['openmp']}, stores={cfg['stream_stores']}, "
+            f"rmsnorm_cpu {cfg['version']}, numpy {np.__version__}")
+
+
+LEGEND = ("ratios are their time / our time (> 1: we are faster). bound: for fresh rows one NumPy pass "
+          "(np.bitwise_not) into a new array of the same bytes; for out= rows np.copyto of the same bytes; "
+          "for the backward np.add(dy, x) into a new array, and 1.5x np.copyto with dx_out=. numpy, torch: "
+          "eager calls allocating their output; onnxruntime: I/O binding into a preallocated output; "
+          "contiguous: ours on the same bytes over the last axis; torch rows (rmsnorm_cpu.torch): torch's own "
+          "call doing the same")
 
 
 def format_table(rows):
     peers = [p for p in PEERS if any(p in r for r in rows)]
-    head = (f"{'case':>12} {'shape':>17} {'dtype':>8} {'thr':>3} {'ours (us)':>10} "
+    head = (f"{'case':>18} {'shape':>17} {'dtype':>8} {'thr':>3} {'ours (us)':>10} "
             + " ".join(f"{p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(f"{r[p]:>10.2f}x" if p in r else f"{'-':>11}" for p in peers)
-        lines.append(f"{r['case']:>12} {str(r['shape']):>17} {r['dtype']:>8} {r['threads']:>3} "
+        lines.append(f"{r['case']:>18} {str(r['shape']):>17} {r['dtype']:>8} {r['threads']:>3} "
                      f"{r['ours_us']:>10.1f} {cells}")
-    lines.append("ratios are their time / our time (copy_bound: np.copyto of the same bytes, x1.5 for the "
-                 "backward; < 1 means slower than a copy; fresh_bound: np.add(dy, x) into a new array, the "
-                 "backward's bound with its fresh output; contiguous: ours on the same bytes over the last axis; torch: "
-                 "torch's own call for the torch rows)")
+    lines.append(LEGEND)
     return "\n".join(lines)
 
 
-def run(shapes=None, dtypes=None, threads=(1,), min_time=0.2, out=print, *, nchw_shapes=(), backward_shapes=()):
+def run(shapes=None, dtypes=None, threads=(1,), min_time=0.2, out=print, *, kinds=KINDS, nchw_shapes=(),
+        backward_shapes=()):
     """Measure and print the table; return its rows (dicts).
 
     ``shapes``/``dtypes`` give the last-axis forward cases (default
-    DEFAULT_SHAPES x DEFAULT_DTYPES); ``nchw_shapes`` adds axis=1 cases and
-    ``backward_shapes`` backward cases, in every dtype and thread count.
+    DEFAULT_SHAPES x DEFAULT_DTYPES), each of ``kinds``; ``nchw_shapes`` adds
+    axis=1 cases and ``backward_shapes`` backward cases, in every dtype and
+    thread count.
     """
     out(machine_line())
     rows = []
     for dtype in dtypes or DEFAULT_DTYPES:
         for n in threads:
             for shape in shapes or DEFAULT_SHAPES:
-                rows.append(bench_case(tuple(shape), dtype, n, min_time))
+                rows += bench_case(tuple(shape), dtype, n, min_time, kinds)
             for shape in nchw_shapes:
                 rows.append(bench_nchw(tuple(shape), dtype, n, min_time))
             for shape in backward_shapes:
-                rows.append(bench_backward(tuple(shape), dtype, n, min_time))
+                rows += bench_backward(tuple(shape), dtype, n, min_time)
     out(format_table(rows))
     return rows

@@ -10,7 +10,10 @@ def config():
     (lists of tier names), ``isa_extensions`` (extensions of the tier in use
     this CPU has and the kernels use, e.g. ``["avx512_bf16"]``), ``openmp``
     (bool), ``openmp_runtime`` (e.g. ``"libgomp"`` or None),
-    ``n_threads_default``, ``compiler``.
+    ``n_threads_default``, ``compiler``, ``stream_stores`` (how large outputs
+    preallocated by the caller are written: ``"trying"`` until the first few
+    such calls have timed both kinds of stores, then ``"non-temporal"`` or
+    ``"plain"``, whichever was faster on this machine).
     """
     from . import __version__
 
@@ -25,6 +28,7 @@ def config():
         "openmp_runtime": _openmp_runtime() if info["openmp"] else None,
         "n_threads_default": info["n_threads_default"],
         "compiler": info["compiler"],
+        "stream_stores": info["stream_stores"],
     }
 
 

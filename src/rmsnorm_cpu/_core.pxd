@@ -9,8 +9,8 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         int round_mid
         int stream
         int prefetch_next
-    ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
-                                 const void*, const void*, void*)
+    ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
+                                 void*, ptrdiff_t, ptrdiff_t, const void*, const void*, void*)
     ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
                                       void*, ptrdiff_t, ptrdiff_t, const void*, const void*, void*, ptrdiff_t)
     ctypedef void (*rmsn_add_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,

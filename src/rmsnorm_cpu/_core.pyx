@@ -18,6 +18,7 @@ this one opened a team runs serially (libgomp's pool does not survive fork and
 would deadlock).
 """
 import os
+import time
 
 from . import _cpus
 
@@ -53,20 +54,29 @@ cdef enum:
     SERIAL_MAX_WORK = 32 * 4096
     # Positions one column-kernel unit normalizes (a multiple of RMSN_COL_TILE).
     COL_CHUNK = 256
+    # Input bytes of short rows one row-kernel unit runs in one call: the
+    # per-row cost (dispatch, index arithmetic) is paid once per block.
+    ROW_BLOCK_BYTES = 16 << 10
     # Backward's dweight/dbias partial sums: fixed row blocks, independent of
     # the thread count, so the reduction order never changes.  At least
     # MIN_GRAD_BLOCKS (for the threads), and at most GRAD_BLOCK_ROWS slices per
     # block: one float32 running sum over 2**18 rows was 0.25% off.
     MIN_GRAD_BLOCKS = 64
     GRAD_BLOCK_ROWS = 1024
-    # Calls whose operands (inputs and outputs) take at least this many bytes
-    # (the 32 MiB last-level cache of the bench machine) write their outputs
-    # (y, dx, residual_out) with non-temporal stores: a cached output would
-    # only evict the call's own input.  Measured, one thread, rows prefetched:
-    # (2048, 4096) float16 1.7 -> 1.2 ms, (1024, 4096) float32 1.9 -> 1.2 ms;
-    # at 16 MiB in all (512, 4096) float32 no gain, and a consumer may still
-    # find the output in the cache.
+    # The store policy (docs/kernels.md): non-temporal stores may be used
+    # only for outputs the caller preallocated (into pages the call itself
+    # allocates they cost twice plain stores: the first touch faults them in
+    # either way), when the call's operands take at least STREAM_FROM bytes
+    # (a last-level cache: a cached output would only evict the call's own
+    # input), and when each slice's output is a run of at least
+    # STREAM_MIN_RUN bytes (shorter runs pay the partial cache lines at both
+    # ends: rows of 1 KiB ran 1.5x slower streamed, rows of 4 KiB and more
+    # 0.8x).  Whether they win at all depends on the machine, so the first
+    # STREAM_TRIALS eligible calls of a process alternate both kinds of
+    # stores and the faster per byte is kept (the bits are the same).
     STREAM_FROM = 32 << 20
+    STREAM_MIN_RUN = 4096
+    STREAM_TRIALS = 6
 
 cdef rmsn_kernels KERNELS
 
@@ -130,6 +140,7 @@ def build_info():
         "openmp": bool(RMSN_OPENMP),
         "n_threads_default": max(1, min(omp_get_max_threads(), _cpus.available_cpus())) if RMSN_OPENMP else 1,
         "compiler": RMSN_COMPILER.decode(),
+        "stream_stores": stream_state(),
     }
 
 
@@ -147,6 +158,35 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef Py_ssize_t stream_from = STREAM_FROM
+cdef Py_ssize_t stream_min_run = STREAM_MIN_RUN
+
+
+cdef int stream_trials = 0          # eligible calls timed so far
+cdef double stream_trial_best[2]   # fastest seconds per operand byte: [plain, streamed]
+cdef int stream_choice = -1        # -1: still trying; 0: plain stores; 1: non-temporal
+
+
+cdef bint _stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_bytes) noexcept:
+    """Whether a call may stream its outputs (see STREAM_FROM); _run_units
+    then decides whether it does."""
+    return out_given and operand_bytes >= stream_from and run_bytes >= stream_min_run
+
+
+def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choice=-1):
+    """Set the streaming thresholds and choice (-1: try both again); return
+    the previous thresholds and choice (bench, tests)."""
+    global stream_from, stream_min_run, stream_choice, stream_trials
+    previous = stream_from, stream_min_run, stream_choice
+    stream_from, stream_min_run, stream_choice, stream_trials = from_bytes, min_run_bytes, choice, 0
+    return previous
+
+
+def stream_state():
+    """The store policy's state for config(): "trying", "non-temporal" or "plain"."""
+    return ("trying", "plain", "non-temporal")[stream_choice + 1]
 
 
 def _set_serial_max_work(Py_ssize_t n):
@@ -170,8 +210,31 @@ cdef int _n_threads(object n_threads, Py_ssize_t work) except -1:
 ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
 
 
-cdef int _run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work) except -1:
-    """fn(ctx, u) for every u < nunits, GIL released, on the policy's thread count."""
+cdef int _run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work,
+                    rmsn_opts *opts=NULL, Py_ssize_t operand_bytes=0) except -1:
+    """fn(ctx, u) for every u < nunits, GIL released, on the policy's thread
+    count.  A call that may stream (opts.stream) streams by the process's
+    choice, or, while that is being made, is one of its timed trials."""
+    global stream_trials, stream_choice
+    cdef double t0
+    cdef int trial = opts != NULL and opts.stream and stream_choice < 0
+    if opts != NULL and opts.stream and not trial:
+        opts.stream = stream_choice
+    if not trial:
+        return _run_units_now(fn, ctx, nunits, n_threads, work)
+    opts.stream = stream_trials % 2
+    t0 = time.perf_counter()
+    _run_units_now(fn, ctx, nunits, n_threads, work)
+    t0 = (time.perf_counter() - t0) / operand_bytes
+    if stream_trials < 2 or t0 < stream_trial_best[opts.stream]:
+        stream_trial_best[opts.stream] = t0
+    stream_trials += 1
+    if stream_trials >= STREAM_TRIALS:
+        stream_choice = stream_trial_best[1] < stream_trial_best[0]
+    return 0
+
+
+cdef int _run_units_now(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work) except -1:
     global team_busy, team_opened
     cdef Py_ssize_t u
     cdef int nt = _n_threads(n_threads, work)
@@ -264,6 +327,12 @@ cdef bint _slices_follow(const Layout *L, Py_ssize_t nops) noexcept nogil:
     return True
 
 
+cdef Py_ssize_t _run_bytes(const Layout *L, Py_ssize_t k) noexcept:
+    """Bytes of operand k's contiguous runs along a slice (the store policy's
+    run length: a streamed run pays for the partial cache lines at its ends)."""
+    return L.n * L.itemsize[k] if L.nstride[k] == 1 else L.itemsize[k]
+
+
 cdef inline const char *_group_param(const char *base, const Layout *L, Py_ssize_t s,
                                      Py_ssize_t accsize) noexcept nogil:
     """The weight/bias part that group s % groups uses (NULL stays NULL)."""
@@ -297,7 +366,8 @@ cdef struct Fwd:
     char *rstd
     Py_ssize_t accsize
     bint by_columns           # last batch dim is unit-stride in x and y
-    Py_ssize_t nchunks        # column chunks per (outer index, group)
+    Py_ssize_t row_block      # rows a unit runs along the last batch dim (0: one slice a unit)
+    Py_ssize_t nchunks        # column chunks, or row blocks, per (outer index, group)
     Py_ssize_t shift          # positions the first chunk lacks, so the others start on a cache line of y
 
 
@@ -306,33 +376,44 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
     cdef char *p[MAX_OPERANDS]
     cdef Py_ssize_t s, c, npos, first, start, stop
     cdef const Layout *L = &f.L
-    if not f.by_columns:
+    if f.by_columns:
+        # Unit u = (outer batch index, chunk of positions, group); the last
+        # batch dim holds the positions, so slice (outer, pos, g) is number
+        # (outer * npos + pos) * groups + g.
+        npos = L.shape[L.nb - 1]
+        s = u % L.groups
+        c = (u // L.groups) % f.nchunks
+        start = max(0, c * COL_CHUNK - f.shift)
+        stop = min(npos, (c + 1) * COL_CHUNK - f.shift)
+        first = (u // L.groups // f.nchunks) * npos + start
+        _slice_ptrs(L, first * L.groups + s, p)
+        f.cols(&f.opts, L.n, stop - start, p[0], L.nstride[0], 1,
+               p[1], L.nstride[1], 1, _group_param(f.w, L, s, f.accsize), _group_param(f.b, L, s, f.accsize),
+               NULL if f.rstd == NULL else f.rstd + (first * L.groups + s) * f.accsize, L.groups)
+    elif f.row_block == 0:  # one slice (of one group) a unit
         _slice_ptrs(L, u, p)
-        f.row(&f.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], _group_param(f.w, L, u, f.accsize),
+        f.row(&f.opts, 1, L.n, p[0], L.nstride[0], 0, p[1], L.nstride[1], 0, _group_param(f.w, L, u, f.accsize),
               _group_param(f.b, L, u, f.accsize), NULL if f.rstd == NULL else f.rstd + u * f.accsize)
-        return
-    # Unit u = (outer batch index, chunk of positions, group); the last batch
-    # dim holds the positions, so slice (outer, pos, g) is number
-    # (outer * npos + pos) * groups + g.
-    npos = L.shape[L.nb - 1]
-    s = u % L.groups
-    c = (u // L.groups) % f.nchunks
-    start = max(0, c * COL_CHUNK - f.shift)
-    stop = min(npos, (c + 1) * COL_CHUNK - f.shift)
-    first = (u // L.groups // f.nchunks) * npos + start
-    _slice_ptrs(L, first * L.groups + s, p)
-    f.cols(&f.opts, L.n, stop - start, p[0], L.nstride[0], 1,
-           p[1], L.nstride[1], 1, _group_param(f.w, L, s, f.accsize), _group_param(f.b, L, s, f.accsize),
-           NULL if f.rstd == NULL else f.rstd + (first * L.groups + s) * f.accsize, L.groups)
+    else:
+        # Unit u = (outer batch index, block of row_block rows along the last
+        # batch dim), one kernel call for the block.
+        npos = L.shape[L.nb - 1]
+        c = u % f.nchunks
+        first = (u // f.nchunks) * npos + c * f.row_block
+        _slice_ptrs(L, first, p)
+        f.row(&f.opts, min(f.row_block, npos - c * f.row_block), L.n, p[0], L.nstride[0], L.bstride[0][L.nb - 1],
+              p[1], L.nstride[1], L.bstride[1][L.nb - 1], f.w, f.b,
+              NULL if f.rstd == NULL else f.rstd + first * f.accsize)
 
 
 def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssize_t n, Py_ssize_t groups,
-            int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads):
+            int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads, bint out_given):
     """y = rms_norm(x) over the described layout; see the module docstring."""
     cdef Fwd f
     cdef Py_ssize_t nunits, lead
     _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
-    _set_opts(&f.opts, eps, eps_mode, round_mid, x.nbytes + y.nbytes >= STREAM_FROM, _slices_follow(&f.L, 1))
+    _set_opts(&f.opts, eps, eps_mode, round_mid, _stream(x.nbytes + y.nbytes, out_given, _run_bytes(&f.L, 1)),
+              _slices_follow(&f.L, 1))
     f.row = KERNELS.fwd[tin][tout]
     f.cols = KERNELS.fwd_cols[tin][tout]
     f.w = _ptr_or_null(w)
@@ -349,9 +430,14 @@ def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssiz
         f.shift = (COL_CHUNK - lead % COL_CHUNK) % COL_CHUNK
         f.nchunks = (f.L.shape[f.L.nb - 1] + f.shift + COL_CHUNK - 1) // COL_CHUNK
         nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
+    elif groups == 1 and f.L.nb > 0:
+        f.row_block = max(1, ROW_BLOCK_BYTES // (n * f.L.itemsize[0]))
+        f.nchunks = (f.L.shape[f.L.nb - 1] + f.row_block - 1) // f.row_block
+        nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
     else:
+        f.row_block = 0
         nunits = f.L.nslices
-    _run_units(_fwd_unit, &f, nunits, n_threads, f.L.nslices * n)
+    _run_units(_fwd_unit, &f, nunits, n_threads, f.L.nslices * n, &f.opts, x.nbytes + y.nbytes)
 
 # ml_dtypes' bfloat16 dtype once _api has met it (ml_dtypes stays optional).
 cdef object BFLOAT16 = None
@@ -442,7 +528,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
     raises for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, y
     cdef int code = _small_rows_code(x, False, bfloat16_bits)
-    cdef Py_ssize_t n, r, rows, rowbytes
+    cdef Py_ssize_t n, rows, rowbytes
     cdef const char *wp
     cdef char *rp = NULL
     cdef rmsn_opts o
@@ -472,9 +558,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
     fn = KERNELS.fwd[code][code]
     rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
     with nogil:
-        for r in range(rows):
-            fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * rowbytes, 1, <char*>cnp.PyArray_DATA(y) + r * rowbytes,
-               1, wp, NULL, NULL if rp == NULL else rp + r * (8 if code == 3 else 4))
+        fn(&o, rows, n, cnp.PyArray_DATA(xa), 1, rowbytes, cnp.PyArray_DATA(y), 1, rowbytes, wp, NULL, rp)
     return y
 
 
@@ -541,19 +625,21 @@ cdef void _add_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
 
 def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstrides, list nstrides,
                 Py_ssize_t n, Py_ssize_t groups, int tx, int tr, double eps, int eps_mode, bint round_mid,
-                n_threads):
+                n_threads, bint out_given):
     """residual_out = x + residual; y = rms_norm(residual_out), slice by slice."""
     cdef Add a
     _layout(&a.L, [x, residual, residual_out, y], shape, bstrides, nstrides, n, groups)
     # No prefetch: the second pass reads residual_out, not the next x and residual.
     _set_opts(&a.opts, eps, eps_mode, round_mid,
-              x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes >= STREAM_FROM, False)
+              _stream(x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes, out_given, _run_bytes(&a.L, 3)),
+              False)
     a.fn = KERNELS.add[tx][tr]
     a.w = _ptr_or_null(w)
     a.b = _ptr_or_null(b)
     a.rstd = _ptr_or_null(rstd)
     a.accsize = 8 if tx == 3 or tr == 3 else 4
-    _run_units(_add_unit, &a, a.L.nslices, n_threads, a.L.nslices * n)
+    _run_units(_add_unit, &a, a.L.nslices, n_threads, a.L.nslices * n, &a.opts,
+               x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes)
 
 
 # ---- backward --------------------------------------------------------------
@@ -592,11 +678,11 @@ def grad_blocks(Py_ssize_t nslices, Py_ssize_t width):
 
 
 def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
-             Py_ssize_t groups, int t, double eps, int eps_mode, n_threads):
+             Py_ssize_t groups, int t, double eps, int eps_mode, n_threads, bint out_given):
     """dx, and dw/db partial sums per row block (shape [grad_blocks, groups * n], zeroed)."""
     cdef Bwd g
     _layout(&g.L, [dy, x, dx], shape, bstrides, nstrides, n, groups)
-    _set_opts(&g.opts, eps, eps_mode, False, dy.nbytes + x.nbytes + dx.nbytes >= STREAM_FROM,
+    _set_opts(&g.opts, eps, eps_mode, False, _stream(dy.nbytes + x.nbytes + dx.nbytes, out_given, _run_bytes(&g.L, 2)),
               _slices_follow(&g.L, 2))
     g.fn = KERNELS.bwd[t]
     g.w = _ptr_or_null(w)
@@ -605,7 +691,7 @@ def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrid
     g.db = _ptr_or_null(db)
     g.accsize = 8 if t == 3 else 4
     g.nblocks = grad_blocks(g.L.nslices, groups * n)
-    _run_units(_bwd_block, &g, g.nblocks, n_threads, g.L.nslices * n)
+    _run_units(_bwd_block, &g, g.nblocks, n_threads, g.L.nslices * n, &g.opts, dy.nbytes + x.nbytes + dx.nbytes)
 
 
 set_isa(os.environ.get("RMSNORM_CPU_ISA"))

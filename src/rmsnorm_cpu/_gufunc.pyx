@@ -55,8 +55,9 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     """args x, w, y; dims [outer, n]; steps [x, w, y outer, x, w, y core] in bytes.
 
     Notes: the weight is converted to the kernels' math dtype once per call
-    when it is broadcast over the outer loop (step 0, the usual case), else
-    once per row; each row then runs the same kernel as ``rms_norm``.
+    when it is broadcast over the outer loop (step 0, the usual case), and
+    all rows run in one kernel call; else once per row.  Each row runs the
+    same kernel as ``rms_norm``.
     """
     cdef Py_ssize_t outer = dims[0], n = dims[1], i
     cdef int tin = <int><Py_ssize_t>data // 4, tw = <int><Py_ssize_t>data % 4
@@ -64,7 +65,6 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     cdef rmsn_opts opts
     cdef rmsn_fwd_fn fwd = active_kernels().fwd[tin][tin]
     cdef void *wacc
-    cdef const char *converted = NULL
     if outer == 0 or n == 0:
         return
     wacc = malloc(n * (8 if tin == F64 else 4))
@@ -77,11 +77,12 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     opts.round_mid = 0
     opts.stream = 0
     opts.prefetch_next = 0
-    for i in range(outer):
-        if converted == NULL or steps[1] != 0:
-            converted = args[1] + i * steps[1]
-            _weight_to_acc(converted, steps[4], n, tw, wacc)
-        fwd(&opts, n, args[0] + i * steps[0], steps[3] // isz, args[2] + i * steps[2], steps[5] // isz,
+    if steps[1] == 0:  # one weight: every row in one kernel call
+        _weight_to_acc(args[1], steps[4], n, tw, wacc)
+        fwd(&opts, outer, n, args[0], steps[3] // isz, steps[0], args[2], steps[5] // isz, steps[2], wacc, NULL, NULL)
+    for i in range(outer if steps[1] != 0 else 0):
+        _weight_to_acc(args[1] + i * steps[1], steps[4], n, tw, wacc)
+        fwd(&opts, 1, n, args[0] + i * steps[0], steps[3] // isz, 0, args[2] + i * steps[2], steps[5] // isz, 0,
             wacc, NULL, NULL)
     free(wacc)
     # The kernels' robust path may overflow in float32 before recomputing a

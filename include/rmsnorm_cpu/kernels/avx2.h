@@ -25,14 +25,14 @@ enum { RMSN_LANES_f32_avx2 = 8, RMSN_LANES_f64_avx2 = 4 };
 RMSN_SIMD_ACC_TYPE(avx2, f32, _mm256, ps)
 RMSN_SIMD_ACC_TYPE(avx2, f64, _mm256, pd)
 
-static inline float rmsn_vhsum_f32_avx2(__m256 v)
+RMSN_VINLINE float rmsn_vhsum_f32_avx2(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static inline double rmsn_vhsum_f64_avx2(__m256d v)
+RMSN_VINLINE double rmsn_vhsum_f64_avx2(__m256d v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
@@ -41,50 +41,51 @@ static inline double rmsn_vhsum_f64_avx2(__m256d v)
 /* f32 -> bf16 bits in the low half of each 32-bit lane: rmsn_f32_to_bf16 of
  * rmsnorm.h lane by lane (nearest-even by integer add, subnormals kept, NaN
  * kept quiet), not a hardware conversion that flushes subnormals. */
-static inline __m256i rmsn_bf16_bits_avx2(__m256 v)
+RMSN_VINLINE __m256i rmsn_bf16_bits_avx2(__m256 v)
 {
-    __m256i x = _mm256_castps_si256(v);
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    __m256i x = _mm256_castps_si256(v), hi = _mm256_srli_epi32(x, 16);
+    __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
     __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
-    return _mm256_blendv_epi8(rounded, quiet, nan);
+    __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    if (__builtin_expect(!_mm256_movemask_ps(nan), 1)) /* NaN is rare: a branch, not a blend per vector */
+        return rounded;
+    return _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), _mm256_castps_si256(nan));
 }
 
-static inline __m256 rmsn_vload_f16_f32_avx2(const rmsn_f16 *p)
+RMSN_VINLINE __m256 rmsn_vload_f16_f32_avx2(const rmsn_f16 *p)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
-static inline void rmsn_vstore_f16_f32_avx2(rmsn_f16 *p, __m256 v)
+RMSN_VINLINE void rmsn_vstore_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 {
     _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-static inline __m256 rmsn_vround_f16_f32_avx2(__m256 v)
+RMSN_VINLINE __m256 rmsn_vround_f16_f32_avx2(__m256 v)
 {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-static inline __m256 rmsn_vload_bf16_f32_avx2(const rmsn_bf16 *p)
+RMSN_VINLINE __m256 rmsn_vload_bf16_f32_avx2(const rmsn_bf16 *p)
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 /* The 8 bf16 of v, packed (each lane < 0x10000: the unsigned pack is exact). */
-static inline __m128i rmsn_bf16_packed_avx2(__m256 v)
+RMSN_VINLINE __m128i rmsn_bf16_packed_avx2(__m256 v)
 {
     __m256i bits = rmsn_bf16_bits_avx2(v);
-    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0xd8));
+    return _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
 }
-static inline void rmsn_vstore_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_storeu_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
-static inline __m256 rmsn_vround_bf16_f32_avx2(__m256 v)
+RMSN_VINLINE void rmsn_vstore_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_storeu_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
+RMSN_VINLINE __m256 rmsn_vround_bf16_f32_avx2(__m256 v)
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(rmsn_bf16_bits_avx2(v), 16));
 }
 
-static inline void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
+RMSN_VINLINE void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 {
     _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-static inline void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
+RMSN_VINLINE void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
 
 RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
 RMSN_SIMD_DEFINE_KERNELS(avx2)

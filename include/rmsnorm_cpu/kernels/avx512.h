@@ -17,7 +17,7 @@
 /* f32 -> bf16 bits in each 32-bit lane: rmsn_f32_to_bf16 of rmsnorm.h lane
  * by lane (nearest-even by integer add, subnormals kept, NaN kept quiet). */
 #define RMSN_AVX512_BF16_BITS(ISA)                                                                                 \
-    static inline __m512i rmsn_bf16_bits_##ISA(__m512 v)                                                           \
+    RMSN_VINLINE __m512i rmsn_bf16_bits_##ISA(__m512 v)                                                           \
     {                                                                                                              \
         __m512i x = _mm512_castps_si512(v);                                                                        \
         __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));                            \
@@ -30,11 +30,11 @@
 
 /* Masked partial loads and stores of the acc types themselves. */
 #define RMSN_AVX512_MASKED_ACC(ISA, ACC, SFX, MASK)                                                                \
-    static inline rmsn_v##ACC##_##ISA rmsn_vloadn_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p, ptrdiff_t m)          \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadn_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p, ptrdiff_t m)          \
     {                                                                                                              \
         return _mm512_maskz_loadu_##SFX(MASK(m), p);                                                               \
     }                                                                                                              \
-    static inline void rmsn_vstoren_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m)       \
+    RMSN_VINLINE void rmsn_vstoren_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m)       \
     {                                                                                                              \
         _mm512_mask_storeu_##SFX(p, MASK(m), v);                                                                   \
     }
@@ -45,18 +45,18 @@
     typedef __m512 rmsn_vf32_##ISA;                                                                                \
     typedef __m512d rmsn_vf64_##ISA;                                                                               \
     enum { RMSN_LANES_f32_##ISA = 16, RMSN_LANES_f64_##ISA = 8 };                                                  \
-    static inline __mmask16 rmsn_mask16_##ISA(ptrdiff_t m) { return (__mmask16)((1u << m) - 1u); }                \
-    static inline __mmask8 rmsn_mask8_##ISA(ptrdiff_t m) { return (__mmask8)((1u << m) - 1u); }                   \
+    RMSN_VINLINE __mmask16 rmsn_mask16_##ISA(ptrdiff_t m) { return (__mmask16)((1u << m) - 1u); }                \
+    RMSN_VINLINE __mmask8 rmsn_mask8_##ISA(ptrdiff_t m) { return (__mmask8)((1u << m) - 1u); }                   \
     RMSN_SIMD_ACC_TYPE(ISA, f32, _mm512, ps)                                                                       \
     RMSN_SIMD_ACC_TYPE(ISA, f64, _mm512, pd)                                                                       \
-    static inline float rmsn_vhsum_f32_##ISA(__m512 v)                                                             \
+    RMSN_VINLINE float rmsn_vhsum_f32_##ISA(__m512 v)                                                             \
     {                                                                                                              \
         __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));                        \
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));                           \
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                    \
         return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));                                                   \
     }                                                                                                              \
-    static inline double rmsn_vhsum_f64_##ISA(__m512d v)                                                           \
+    RMSN_VINLINE double rmsn_vhsum_f64_##ISA(__m512d v)                                                           \
     {                                                                                                              \
         __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));                      \
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));                          \
@@ -65,13 +65,13 @@
     RMSN_AVX512_MASKED_ACC(ISA, f32, ps, rmsn_mask16_##ISA)                                                        \
     RMSN_AVX512_MASKED_ACC(ISA, f64, pd, rmsn_mask8_##ISA)                                                         \
     /* float16: F16C conversions, round to nearest even, subnormals kept. */                                      \
-    static inline __m256i rmsn_f16_narrow_##ISA(__m512 v)                                                          \
+    RMSN_VINLINE __m256i rmsn_f16_narrow_##ISA(__m512 v)                                                          \
     {                                                                                                              \
         return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                                  \
     }                                                                                                              \
-    static inline __m512 rmsn_f16_widen_##ISA(__m256i h) { return _mm512_cvtph_ps(h); }                            \
+    RMSN_VINLINE __m512 rmsn_f16_widen_##ISA(__m256i h) { return _mm512_cvtph_ps(h); }                            \
     /* bfloat16: the bits in the upper half of each f32 lane (exact). */                                          \
-    static inline __m512 rmsn_bf16_widen_##ISA(__m256i h)                                                          \
+    RMSN_VINLINE __m512 rmsn_bf16_widen_##ISA(__m256i h)                                                          \
     {                                                                                                              \
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));                              \
     }
@@ -79,27 +79,27 @@
 /* Loads and stores (full, masked partial, non-temporal) and the round trip
  * of the 16-bit storage type T, from the tier's rmsn_<T>_narrow/_widen. */
 #define RMSN_AVX512_HALF_TYPE(ISA, T)                                                                              \
-    static inline __m512 rmsn_vload_##T##_f32_##ISA(const rmsn_##T *p)                                             \
+    RMSN_VINLINE __m512 rmsn_vload_##T##_f32_##ISA(const rmsn_##T *p)                                             \
     {                                                                                                              \
         return rmsn_##T##_widen_##ISA(_mm256_loadu_si256((const __m256i *)p));                                     \
     }                                                                                                              \
-    static inline __m512 rmsn_vloadn_##T##_f32_##ISA(const rmsn_##T *p, ptrdiff_t m)                               \
+    RMSN_VINLINE __m512 rmsn_vloadn_##T##_f32_##ISA(const rmsn_##T *p, ptrdiff_t m)                               \
     {                                                                                                              \
         return rmsn_##T##_widen_##ISA(_mm256_maskz_loadu_epi16(rmsn_mask16_##ISA(m), p));                          \
     }                                                                                                              \
-    static inline void rmsn_vstore_##T##_f32_##ISA(rmsn_##T *p, __m512 v)                                          \
+    RMSN_VINLINE void rmsn_vstore_##T##_f32_##ISA(rmsn_##T *p, __m512 v)                                          \
     {                                                                                                              \
         _mm256_storeu_si256((__m256i *)p, rmsn_##T##_narrow_##ISA(v));                                             \
     }                                                                                                              \
-    static inline void rmsn_vstoren_##T##_f32_##ISA(rmsn_##T *p, __m512 v, ptrdiff_t m)                            \
+    RMSN_VINLINE void rmsn_vstoren_##T##_f32_##ISA(rmsn_##T *p, __m512 v, ptrdiff_t m)                            \
     {                                                                                                              \
         _mm256_mask_storeu_epi16(p, rmsn_mask16_##ISA(m), rmsn_##T##_narrow_##ISA(v));                             \
     }                                                                                                              \
-    static inline void rmsn_vstream_##T##_f32_##ISA(rmsn_##T *p, __m512 v)                                         \
+    RMSN_VINLINE void rmsn_vstream_##T##_f32_##ISA(rmsn_##T *p, __m512 v)                                         \
     {                                                                                                              \
         _mm256_stream_si256((__m256i *)p, rmsn_##T##_narrow_##ISA(v));                                             \
     }                                                                                                              \
-    static inline __m512 rmsn_vround_##T##_f32_##ISA(__m512 v) { return rmsn_##T##_widen_##ISA(rmsn_##T##_narrow_##ISA(v)); }
+    RMSN_VINLINE __m512 rmsn_vround_##T##_f32_##ISA(__m512 v) { return rmsn_##T##_widen_##ISA(rmsn_##T##_narrow_##ISA(v)); }
 
 /* ---- avx512: every AVX-512 CPU ---- */
 #if defined(__clang__)
@@ -112,7 +112,7 @@
 
 RMSN_AVX512_HELPERS(avx512)
 RMSN_AVX512_BF16_BITS(avx512)
-static inline __m256i rmsn_bf16_narrow_avx512(__m512 v) { return _mm512_cvtepi32_epi16(rmsn_bf16_bits_avx512(v)); }
+RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512(__m512 v) { return _mm512_cvtepi32_epi16(rmsn_bf16_bits_avx512(v)); }
 RMSN_AVX512_HALF_TYPE(avx512, f16)
 RMSN_AVX512_HALF_TYPE(avx512, bf16)
 RMSN_SIMD_DEFINE_KERNELS(avx512)
@@ -138,7 +138,7 @@ RMSN_AVX512_BF16_BITS(avx512bf16)
  * integer-add formula; NaN made quiet the same way) except that it flushes
  * subnormal inputs to zero: lanes holding an f32 subnormal (rare: a whole
  * vector of them costs the integer path too) take the integer result. */
-static inline __m256i rmsn_bf16_narrow_avx512bf16(__m512 v)
+RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512bf16(__m512 v)
 {
     __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
     __mmask16 subnormal = _mm512_fpclass_ps_mask(v, 0x20);

@@ -31,28 +31,28 @@ enum { RMSN_LANES_f32_neon = 4, RMSN_LANES_f64_neon = 2 };
 /* The helpers of one acc vector type (arithmetic; loads and stores of the acc
  * type itself), from its intrinsics' suffix (f32, f64). */
 #define RMSN_NEON_ACC_TYPE(ACC, SFX)                                                                         \
-    static inline rmsn_v##ACC##_neon rmsn_vload_##ACC##_##ACC##_neon(const rmsn_##ACC *p) { return vld1q_##SFX(p); } \
-    static inline void rmsn_vstore_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vload_##ACC##_##ACC##_neon(const rmsn_##ACC *p) { return vld1q_##SFX(p); } \
+    RMSN_VINLINE void rmsn_vstore_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
     /* No non-temporal store: ACLE has no intrinsic for STNP, which is only a \
      * hint on most cores, and no AArch64 machine here could measure it. */   \
-    static inline void rmsn_vstream_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
-    static inline rmsn_v##ACC##_neon rmsn_vround_##ACC##_##ACC##_neon(rmsn_v##ACC##_neon v) { return v; }   \
-    static inline rmsn_v##ACC##_neon rmsn_vzero_##ACC##_neon(void) { return vdupq_n_##SFX(0); }              \
-    static inline rmsn_v##ACC##_neon rmsn_vset1_##ACC##_neon(rmsn_##ACC s) { return vdupq_n_##SFX(s); }      \
-    static inline rmsn_v##ACC##_neon rmsn_vadd_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    RMSN_VINLINE void rmsn_vstream_##ACC##_##ACC##_neon(rmsn_##ACC *p, rmsn_v##ACC##_neon v) { vst1q_##SFX(p, v); } \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vround_##ACC##_##ACC##_neon(rmsn_v##ACC##_neon v) { return v; }   \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vzero_##ACC##_neon(void) { return vdupq_n_##SFX(0); }              \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vset1_##ACC##_neon(rmsn_##ACC s) { return vdupq_n_##SFX(s); }      \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vadd_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
     {                                                                                                        \
         return vaddq_##SFX(a, b);                                                                            \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_neon rmsn_vsub_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vsub_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
     {                                                                                                        \
         return vsubq_##SFX(a, b);                                                                            \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_neon rmsn_vmul_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vmul_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b)     \
     {                                                                                                        \
         return vmulq_##SFX(a, b);                                                                            \
     }                                                                                                        \
     /* a * b + c, one rounding (vfmaq takes the addend first). */                                            \
-    static inline rmsn_v##ACC##_neon rmsn_vfma_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b,     \
+    RMSN_VINLINE rmsn_v##ACC##_neon rmsn_vfma_##ACC##_neon(rmsn_v##ACC##_neon a, rmsn_v##ACC##_neon b,     \
                                                             rmsn_v##ACC##_neon c)                            \
     {                                                                                                        \
         return vfmaq_##SFX(c, a, b);                                                                         \
@@ -62,16 +62,16 @@ RMSN_NEON_ACC_TYPE(f64, f64)
 #undef RMSN_NEON_ACC_TYPE
 
 /* (v0 + v2) + (v1 + v3): the halves added first, as the x86 tiers do. */
-static inline float rmsn_vhsum_f32_neon(float32x4_t v)
+RMSN_VINLINE float rmsn_vhsum_f32_neon(float32x4_t v)
 {
     return vpadds_f32(vadd_f32(vget_low_f32(v), vget_high_f32(v)));
 }
-static inline double rmsn_vhsum_f64_neon(float64x2_t v) { return vpaddd_f64(v); }
+RMSN_VINLINE double rmsn_vhsum_f64_neon(float64x2_t v) { return vpaddd_f64(v); }
 
 /* f32 -> bf16 bits in the low half of each 32-bit lane: rmsn_f32_to_bf16 of
  * rmsnorm.h lane by lane (nearest-even by integer add, subnormals kept, NaN
  * kept quiet), as kernels/avx2.h; BFCVTN (FEAT_BF16) is not baseline. */
-static inline uint32x4_t rmsn_bf16_bits_neon(float32x4_t v)
+RMSN_VINLINE uint32x4_t rmsn_bf16_bits_neon(float32x4_t v)
 {
     uint32x4_t x = vreinterpretq_u32_f32(v);
     uint32x4_t lsb = vandq_u32(vshrq_n_u32(x, 16), vdupq_n_u32(1));
@@ -81,32 +81,32 @@ static inline uint32x4_t rmsn_bf16_bits_neon(float32x4_t v)
     return vbslq_u32(nan, quiet, rounded);
 }
 
-static inline float32x4_t rmsn_vload_f16_f32_neon(const rmsn_f16 *p)
+RMSN_VINLINE float32x4_t rmsn_vload_f16_f32_neon(const rmsn_f16 *p)
 {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
 }
-static inline void rmsn_vstore_f16_f32_neon(rmsn_f16 *p, float32x4_t v)
+RMSN_VINLINE void rmsn_vstore_f16_f32_neon(rmsn_f16 *p, float32x4_t v)
 {
     vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v)));
 }
-static inline float32x4_t rmsn_vround_f16_f32_neon(float32x4_t v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
+RMSN_VINLINE float32x4_t rmsn_vround_f16_f32_neon(float32x4_t v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
 
-static inline float32x4_t rmsn_vload_bf16_f32_neon(const rmsn_bf16 *p)
+RMSN_VINLINE float32x4_t rmsn_vload_bf16_f32_neon(const rmsn_bf16 *p)
 {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
 }
-static inline void rmsn_vstore_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v)
+RMSN_VINLINE void rmsn_vstore_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v)
 {
     vst1_u16(p, vmovn_u32(rmsn_bf16_bits_neon(v)));
 }
-static inline float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
+RMSN_VINLINE float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
 {
     return vreinterpretq_f32_u32(vshlq_n_u32(rmsn_bf16_bits_neon(v), 16));
 }
 
 /* Plain stores (see RMSN_NEON_ACC_TYPE). */
-static inline void rmsn_vstream_f16_f32_neon(rmsn_f16 *p, float32x4_t v) { rmsn_vstore_f16_f32_neon(p, v); }
-static inline void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn_vstore_bf16_f32_neon(p, v); }
+RMSN_VINLINE void rmsn_vstream_f16_f32_neon(rmsn_f16 *p, float32x4_t v) { rmsn_vstore_f16_f32_neon(p, v); }
+RMSN_VINLINE void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn_vstore_bf16_f32_neon(p, v); }
 
 RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
 RMSN_SIMD_DEFINE_KERNELS(neon)

@@ -35,37 +35,46 @@
 #include <emmintrin.h> /* SSE2: baseline on x86-64, so no target region needed */
 #endif
 
+/* The per-vector helpers must inline into their loops: the compiler left
+ * the bfloat16 store (integer rounding) out of line, a call per 8 elements
+ * that made the AVX2 bfloat16 forward several times slower than float16's. */
+#if defined(__GNUC__) || defined(__clang__)
+#define RMSN_VINLINE static inline __attribute__((always_inline))
+#else
+#define RMSN_VINLINE static inline
+#endif
+
 /* The helpers of one acc vector type (arithmetic; loads and stores of the acc
  * type itself), from its intrinsics' prefix and suffix (e.g. _mm256, ps). */
 #define RMSN_SIMD_ACC_TYPE(ISA, ACC, PFX, SFX)                                                               \
-    static inline rmsn_v##ACC##_##ISA rmsn_vload_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p)                  \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vload_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p)                  \
     {                                                                                                        \
         return PFX##_loadu_##SFX(p);                                                                         \
     }                                                                                                        \
-    static inline void rmsn_vstore_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)              \
+    RMSN_VINLINE void rmsn_vstore_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)              \
     {                                                                                                        \
         PFX##_storeu_##SFX(p, v);                                                                            \
     }                                                                                                        \
-    static inline void rmsn_vstream_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)             \
+    RMSN_VINLINE void rmsn_vstream_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)             \
     {                                                                                                        \
         PFX##_stream_##SFX(p, v);                                                                            \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_##ISA rmsn_vround_##ACC##_##ACC##_##ISA(rmsn_v##ACC##_##ISA v) { return v; } \
-    static inline rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }     \
-    static inline rmsn_v##ACC##_##ISA rmsn_vset1_##ACC##_##ISA(rmsn_##ACC s) { return PFX##_set1_##SFX(s); } \
-    static inline rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vround_##ACC##_##ACC##_##ISA(rmsn_v##ACC##_##ISA v) { return v; } \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }     \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vset1_##ACC##_##ISA(rmsn_##ACC s) { return PFX##_set1_##SFX(s); } \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
     {                                                                                                        \
         return PFX##_add_##SFX(a, b);                                                                        \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_##ISA rmsn_vsub_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsub_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
     {                                                                                                        \
         return PFX##_sub_##SFX(a, b);                                                                        \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_##ISA rmsn_vmul_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vmul_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
     {                                                                                                        \
         return PFX##_mul_##SFX(a, b);                                                                        \
     }                                                                                                        \
-    static inline rmsn_v##ACC##_##ISA rmsn_vfma_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b, \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vfma_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b, \
                                                                 rmsn_v##ACC##_##ISA c)                     \
     {                                                                                                        \
         return PFX##_fmadd_##SFX(a, b, c);                                                                   \
@@ -86,7 +95,7 @@
  * bench machine (AVX-512, single thread): forward (16384, 4096) float32 from
  * 1.07x to 0.87x the memcpy time, backward (2048, 4096) kernel 5.6 -> 4.2 ms;
  * an L1 (or no-reuse) hint was slower than L2. */
-static inline void rmsn_prefetch_l2(const void *p)
+RMSN_VINLINE void rmsn_prefetch_l2(const void *p)
 {
 #if defined(__GNUC__) || defined(__clang__)
     __builtin_prefetch(p, 0, 2);
@@ -133,7 +142,7 @@ static inline ptrdiff_t rmsn_stream_head(const void *y, size_t vector_bytes, siz
 
 /* Length of the vector step at i of n: the head (plain stores up to the
  * aligned output), then full vectors of lanes, then the tail. */
-static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdiff_t lanes)
+RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdiff_t lanes)
 {
     return i < head ? head - i : (n - i < lanes ? n - i : lanes);
 }
@@ -141,14 +150,14 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
 /* Partial loads and stores through a small stack buffer, for tiers without
  * masked 16-bit moves (AVX2). */
 #define RMSN_SIMD_BUFFERED_TAIL(ISA, T, ACC)                                                           \
-    static inline rmsn_v##ACC##_##ISA rmsn_vloadn_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadn_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
     {                                                                                                  \
         rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                        \
         memset(buf, 0, sizeof buf);                                                                    \
         memcpy(buf, p, (size_t)m * sizeof *p);                                                         \
         return rmsn_vload_##T##_##ACC##_##ISA(buf);                                                    \
     }                                                                                                  \
-    static inline void rmsn_vstoren_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
+    RMSN_VINLINE void rmsn_vstoren_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
     {                                                                                                  \
         rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                        \
         rmsn_vstore_##T##_##ACC##_##ISA(buf, v);                                                       \
@@ -158,12 +167,12 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
 /* m-element load/store (m == LANES: a full vector); called with a constant
  * LANES in main loops, where the test folds away. */
 #define RMSN_SIMD_LOADM(ISA, T, ACC)                                                                   \
-    static inline rmsn_v##ACC##_##ISA rmsn_vloadm_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadm_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
     {                                                                                                  \
         return m == RMSN_LANES_##ACC##_##ISA ? rmsn_vload_##T##_##ACC##_##ISA(p)                       \
                                              : rmsn_vloadn_##T##_##ACC##_##ISA(p, m);                  \
     }                                                                                                  \
-    static inline void rmsn_vstorem_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
+    RMSN_VINLINE void rmsn_vstorem_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
     {                                                                                                  \
         if (m == RMSN_LANES_##ACC##_##ISA)                                                             \
             rmsn_vstore_##T##_##ACC##_##ISA(p, v);                                                     \
@@ -172,7 +181,7 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
     }                                                                                                  \
     /* An output store: non-temporal when streaming (a full vector: p is     \
      * then aligned, see rmsn_stream_head; a partial one: rmsn_stream_bytes). */ \
-    static inline void rmsn_vput_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m, int stream) \
+    RMSN_VINLINE void rmsn_vput_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m, int stream) \
     {                                                                                                  \
         rmsn_##T part[RMSN_LANES_##ACC##_##ISA];                                                       \
         if (!stream)                                                                                   \
@@ -187,7 +196,7 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
 
 /* Sums of squares of one storage type: a row, and a tile of columns. */
 #define RMSN_SIMD_TYPE_ACC(ISA, T, ACC)                                                                \
-    static inline rmsn_v##ACC##_##ISA rmsn_vsq_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m,     \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsq_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m,     \
                                                                    rmsn_v##ACC##_##ISA acc)           \
     {                                                                                                  \
         rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(p, m);                                 \
@@ -234,7 +243,7 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
 /* y = affine(x * r) for m elements at x, y (w, b: at the same offset, or NULL);
  * the order of operations is rmsn_affine_* of scalar.h. */
 #define RMSN_SIMD_AFFINE(ISA, TIN, TOUT, ACC)                                                             \
-    static inline void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,               \
+    RMSN_VINLINE void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,               \
                                                           rmsn_##TOUT *y, const rmsn_##ACC *w,               \
                                                           const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,        \
                                                           ptrdiff_t m, int stream)                           \
@@ -325,7 +334,7 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
 
 /* Backward primitives of one storage type (formulas: slice.h, scalar.h). */
 #define RMSN_SIMD_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)                                                        \
-    static inline rmsn_v##ACC##_##ISA rmsn_vgx_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x,           \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgx_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x,           \
                                                            const rmsn_##ACC *w, ptrdiff_t m,                 \
                                                            rmsn_v##ACC##_##ISA acc)                          \
     {                                                                                                       \
@@ -352,7 +361,7 @@ static inline ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrd
         return rmsn_vhsum_##ACC##_##ISA(                                                                    \
             rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));      \
     }                                                                                                       \
-    static inline void rmsn_vbwd_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x, rmsn_##T *dx,           \
+    RMSN_VINLINE void rmsn_vbwd_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x, rmsn_##T *dx,           \
                                              const rmsn_##ACC *w, rmsn_v##ACC##_##ISA r,                     \
                                              rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,          \
                                              ptrdiff_t m, int stream)                                        \

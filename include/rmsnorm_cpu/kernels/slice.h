@@ -63,8 +63,9 @@
     X(f16, f32, FLT_MIN, FLT_MAX) X(bf16, f32, FLT_MIN, FLT_MAX) X(f32, f32, FLT_MIN, FLT_MAX) X(f64, f64, DBL_MIN, DBL_MAX)
 
 /* The kernel signatures the dispatch table holds (type-erased pointers). */
-typedef void (*rmsn_fwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, void *y, ptrdiff_t sy,
-                            const void *w, const void *b, void *rstd);
+typedef void (*rmsn_fwd_fn)(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x, ptrdiff_t sx,
+                            ptrdiff_t rsx, void *y, ptrdiff_t sy, ptrdiff_t rsy, const void *w, const void *b,
+                            void *rstd);
 typedef void (*rmsn_fwd_cols_fn)(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos, const void *x, ptrdiff_t sxc,
                                  ptrdiff_t sxp, void *y, ptrdiff_t syc, ptrdiff_t syp, const void *w, const void *b,
                                  void *rstd, ptrdiff_t srstd);
@@ -85,17 +86,26 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
                                                (const rmsn_##ACC *)(b), pre, r);                            \
     } while (0)
 
-/* Forward of one slice: rstd from the sum of squares, then scale and write. */
-#define RMSN_DEFINE_FWD(ISA, TIN, TOUT, ACC)                                                               \
-    static void rmsn_fwd_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, \
-                                                void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd) \
-    {                                                                                                      \
-        const rmsn_##TIN *xt = (const rmsn_##TIN *)x;                                                      \
-        rmsn_##ACC pre, r, ss;                                                                             \
-        RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                \
-        r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                               \
-        RMSN_SCALE(ISA, TIN, TOUT, ACC, xt, sx, y, sy, w, b, pre, r);                                       \
-        if (rstd) *(rmsn_##ACC *)rstd = pre * r;                                                           \
+/* Forward of nrows slices of n elements, slice r at x + r * rsx and y + r *
+ * rsy (row strides in bytes; rstd[r]): per slice, rstd from the sum of
+ * squares, then scale and write.  One call takes a block of short rows, so a
+ * row pays no dispatch or index arithmetic; each row's result is the same
+ * bits as on its own. */
+#define RMSN_DEFINE_FWD(ISA, TIN, TOUT, ACC)                                                                   \
+    static void rmsn_fwd_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x, \
+                                                ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,             \
+                                                ptrdiff_t rsy, const void *w, const void *b, void *rstd)        \
+    {                                                                                                          \
+        ptrdiff_t row;                                                                                         \
+        for (row = 0; row < nrows; row++) {                                                                    \
+            const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                          \
+            char *yt = (char *)y + row * rsy;                                                                  \
+            rmsn_##ACC pre, r, ss;                                                                             \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                \
+            r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                               \
+            RMSN_SCALE(ISA, TIN, TOUT, ACC, xt, sx, yt, sy, w, b, pre, r);                                     \
+            if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                     \
+        }                                                                                                      \
     }
 
 /* Forward of npos slices laid out as columns: slice p is x[c * sxc + p * sxp]
