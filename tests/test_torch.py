@@ -225,6 +225,13 @@ def test_bad_arguments_raise():
         rt.add_rms_norm(x, torch.ones(4), 4, inplace=True)
     with pytest.raises(ValueError, match="overlap"):
         rt.add_rms_norm(x, x[:, :], 4, inplace=True)
+    for eps in (-1.0, float("nan"), float("inf"), "tiny"):  # the short paths trust eps: checked before them
+        with pytest.raises(ValueError, match="eps"):
+            rt.rms_norm(x, 4, eps=eps)
+        with pytest.raises(ValueError, match="eps"):
+            rt.add_rms_norm(x, residual, 4, torch.ones(4, dtype=torch.bfloat16), eps=eps, inplace=True)
+        with pytest.raises(ValueError, match="eps"):
+            rt.RMSNorm(4, eps=eps)(x)
     assert torch.equal(x, torch.ones(2, 4)) and torch.equal(residual, torch.ones(2, 4))
 
 

@@ -139,6 +139,27 @@ static inline double rmsn_load_bf16_f64(const rmsn_bf16 *p) { return rmsn_bf16_t
 static inline double rmsn_load_f32_f64(const rmsn_f32 *p) { return *p; }
 static inline double rmsn_load_f64_f64(const rmsn_f64 *p) { return *p; }
 
+/* n values of storage type `code` at src into dst in the acc type (f64 if
+ * acc_f64, else f32), as NumPy's astype does: widening is exact, float64 to
+ * float32 rounds to nearest even.  For weights the caller hands over in their
+ * own dtype. */
+static inline void rmsn_to_acc(int code, const void *src, ptrdiff_t n, int acc_f64, void *dst)
+{
+    ptrdiff_t i;
+#define RMSN_TO_ACC(T)                                                                                 \
+    if (acc_f64)                                                                                       \
+        for (i = 0; i < n; i++) ((double *)dst)[i] = rmsn_load_##T##_f64((const rmsn_##T *)src + i);  \
+    else                                                                                               \
+        for (i = 0; i < n; i++) ((float *)dst)[i] = (float)rmsn_load_##T##_f64((const rmsn_##T *)src + i);
+    switch (code) {
+    case RMSN_F16: RMSN_TO_ACC(f16) break;
+    case RMSN_BF16: RMSN_TO_ACC(bf16) break;
+    case RMSN_F32: RMSN_TO_ACC(f32) break;
+    default: RMSN_TO_ACC(f64) break;
+    }
+#undef RMSN_TO_ACC
+}
+
 static inline void rmsn_store_f16_f32(rmsn_f16 *p, float v) { *p = rmsn_f32_to_f16(v); }
 static inline void rmsn_store_bf16_f32(rmsn_bf16 *p, float v) { *p = rmsn_f32_to_bf16(v); }
 static inline void rmsn_store_f32_f32(rmsn_f32 *p, float v) { *p = v; }

@@ -25,6 +25,7 @@ from . import _cpus
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
+from libc.stdlib cimport free, malloc
 
 cnp.import_array()
 
@@ -187,6 +188,11 @@ def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choic
 def stream_state():
     """The store policy's state for config(): "trying", "non-temporal" or "plain"."""
     return ("trying", "plain", "non-temporal")[stream_choice + 1]
+
+
+def short_path_max():
+    """Elements a short-path call may have (it runs on the calling thread)."""
+    return serial_max_work
 
 
 def _set_serial_max_work(Py_ssize_t n):
@@ -528,11 +534,8 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
     raises for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, y
     cdef int code = _small_rows_code(x, False, bfloat16_bits)
-    cdef Py_ssize_t n, rows, rowbytes
-    cdef const char *wp
+    cdef Py_ssize_t n, rows
     cdef char *rp = NULL
-    cdef rmsn_opts o
-    cdef rmsn_fwd_fn fn
     if code < 0:
         return None
     xa = <cnp.ndarray>x
@@ -553,12 +556,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
                 _overlap(<cnp.ndarray>rstd, y) or (w is not None and _overlap(<cnp.ndarray>rstd, <cnp.ndarray>w)):
             return None
         rp = <char*>cnp.PyArray_DATA(<cnp.ndarray>rstd)
-    wp = _ptr_or_null(w)
-    _set_opts(&o, eps, 0, round_mid, False, True)  # small: no streaming; the rows of x are adjacent
-    fn = KERNELS.fwd[code][code]
-    rowbytes = n * cnp.PyArray_ITEMSIZE(xa)
-    with nogil:
-        fn(&o, rows, n, cnp.PyArray_DATA(xa), 1, rowbytes, cnp.PyArray_DATA(y), 1, rowbytes, wp, NULL, rp)
+    _rows_fwd(code, round_mid, eps, rows, n, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(y), _ptr_or_null(w), rp)
     return y
 
 
@@ -570,10 +568,7 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
     (y, new_residual) or None."""
     cdef cnp.ndarray xa, ra, y, ro
     cdef int tx = _small_rows_code(x, inplace, bfloat16_bits), tr = _small_rows_code(residual, inplace, bfloat16_bits)
-    cdef Py_ssize_t n, r, rows, xbytes, rbytes
-    cdef const char *wp
-    cdef rmsn_opts o
-    cdef rmsn_add_fn fn
+    cdef Py_ssize_t n
     if tx < 0 or tr < 0:
         return None
     xa, ra = <cnp.ndarray>x, <cnp.ndarray>residual
@@ -587,18 +582,85 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
     else:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
         ro = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ra), cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
-    wp = _ptr_or_null(w)
-    _set_opts(&o, eps, 0, round_mid, False, False)  # small: no streaming; no prefetch, as add_forward
-    fn = KERNELS.add[tx][tr]
-    rows = cnp.PyArray_SIZE(xa) // n
-    xbytes = n * cnp.PyArray_ITEMSIZE(xa)
-    rbytes = n * cnp.PyArray_ITEMSIZE(ra)
-    with nogil:
-        for r in range(rows):
-            fn(&o, n, <const char*>cnp.PyArray_DATA(xa) + r * xbytes, 1, <const char*>cnp.PyArray_DATA(ra) + r * rbytes,
-               1, <char*>cnp.PyArray_DATA(ro) + r * rbytes, 1, <char*>cnp.PyArray_DATA(y) + r * xbytes, 1, wp, NULL,
-               NULL)
+    _rows_add(tx, tr, round_mid, eps, cnp.PyArray_SIZE(xa) // n, n, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(ra),
+              cnp.PyArray_DATA(ro), cnp.PyArray_DATA(y), _ptr_or_null(w))
     return y, ro
+
+
+cdef Py_ssize_t ITEMSIZE[4]
+ITEMSIZE[:] = [2, 2, 4, 8]  # by kernel code: float16, bfloat16, float32, float64
+
+
+cdef void _rows_fwd(int code, bint round_mid, double eps, Py_ssize_t rows, Py_ssize_t n, const void *x, void *y,
+                    const void *w, void *rstd) noexcept:
+    """y = rms_norm(x) of `rows` adjacent rows of n elements (the short paths'
+    kernel call: default options, no streaming, GIL released)."""
+    cdef rmsn_opts o
+    cdef rmsn_fwd_fn fn = KERNELS.fwd[code][code]
+    _set_opts(&o, eps, 0, round_mid, False, True)  # the rows of x are adjacent
+    with nogil:
+        fn(&o, rows, n, x, 1, n * ITEMSIZE[code], y, 1, n * ITEMSIZE[code], w, NULL, rstd)
+
+
+cdef void _rows_add(int tx, int tr, bint round_mid, double eps, Py_ssize_t rows, Py_ssize_t n, const void *x,
+                    const void *r, void *ro, void *y, const void *w) noexcept:
+    """ro = x + r, y = rms_norm(ro), row by row (as _rows_fwd)."""
+    cdef rmsn_opts o
+    cdef rmsn_add_fn fn = KERNELS.add[tx][tr]
+    cdef Py_ssize_t i, xbytes = n * ITEMSIZE[tx], rbytes = n * ITEMSIZE[tr]
+    _set_opts(&o, eps, 0, round_mid, False, False)  # no prefetch, as add_forward
+    with nogil:
+        for i in range(rows):
+            fn(&o, n, <const char*>x + i * xbytes, 1, <const char*>r + i * rbytes, 1, <char*>ro + i * rbytes, 1,
+               <char*>y + i * xbytes, 1, w, NULL, NULL)
+
+
+cdef extern from "rmsnorm_cpu/rmsnorm.h" nogil:
+    void rmsn_to_acc(int code, const void *src, ptrdiff_t n, int acc_f64, void *dst)
+
+
+cdef void *_acc_weight(size_t w, int wcode, Py_ssize_t n, bint f64) except? NULL:
+    """A malloc'd copy of the n weights at address w (kernel code wcode) in the
+    acc type (float64 if f64, else float32)."""
+    cdef void *out = malloc(n * (8 if f64 else 4))
+    if out == NULL:
+        raise MemoryError()
+    rmsn_to_acc(wcode, <const void*>w, n, f64, out)
+    return out
+
+
+def forward_at(size_t x, size_t y, size_t w, int wcode, size_t rstd, Py_ssize_t rows, Py_ssize_t n, int code,
+               double eps, bint round_mid):
+    """The short path for adapters that hold raw memory (torch tensors): as
+    forward_rows, for `rows` C-contiguous rows of n elements of kernel code
+    `code` at address x, into y (the same layout, disjoint), with the n
+    weights at w (0: none) of kernel code wcode (converted when not the acc
+    type), rstd (0: none) one acc-typed number per row.  The caller vouches
+    for the addresses; rows * n is small (at most 32 x 4096 is the policy)."""
+    cdef bint f64 = code == 3
+    cdef void *wacc = NULL
+    if w and wcode != (3 if f64 else 2):
+        wacc = _acc_weight(w, wcode, n, f64)
+    try:
+        _rows_fwd(code, round_mid, eps, rows, n, <const void*>x, <void*>y, wacc if wacc else <const void*>w,
+                  <void*>rstd)
+    finally:
+        free(wacc)
+
+
+def add_at(size_t x, size_t residual, size_t residual_out, size_t y, size_t w, int wcode, Py_ssize_t rows,
+           Py_ssize_t n, int tx, int tr, double eps, bint round_mid):
+    """add_rows for raw memory, as forward_at: residual_out and y may be
+    residual and x themselves (in place)."""
+    cdef bint f64 = tx == 3 or tr == 3
+    cdef void *wacc = NULL
+    if w and wcode != (3 if f64 else 2):
+        wacc = _acc_weight(w, wcode, n, f64)
+    try:
+        _rows_add(tx, tr, round_mid, eps, rows, n, <const void*>x, <const void*>residual, <void*>residual_out,
+                  <void*>y, wacc if wacc else <const void*>w)
+    finally:
+        free(wacc)
 
 
 # ---- fused residual add + forward ------------------------------------------

@@ -39,6 +39,7 @@ __all__ = ["RMSNorm", "add_rms_norm", "replace_rms_norms", "rms_norm"]
 
 _BF16 = torch.bfloat16
 _ROUND_MID = {"fused": False, "llama": True}  # the kernels' flag for each cast_mode
+_CODES = {torch.float16: _api._F16, torch.bfloat16: _api._BF16, torch.float32: _api._F32, torch.float64: _api._F64}
 _AXES = {1: -1, **{k: tuple(range(-k, 0)) for k in range(2, 9)}}  # an int axis: _api caches its plan
 
 
@@ -73,33 +74,58 @@ def _kernel_param(p, acc, offset=0.0):
     return a + a.dtype.type(offset) if offset else a  # in acc, as _api adds it
 
 
-def _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, want_rstd):
-    """(y, rstd or None) for a CPU tensor x.  w and b are kernel-form ndarrays
-    (_kernel_param) or None; offset is the weight_offset not already in w."""
+def _short(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
+    """Whether a call takes the kernels' short path on the tensors' memory:
+    the last dim of a small contiguous float tensor, a contiguous float weight
+    or none, the defaults otherwise.  eps is checked here: that path trusts it."""
+    return (dims == 1 and bias is None and type(weight_offset) in (float, int) and weight_offset == 0
+            and eps_mode == "sqrt" and cast_mode in _ROUND_MID and type(eps) is float and 0.0 <= eps < math.inf
+            and x.dtype in _CODES and x.is_contiguous() and 0 < x.numel() <= _core.short_path_max()
+            and (weight is None or (weight.dtype in _CODES and weight.is_contiguous() and weight.is_cpu)))
+
+
+def _address(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def _overlap(a, b):
+    """Whether the memory of two contiguous tensors overlaps."""
+    pa, pb = a.data_ptr(), b.data_ptr()
+    return pa < pb + b.numel() * b.element_size() and pb < pa + a.numel() * a.element_size()
+
+
+def _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, want_rstd):
+    """(y, rstd or None) for a CPU tensor x and weight/bias tensors or None."""
+    if _short(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
+        y = torch.empty(x.shape, dtype=x.dtype)
+        rstd = torch.empty(x.shape[:-1] + (1,), dtype=_acc(x.dtype)) if want_rstd else None
+        n = x.shape[-1]
+        _core.forward_at(x.data_ptr(), y.data_ptr(), _address(weight), 0 if weight is None else _CODES[weight.dtype],
+                         _address(rstd), x.numel() // n, n, _CODES[x.dtype], eps, _ROUND_MID[cast_mode])
+        return y, rstd
+    w, b, offset = _params(x, weight, bias, weight_offset)
     xa = _array(x)
-    bits = x.dtype == _BF16
-    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and cast_mode in _ROUND_MID:
-        rstd = np.empty(xa.shape[:-1] + (1,), np.float64 if xa.dtype == np.float64 else np.float32) \
-            if want_rstd else None
-        y = _core.forward_rows(xa, w, eps, None, rstd, bits, _ROUND_MID[cast_mode])
-        if y is not None:
-            return _tensor(y, x.dtype), None if rstd is None else torch.from_numpy(rstd)
     y = torch.empty(x.shape, dtype=x.dtype)  # contiguous whatever x's strides, as the fake says
     result = _api.rms_norm(xa, w, b, axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset,
-                           cast_mode=cast_mode, dtype="bfloat16" if bits else None, out=_array(y),
+                           cast_mode=cast_mode, dtype="bfloat16" if x.dtype == _BF16 else None, out=_array(y),
                            return_rstd=want_rstd)
     return y, torch.from_numpy(result[1]) if want_rstd else None
 
 
-def _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace):
+def _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace):
     """(y, new_residual) for CPU tensors, written into x and residual when
-    inplace; w, b, offset as in _forward."""
-    xa, ra = _array(x), _array(residual)
-    if dims == 1 and b is None and offset == 0.0 and eps_mode == "sqrt" and cast_mode in _ROUND_MID:
-        result = _core.add_rows(xa, ra, w, eps, inplace, x.dtype == _BF16 and residual.dtype == _BF16,
-                                _ROUND_MID[cast_mode])
-        if result is not None:
-            return (x, residual) if inplace else (_tensor(result[0], x.dtype), _tensor(result[1], residual.dtype))
+    inplace; weight and bias tensors or None."""
+    if _short(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode) and residual.dtype in _CODES \
+            and residual.is_contiguous() and not (inplace and (_overlap(x, residual) or (
+                weight is not None and (_overlap(weight, x) or _overlap(weight, residual))))):
+        y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
+        new_residual = residual if inplace else torch.empty(residual.shape, dtype=residual.dtype)
+        n = x.shape[-1]
+        _core.add_at(x.data_ptr(), residual.data_ptr(), new_residual.data_ptr(), y.data_ptr(), _address(weight),
+                     0 if weight is None else _CODES[weight.dtype], x.numel() // n, n, _CODES[x.dtype],
+                     _CODES[residual.dtype], eps, _ROUND_MID[cast_mode])
+        return y, new_residual
+    w, b, offset = _params(x, weight, bias, weight_offset)
     y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
     new_residual = residual if inplace else torch.empty(residual.shape, dtype=residual.dtype)
     _api.add_rms_norm(_bits_or_array(x), _bits_or_array(residual), w, b, axis=_AXES[dims], eps=eps,
@@ -133,8 +159,7 @@ def _records(x, weight, bias, residual=None):
 @torch.library.custom_op("rmsnorm_cpu::rms_norm", mutates_args=(), device_types="cpu")
 def _rms_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], dims: int,
                  eps: float, eps_mode: str, weight_offset: float, cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    w, b, offset = _params(x, weight, bias, weight_offset)
-    return _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+    return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
 
 
 def _rstd_like(x, dims):
@@ -171,8 +196,7 @@ def _(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
 def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor],
                      bias: Optional[torch.Tensor], dims: int, eps: float, eps_mode: str, weight_offset: float,
                      cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    w, b, offset = _params(x, weight, bias, weight_offset)
-    return _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, False)
+    return _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)
 
 
 @_add_rms_norm_op.register_fake
@@ -186,8 +210,7 @@ def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
 def _add_rms_norm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor],
                              bias: Optional[torch.Tensor], dims: int, eps: float, eps_mode: str,
                              weight_offset: float, cast_mode: str) -> None:
-    w, b, offset = _params(x, weight, bias, weight_offset)
-    _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+    _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
 
 
 @_add_rms_norm_inplace_op.register_fake
@@ -239,8 +262,7 @@ class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *inputs):
         x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode = inputs
-        w, b, offset = _params(x, weight, bias, weight_offset)
-        output = _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, True)
+        output = _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
         _setup_forward(ctx, inputs, output)
         return output
 
@@ -251,8 +273,7 @@ class _AddRMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *inputs):
         x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode = inputs
-        w, b, offset = _params(x, weight, bias, weight_offset)
-        output = _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, False)
+        output = _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)
         _setup_add(ctx, inputs, output)
         return output
 
@@ -339,8 +360,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-6, *, bias=None, eps_mode=
         return torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
     if _records(x, weight, bias):
         return _RMSNormFunction.apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
-    w, b, offset = _params(x, weight, bias, weight_offset)
-    return _forward(x, w, b, dims, eps, eps_mode, offset, cast_mode, False)[0]
+    return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)[0]
 
 
 def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplace=False, bias=None,
@@ -392,8 +412,7 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplac
     args = dims, eps, eps_mode, weight_offset, cast_mode
     if _eager(x) and type(residual) is torch.Tensor and residual.is_cpu:
         if not _records(x, weight, bias, residual):
-            w, b, offset = _params(x, weight, bias, weight_offset)
-            return _add(x, residual, w, b, dims, eps, eps_mode, offset, cast_mode, inplace)
+            return _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace)
         y, new_residual = _AddRMSNormFunction.apply(x, residual, weight, bias, *args)
     elif inplace and not _records(x, weight, bias, residual):
         torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, weight, bias, *args)
@@ -467,7 +486,7 @@ class RMSNorm(torch.nn.Module):
                         False)[0]
 
     def _kernel_weight(self, acc):
-        """weight + weight_offset in kernel form, converted (bfloat16 to float32)
+        """weight + weight_offset as an acc-typed tensor, converted (bfloat16 to float32)
         once per version of the weight's data, as decode loops call thousands
         of times with one weight.  Writes through ``weight.data`` bypass the
         version counter; optimizers, load_state_dict and writes under
@@ -476,7 +495,7 @@ class RMSNorm(torch.nn.Module):
         key = weight.data_ptr(), weight._version, acc
         held, held_key, w = self._converted
         if held is not weight or held_key != key:
-            w = _kernel_param(weight, acc, self.weight_offset)
+            w = torch.from_numpy(_kernel_param(weight, acc, self.weight_offset))
             self._converted = weight, key, w
         return w
 
