@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from rmsnorm_cpu import _bench
@@ -50,24 +51,38 @@ def tiny_llama():
     return LlamaForCausalLM(config).to(torch.bfloat16).eval()
 
 
-def model_times(model, min_time):
-    """(ms per decoded token, ms per (4, 512) prefill)."""
+def model_steps(model):
+    """(decode, prefill) closures on model, no grad: one new token on a 32-token
+    cache (the same step every time), and a (4, 512) prefill."""
     from transformers import DynamicCache
 
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, 32000, (1, 32), generator=gen)
     token = torch.randint(0, 32000, (1, 1), generator=gen)
     prefill = torch.randint(0, 32000, (4, 512), generator=gen)
+    cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        cache = DynamicCache(config=model.config)
         model(prompt, cache=cache, use_cache=True)
 
-        def decode():
+    def decode():
+        with torch.no_grad():
             model(token, cache=cache, use_cache=True)
-            cache.crop(-1)  # the same step every time
-        decode_s = _bench.median_time(decode, min_time)
-        prefill_s = _bench.median_time(lambda: model(prefill, use_cache=False), min_time, max_repeats=3)
-    return decode_s * 1e3, prefill_s * 1e3
+        cache.crop(-1)
+
+    def run_prefill():
+        with torch.no_grad():
+            model(prefill, use_cache=False)
+    return decode, run_prefill
+
+
+def alternating(before, after, min_time, rounds, max_repeats=200):
+    """Median seconds of two calls timed in alternating rounds, so that a
+    shared machine's drift hits both alike."""
+    times = [], []
+    for _ in range(rounds):
+        for k, fn in enumerate((before, after)):
+            times[k].append(_bench.median_time(fn, min_time, max_repeats))
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def main():
@@ -84,14 +99,16 @@ def main():
         with _bench._threads(1):
             rows.append(llama_module_row(dtype, args.min_time))
     print(_bench.format_table(rows))
-    model = tiny_llama()
+    unpatched, patched = tiny_llama(), tiny_llama()  # the same weights
+    names = rt.replace_rms_norms(patched)
+    (decode_before, prefill_before), (decode_after, prefill_after) = model_steps(unpatched), model_steps(patched)
     with _bench._threads(args.threads):
         start = time.perf_counter()
-        before = model_times(model, args.min_time)
-        names = rt.replace_rms_norms(model)
-        after = model_times(model, args.min_time)
-    print(f"tiny Llama (bfloat16, hidden 1024, 8 layers, {len(names)} norms replaced, {args.threads} threads): "
-          f"decode {before[0]:.2f} -> {after[0]:.2f} ms/token ({before[0] / after[0]:.2f}x), "
+        decode = alternating(decode_before, decode_after, args.min_time, rounds=5)
+        prefill = alternating(prefill_before, prefill_after, 0.0, rounds=2, max_repeats=1)
+    before, after = (decode[0] * 1e3, prefill[0] * 1e3), (decode[1] * 1e3, prefill[1] * 1e3)
+    print(f"tiny Llama (bfloat16, hidden 1024, 8 layers, {len(names)} norms replaced, {args.threads} threads, "
+          f"timed alternately): decode {before[0]:.2f} -> {after[0]:.2f} ms/token ({before[0] / after[0]:.2f}x), "
           f"prefill (4, 512) {before[1]:.0f} -> {after[1]:.0f} ms ({before[1] / after[1]:.2f}x) "
           f"[{time.perf_counter() - start:.0f} s]")
     rows.append({"case": "tiny llama", "threads": args.threads, "decode_ms": after[0], "decode_ms_unpatched": before[0],
