@@ -26,7 +26,7 @@ _CODES = {np.dtype(np.float16): _F16, np.dtype(np.float32): _F32, np.dtype(np.fl
 _ACC = {False: np.dtype(np.float32), True: np.dtype(np.float64)}
 _UINT16 = np.dtype(np.uint16)  # the native one, a singleton
 _INF = math.inf
-_F32_DTYPE, _F64_DTYPE = np.dtype(np.float32), np.dtype(np.float64)
+_F64_DTYPE = np.dtype(np.float64)
 _EPS_MODES = {"sqrt": 0, "add": 1, "clamp": 2}
 _CAST_MODES = {"fused": False, "llama": True}
 
@@ -308,7 +308,7 @@ def _short_rstd(x):
     """The rstd array of a short path call on x (rows of the last axis), or None."""
     if type(x) is not np.ndarray or not x.ndim:
         return None
-    return np.empty(x.shape[:-1] + (1,), _F64_DTYPE if x.dtype is _F64_DTYPE else _F32_DTYPE)
+    return np.empty(x.shape[:-1] + (1,), _ACC[x.dtype is _F64_DTYPE])
 
 
 def _overlaps_itself(a):
