@@ -3,7 +3,9 @@
  * compiled, any strides.  They define the semantics the SIMD tiers must match
  * to rounding, and serve every layout a SIMD primitive does not vectorize.
  * Four partial sums break the add-latency chain without changing the policy
- * of rmsnorm.h.
+ * of rmsnorm.h.  The build compiles them with -fno-tree-vectorize (setup.py),
+ * so this tier stays scalar code and the per-tier tests compare two kinds of
+ * code.
  */
 #ifndef RMSN_KERNELS_SCALAR_H
 #define RMSN_KERNELS_SCALAR_H
