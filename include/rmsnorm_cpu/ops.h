@@ -147,6 +147,9 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
 RMSN_FOR_EACH_KERNEL(RMSN_CHECK_ACC, RMSN_CHECK_ACC, ~)
 #undef RMSN_CHECK_ACC
 
+/* What a SIMD tier makes of a SCALAR entry: nothing. */
+#define RMSN_NO_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)
+
 /* A tier's column of a SIMD entry's names (the SIMD tiers' adapters pick their own). */
 #define RMSN_NAME_avx2(AVX2, AVX512, AVX512BF16, NEON) AVX2
 #define RMSN_NAME_avx512(AVX2, AVX512, AVX512BF16, NEON) AVX512

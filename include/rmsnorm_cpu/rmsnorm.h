@@ -8,7 +8,8 @@
  * Numerical policy (every tier follows it; kernels refer here instead of
  * repeating it):
  *   - Storage dtypes: f16 (IEEE binary16), bf16 (bfloat16), f32, f64.
- *   - Compute ("acc") type: f64 when the input or the output is f64, else f32.
+ *   - Compute ("acc") type: f64 when the input or the output is f64, else f32
+ *     (RMSN_ACC_DTYPE below; ops.h lists every kernel's).
  *     Squares are summed in the acc type, never in the storage type, in
  *     blocks of RMSN_SUM_BLOCK elements whose sums are added in double
  *     (kernels/slice.h), so long slices keep their precision.

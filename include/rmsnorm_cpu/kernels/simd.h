@@ -410,7 +410,5 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
 #define RMSN_SIMD_KERNEL(ISA, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
     RMSN_SIMD_PRIM_##OP(ISA, TIN, TOUT, ACC)                                              \
     RMSN_SLICE_##OP(RMSN_NAME_##ISA(AVX2, AVX512, AVX512BF16, NEON), ISA, TIN, TOUT, ACC)
-/* Entries only the scalar tier implements. */
-#define RMSN_NO_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)
 
 #endif /* RMSN_KERNELS_SIMD_H */
