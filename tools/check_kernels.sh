@@ -12,8 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/check_kernels
-# As setup.py: no FMA contraction (the kernels' rounding depends on it).
-FLAGS=(-O2 -ffp-contract=off -fno-math-errno -Wall -Wextra -Iinclude)
+# As setup.py: no FMA contraction (the kernels' rounding depends on it), no
+# auto-vectorization (the scalar tier stays scalar).
+FLAGS=(-O3 -ffp-contract=off -fno-math-errno -fno-tree-vectorize -Wall -Wextra -Iinclude)
 SRC=tests/c/check_kernels.c
 mkdir -p "$OUT"
 

@@ -1,10 +1,12 @@
 /*
- * The one dispatcher: which kernels exist per tier, and the table the Cython
- * layer calls through.  Tiers are exactly scalar, avx2, avx512, neon.  Each
- * SIMD tier header provides rmsn_install_<tier>(), which overwrites the table
- * entries it has kernels for; entries it lacks keep the lower tier's kernel.
- * Adding a tier: a kernels/<tier>.h with its install function, one line in
- * RMSN_FOR_EACH_SIMD_TIER, one name in rmsn_tier_names.
+ * The one dispatcher: the table the Cython layer calls through, filled per
+ * tier from the list of kernels (ops.h).  Tiers are exactly scalar, avx2,
+ * avx512, neon.  rmsn_install_<tier>() puts the tier's kernels in the table
+ * (the scalar one every entry, a SIMD one its column of the SIMD entries);
+ * slots a tier lacks keep the lower tier's kernel.  Adding a tier: a
+ * kernels/<tier>.h with the vector helpers, one line in
+ * RMSN_FOR_EACH_SIMD_TIER, one name in rmsn_tier_names, a column of names in
+ * ops.h.
  *
  * This header and everything outside the tiers' target regions is compiled at
  * the baseline ISA, so no SIMD instruction runs before rmsn_select_tier()
@@ -19,38 +21,26 @@
 enum { RMSN_TIER_SCALAR = 0, RMSN_TIER_AVX2 = 1, RMSN_TIER_AVX512 = 2, RMSN_TIER_NEON = 3, RMSN_NTIERS = 4 };
 static const char *const rmsn_tier_names[RMSN_NTIERS] = {"scalar", "avx2", "avx512", "neon"};
 
+/* The kernels of one tier: a slot per op and dtype pair (ops.h). */
+#define RMSN_TABLE_SLOTS(OP, DIMS) rmsn_##OP##_fn OP DIMS;
 typedef struct {
-    rmsn_fwd_fn fwd[RMSN_NDTYPES][RMSN_NDTYPES];           /* [input][output] */
-    rmsn_fwd_cols_fn fwd_cols[RMSN_NDTYPES][RMSN_NDTYPES]; /* [input][output] */
-    rmsn_add_fn add[RMSN_NDTYPES][RMSN_NDTYPES];           /* [x][residual] */
-    rmsn_bwd_fn bwd[RMSN_NDTYPES];
+    RMSN_FOR_EACH_OP(RMSN_TABLE_SLOTS)
     int tier;
     int cpu; /* rmsn_cpu_features() bits of the installed kernels */
 } rmsn_kernels;
+#undef RMSN_TABLE_SLOTS
 
-#define RMSN_DT_f16 RMSN_F16
-#define RMSN_DT_bf16 RMSN_BF16
-#define RMSN_DT_f32 RMSN_F32
-#define RMSN_DT_f64 RMSN_F64
+/* A tier's install function: its name of every entry it implements into the
+ * entry's slot. */
+#define RMSN_INSTALL_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME) k->RMSN_SLOT_##OP(TIN, TOUT) = NAME;
+#define RMSN_INSTALL_SCALAR_OF_SIMD(ARG, OP, TIN, TOUT, ACC, NAME, AVX2, AVX512, AVX512BF16, NEON) \
+    RMSN_INSTALL_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME)
+#define RMSN_INSTALL_SIMD(ISA, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
+    k->RMSN_SLOT_##OP(TIN, TOUT) = RMSN_NAME_##ISA(AVX2, AVX512, AVX512BF16, NEON);
+#define RMSN_DEFINE_INSTALL(ISA, TIER, CPU)                                                                          \
+    static void rmsn_install_##ISA(rmsn_kernels *k) { RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_INSTALL_SIMD, ISA) }
 
-/* Install a tier's kernels for one pair / one backward type (used by tiers). */
-#define RMSN_INSTALL_PAIR(k, ISA, TIN, TOUT)                                   \
-    do {                                                                       \
-        (k)->fwd[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_fwd_##TIN##_##TOUT##_##ISA;           \
-        (k)->fwd_cols[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_fwd_cols_##TIN##_##TOUT##_##ISA; \
-        (k)->add[RMSN_DT_##TIN][RMSN_DT_##TOUT] = rmsn_add_##TIN##_##TOUT##_##ISA;           \
-    } while (0)
-#define RMSN_INSTALL_BWD(k, ISA, T) ((k)->bwd[RMSN_DT_##T] = rmsn_bwd_##T##_##ISA)
-
-static void rmsn_install_scalar(rmsn_kernels *k)
-{
-#define RMSN_INSTALL_SCALAR_PAIR(TIN, TOUT, ACC) RMSN_INSTALL_PAIR(k, scalar, TIN, TOUT);
-#define RMSN_INSTALL_SCALAR_BWD(T, ACC, ACC_MIN, ACC_MAX) RMSN_INSTALL_BWD(k, scalar, T);
-    RMSN_FOR_EACH_PAIR(RMSN_INSTALL_SCALAR_PAIR)
-    RMSN_FOR_EACH_BWD(RMSN_INSTALL_SCALAR_BWD)
-#undef RMSN_INSTALL_SCALAR_PAIR
-#undef RMSN_INSTALL_SCALAR_BWD
-}
+static void rmsn_install_scalar(rmsn_kernels *k) { RMSN_FOR_EACH_KERNEL(RMSN_INSTALL_SCALAR, RMSN_INSTALL_SCALAR_OF_SIMD, ~) }
 
 /* SIMD tiers are compiled only by GCC/Clang on their architecture, and not
  * at all with -DRMSN_SCALAR_ONLY (the build's RMSNORM_CPU_SCALAR_ONLY=1).
@@ -60,8 +50,8 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 #if !defined(RMSN_SCALAR_ONLY) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "kernels/avx2.h"
 #include "kernels/avx512.h"
-#define RMSN_FOR_EACH_SIMD_TIER(X)                                                                          \
-    X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512)                      \
+#define RMSN_FOR_EACH_SIMD_TIER(X)                                                      \
+    X(avx2, RMSN_TIER_AVX2, RMSN_CPU_AVX2) X(avx512, RMSN_TIER_AVX512, RMSN_CPU_AVX512) \
     X(avx512bf16, RMSN_TIER_AVX512, RMSN_CPU_AVX512 | RMSN_CPU_AVX512BF16)
 #elif !defined(RMSN_SCALAR_ONLY) && defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include "kernels/neon.h"
@@ -69,6 +59,7 @@ static void rmsn_install_scalar(rmsn_kernels *k)
 #else
 #define RMSN_FOR_EACH_SIMD_TIER(X)
 #endif
+RMSN_FOR_EACH_SIMD_TIER(RMSN_DEFINE_INSTALL)
 
 /* Orders the non-temporal stores of the calling thread (rmsn_opts.stream)
  * before what follows; each thread calls it once after its last slice, so
@@ -111,10 +102,11 @@ static inline void rmsn_select_tier(rmsn_kernels *k, int tier, int cpu)
 {
     rmsn_install_scalar(k);
     k->cpu = 0;
-#define RMSN_INSTALL_UP_TO(ISA, TIER, CPU)          \
-    if (TIER <= tier && (cpu & (CPU)) == (CPU)) {   \
-        rmsn_install_##ISA(k);                      \
-        k->cpu |= (CPU);                            \
+    (void)cpu; /* unused in a scalar-only build */
+#define RMSN_INSTALL_UP_TO(ISA, TIER, CPU)                                      \
+    if (TIER <= tier && (cpu & (CPU)) == (CPU)) {                               \
+        rmsn_install_##ISA(k);                                                  \
+        k->cpu |= (CPU);                                                        \
     }
     RMSN_FOR_EACH_SIMD_TIER(RMSN_INSTALL_UP_TO)
 #undef RMSN_INSTALL_UP_TO

@@ -8,7 +8,8 @@
  * Numerical policy (every tier follows it; kernels refer here instead of
  * repeating it):
  *   - Storage dtypes: f16 (IEEE binary16), bf16 (bfloat16), f32, f64.
- *   - Compute ("acc") type: f64 when the input or the output is f64, else f32.
+ *   - Compute ("acc") type: f64 when the input or the output is f64, else f32
+ *     (RMSN_ACC_DTYPE below; ops.h lists every kernel's).
  *     Squares are summed in the acc type, never in the storage type, in
  *     blocks of RMSN_SUM_BLOCK elements whose sums are added in double
  *     (kernels/slice.h), so long slices keep their precision.
@@ -50,6 +51,28 @@ typedef uint16_t rmsn_f16;
 typedef uint16_t rmsn_bf16;
 typedef float rmsn_f32;
 typedef double rmsn_f64;
+
+/* The code of a dtype token (f16 ...), for the macros that paste names. */
+#define RMSN_DT_f16 RMSN_F16
+#define RMSN_DT_bf16 RMSN_BF16
+#define RMSN_DT_f32 RMSN_F32
+#define RMSN_DT_f64 RMSN_F64
+
+/* The accumulator rule: the acc dtype of a kernel reading or writing dtypes a
+ * and b (a constant expression, so ops.h checks its list against it). */
+#define RMSN_ACC_DTYPE(a, b) ((a) == RMSN_F64 || (b) == RMSN_F64 ? RMSN_F64 : RMSN_F32)
+
+/* Bytes per element, by dtype code. */
+static const size_t rmsn_itemsize[RMSN_NDTYPES] = {
+    [RMSN_F16] = sizeof(rmsn_f16), [RMSN_BF16] = sizeof(rmsn_bf16),
+    [RMSN_F32] = sizeof(rmsn_f32), [RMSN_F64] = sizeof(rmsn_f64)};
+
+/* The normal range of an acc type: a sum of squares outside it takes the
+ * robust path (below). */
+#define RMSN_ACC_MIN_f32 FLT_MIN
+#define RMSN_ACC_MAX_f32 FLT_MAX
+#define RMSN_ACC_MIN_f64 DBL_MIN
+#define RMSN_ACC_MAX_f64 DBL_MAX
 
 /* Per-call options shared by every slice of the call. */
 typedef struct {
@@ -129,6 +152,11 @@ static inline float rmsn_f64_to_f32_odd(double d)
     return f;
 }
 
+/* Every (storage dtype, acc type) the accumulator rule produces: the loads,
+ * stores and rounding below exist for exactly these. */
+#define RMSN_FOR_EACH_DTYPE_ACC(X)                                                        \
+    X(f16, f32) X(bf16, f32) X(f32, f32) X(f16, f64) X(bf16, f64) X(f32, f64) X(f64, f64)
+
 /* Loads widen exactly; stores round once.  Named by storage type and acc type
  * so kernels can be generated per (input, output, acc) by token pasting. */
 static inline float rmsn_load_f16_f32(const rmsn_f16 *p) { return rmsn_f16_to_f32(*p); }
@@ -146,10 +174,10 @@ static inline double rmsn_load_f64_f64(const rmsn_f64 *p) { return *p; }
 static inline void rmsn_to_acc(int code, const void *src, ptrdiff_t n, int acc_f64, void *dst)
 {
     ptrdiff_t i;
-#define RMSN_TO_ACC(T)                                                                                 \
-    if (acc_f64)                                                                                       \
-        for (i = 0; i < n; i++) ((double *)dst)[i] = rmsn_load_##T##_f64((const rmsn_##T *)src + i);  \
-    else                                                                                               \
+#define RMSN_TO_ACC(T)                                                                                     \
+    if (acc_f64)                                                                                           \
+        for (i = 0; i < n; i++) ((double *)dst)[i] = rmsn_load_##T##_f64((const rmsn_##T *)src + i);       \
+    else                                                                                                   \
         for (i = 0; i < n; i++) ((float *)dst)[i] = (float)rmsn_load_##T##_f64((const rmsn_##T *)src + i);
     switch (code) {
     case RMSN_F16: RMSN_TO_ACC(f16) break;
@@ -192,21 +220,21 @@ static inline double rmsn_rstd_from_rms(const rmsn_opts *o, double rms)
 /* rms of a strided slice with f64 max-abs scaling: the robust path.  Only
  * f64 data needs the scaling; narrower data squared in f64 is already safe,
  * and the scaling keeps that path the same code. */
-#define RMSN_DEFINE_ROBUST_RMS(T)                                                    \
-    static double rmsn_robust_rms_##T(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)  \
-    {                                                                                \
-        double amax = 0.0, s = 0.0;                                                  \
-        ptrdiff_t i;                                                                 \
-        for (i = 0; i < n; i++) {                                                    \
-            double a = fabs(rmsn_load_##T##_f64(x + i * sx));                        \
-            if (!(a <= amax)) amax = a; /* NaN sticks */                             \
-        }                                                                            \
-        if (amax == 0.0 || isinf(amax) || amax != amax) return amax;                 \
-        for (i = 0; i < n; i++) {                                                    \
-            double t = rmsn_load_##T##_f64(x + i * sx) / amax;                       \
-            s += t * t;                                                              \
-        }                                                                            \
-        return amax * sqrt(s / (double)n);                                           \
+#define RMSN_DEFINE_ROBUST_RMS(T)                                                   \
+    static double rmsn_robust_rms_##T(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx) \
+    {                                                                               \
+        double amax = 0.0, s = 0.0;                                                 \
+        ptrdiff_t i;                                                                \
+        for (i = 0; i < n; i++) {                                                   \
+            double a = fabs(rmsn_load_##T##_f64(x + i * sx));                       \
+            if (!(a <= amax)) amax = a; /* NaN sticks */                            \
+        }                                                                           \
+        if (amax == 0.0 || isinf(amax) || amax != amax) return amax;                \
+        for (i = 0; i < n; i++) {                                                   \
+            double t = rmsn_load_##T##_f64(x + i * sx) / amax;                      \
+            s += t * t;                                                             \
+        }                                                                           \
+        return amax * sqrt(s / (double)n);                                          \
     }
 RMSN_DEFINE_ROBUST_RMS(f16)
 RMSN_DEFINE_ROBUST_RMS(bf16)
@@ -229,31 +257,25 @@ static inline double rmsn_split_rstd(double r, double acc_min, double acc_max, d
  * when sumsq is a normal number, NaN passed through, the robust path for the
  * rest (inf, zero, subnormal), which may also set *pre != 1 (see above).
  * (ACC)sqrt(double) is the correctly rounded sqrt in either acc type. */
-#define RMSN_DEFINE_RSTD(T, ACC, ACC_MIN, ACC_MAX)                                                      \
-    static inline rmsn_##ACC rmsn_rstd_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC sumsq, ptrdiff_t n,   \
-                                                   const rmsn_##T *x, ptrdiff_t sx, rmsn_##ACC *pre)    \
-    {                                                                                                   \
-        double r, p;                                                                                    \
-        *pre = 1;                                                                                       \
-        if (sumsq >= ACC_MIN && sumsq <= ACC_MAX) {                                                     \
-            rmsn_##ACC ms = sumsq / (rmsn_##ACC)n, eps = (rmsn_##ACC)o->eps, rms;                       \
-            if (o->eps_mode == RMSN_EPS_SQRT) return (rmsn_##ACC)1 / (rmsn_##ACC)sqrt(ms + eps);        \
-            rms = (rmsn_##ACC)sqrt(ms);                                                                 \
-            if (o->eps_mode == RMSN_EPS_ADD) return (rmsn_##ACC)1 / (rms + eps);                        \
-            return (rmsn_##ACC)1 / (rms > eps ? rms : eps);                                             \
-        }                                                                                               \
-        if (sumsq != sumsq) return sumsq;                                                               \
-        r = rmsn_split_rstd(rmsn_rstd_from_rms(o, rmsn_robust_rms_##T(n, x, sx)), ACC_MIN, ACC_MAX, &p); \
-        *pre = (rmsn_##ACC)p;                                                                           \
-        return (rmsn_##ACC)r;                                                                           \
+#define RMSN_DEFINE_RSTD(T, ACC)                                                                                               \
+    static inline rmsn_##ACC rmsn_rstd_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC sumsq, ptrdiff_t n,                          \
+                                                   const rmsn_##T *x, ptrdiff_t sx, rmsn_##ACC *pre)                           \
+    {                                                                                                                          \
+        double r, p;                                                                                                           \
+        *pre = 1;                                                                                                              \
+        if (sumsq >= RMSN_ACC_MIN_##ACC && sumsq <= RMSN_ACC_MAX_##ACC) {                                                      \
+            rmsn_##ACC ms = sumsq / (rmsn_##ACC)n, eps = (rmsn_##ACC)o->eps, rms;                                              \
+            if (o->eps_mode == RMSN_EPS_SQRT) return (rmsn_##ACC)1 / (rmsn_##ACC)sqrt(ms + eps);                               \
+            rms = (rmsn_##ACC)sqrt(ms);                                                                                        \
+            if (o->eps_mode == RMSN_EPS_ADD) return (rmsn_##ACC)1 / (rms + eps);                                               \
+            return (rmsn_##ACC)1 / (rms > eps ? rms : eps);                                                                    \
+        }                                                                                                                      \
+        if (sumsq != sumsq) return sumsq;                                                                                      \
+        r = rmsn_split_rstd(rmsn_rstd_from_rms(o, rmsn_robust_rms_##T(n, x, sx)), RMSN_ACC_MIN_##ACC, RMSN_ACC_MAX_##ACC, &p); \
+        *pre = (rmsn_##ACC)p;                                                                                                  \
+        return (rmsn_##ACC)r;                                                                                                  \
     }
-RMSN_DEFINE_RSTD(f16, f32, FLT_MIN, FLT_MAX)
-RMSN_DEFINE_RSTD(bf16, f32, FLT_MIN, FLT_MAX)
-RMSN_DEFINE_RSTD(f32, f32, FLT_MIN, FLT_MAX)
-RMSN_DEFINE_RSTD(f16, f64, DBL_MIN, DBL_MAX)
-RMSN_DEFINE_RSTD(bf16, f64, DBL_MIN, DBL_MAX)
-RMSN_DEFINE_RSTD(f32, f64, DBL_MIN, DBL_MAX)
-RMSN_DEFINE_RSTD(f64, f64, DBL_MIN, DBL_MAX)
+RMSN_FOR_EACH_DTYPE_ACC(RMSN_DEFINE_RSTD)
 
 /* The gradient's second coefficient: dx = rstd * g - c * x * sum(g * x) with
  * g = dy * w.  rms is the slice's rms (robustly computed).  Where the formula

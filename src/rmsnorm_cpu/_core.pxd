@@ -24,6 +24,13 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         rmsn_bwd_fn bwd[4]
         int tier
         int cpu
+    enum: RMSN_F16
+    enum: RMSN_BF16
+    enum: RMSN_F32
+    enum: RMSN_F64
+    enum: RMSN_NDTYPES
+    int RMSN_ACC_DTYPE(int a, int b)  # the acc dtype code of a kernel reading/writing dtypes a, b
+    const size_t rmsn_itemsize[]
     enum: RMSN_NTIERS
     enum: RMSN_COL_TILE
     const char *rmsn_tier_names[]

@@ -1,9 +1,11 @@
 /*
  * Every kernel tier compiled into this binary that this CPU runs, against the
- * scalar tier, straight through the dispatch table (no Python): fwd, fwd_cols
- * and add for every (input, output) pair, bwd for every dtype.  Built and run
- * by tools/check_kernels.sh natively (x86: avx2, avx512) and for AArch64 under
- * qemu-user (neon), where the Python suite does not run.
+ * scalar tier, straight through the dispatch table (no Python): every kernel
+ * of ops.h that the tier has of its own (the scalar tier: all of them, against
+ * themselves for determinism and the guards), and first that the names in
+ * ops.h are rmsn_<op>_<input>_<output>_<tier> (bwd: rmsn_bwd_<dtype>_<tier>).
+ * Built and run by tools/check_kernels.sh natively (x86: avx2, avx512) and
+ * for AArch64 under qemu-user (neon), where the Python suite does not run.
  *
  * Rows of 1..70 elements and 4096+5 (every SIMD tail, the blocked sum), all
  * zero, huge (robust path), tiny (subnormal inputs), one NaN or inf; without
@@ -23,6 +25,7 @@
  * Exit status 1 on any mismatch (the first few are printed).
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -64,7 +67,6 @@ static const dtype DT[RMSN_NDTYPES] = {
     [RMSN_F64] = {"f64", 8, 52, -1022, 1e300, 1e-310, 1e-310, put_f64, get_f64},
 };
 
-static int acc_of(int t1, int t2) { return t1 == RMSN_F64 || t2 == RMSN_F64 ? RMSN_F64 : RMSN_F32; }
 
 static double ulp(double v, int t)
 {
@@ -302,7 +304,7 @@ static void check_fwd_rows(const rmsn_kernels *k, const rmsn_opts *o, int tin, i
 
 static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, int kind, int wb)
 {
-    int acc = acc_of(tin, tout), misalign = (int)(n_cases % 5), r;
+    int acc = RMSN_ACC_DTYPE(tin, tout), misalign = (int)(n_cases % 5), r;
     arr x = input(tin, n, kind), w, b, y[3], rstd[3];
     rmsn_opts o = case_opts(n_cases, misalign);
     double *bnd = bounds_new(n);
@@ -319,9 +321,9 @@ static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, 
 }
 
 /* npos slices of n channels, x[c * npos + p]. */
-static void check_fwd_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, ptrdiff_t npos, int kind, int wb)
+static void check_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, ptrdiff_t npos, int kind, int wb)
 {
-    int acc = acc_of(tin, tout), misalign = (int)(n_cases % 5), r;
+    int acc = RMSN_ACC_DTYPE(tin, tout), misalign = (int)(n_cases % 5), r;
     arr x = input(tin, n * npos, kind), w, b, y[3], rstd[3];
     rmsn_opts o = case_opts(n_cases, misalign);
     double *bnd = bounds_new(n * npos);
@@ -342,7 +344,7 @@ static void check_fwd_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_
 /* ro = round(x + res) of type tr, y of type tx normalized from ro. */
 static void check_add(const rmsn_kernels *k[3], int tx, int tr, ptrdiff_t n, int kind, int wb)
 {
-    int acc = acc_of(tx, tr), misalign = (int)(n_cases % 5), r;
+    int acc = RMSN_ACC_DTYPE(tx, tr), misalign = (int)(n_cases % 5), r;
     arr x = input(tx, n, kind), res = input(tr, n, KIND_NORMAL), w, b, ro[3], y[3], rstd[3];
     rmsn_opts o = case_opts(n_cases, misalign);
     double *bnd = bounds_new(n);
@@ -360,6 +362,16 @@ static void check_add(const rmsn_kernels *k[3], int tx, int tr, ptrdiff_t n, int
     arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
 }
 
+/* Case `length` of the column kernel: positions 1..70 and 4101 (several
+ * column tiles) of 1..7 channels, and 4101 channels (blocked over channels)
+ * of 3 positions. */
+static void check_fwd_cols(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t length, int kind, int wb)
+{
+    int many_channels = length == LONG_ROW;
+    describe(" (%td channels)", many_channels ? LONG_ROW : 1 + length % 7);
+    check_cols(k, tin, tout, many_channels ? LONG_ROW : 1 + length % 7, many_channels ? 3 : length, kind, wb);
+}
+
 static double robust_rms(int t, ptrdiff_t n, const void *x)
 {
     switch (t) {
@@ -372,15 +384,16 @@ static double robust_rms(int t, ptrdiff_t n, const void *x)
 
 /* dx of type t from dy, x; dw, db partial sums (acc type, zeroed) or none;
  * rstd given (the scalar forward's) or recomputed. */
-static void check_bwd(const rmsn_kernels *k[3], int t, ptrdiff_t n, int kind, int wb)
+static void check_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int kind, int wb)
 {
-    int acc = acc_of(t, t), misalign = (int)(n_cases % 5), r;
+    int acc = RMSN_ACC_DTYPE(t, t), misalign = (int)(n_cases % 5), r;
     int sums = (int)(n_cases / 12 % 2), given = (int)(n_cases / 24 % 2);
     arr x = input(t, n, kind), dy = input(t, n, KIND_NORMAL), w, b, dx[3], dw[3], db[3];
     arr y = arr_new(t, n, 0), rstd = arr_new(acc, 1, 0);
     rmsn_opts o = case_opts(n_cases, misalign);
     double *bnd = bounds_new(n), rs, kabs = 0;
     ptrdiff_t i;
+    (void)t_; /* as ops.h lists bwd: output dtype = input dtype */
     describe(" dw/db=%d rstd_given=%d", sums, given);
     weight_bias(wb, acc, t, n, &w, &b);
     k[0]->fwd[t][t](&o, 1, n, x.p, 1, 0, y.p, 1, 0, NULL, NULL, rstd.p);
@@ -406,53 +419,96 @@ static void check_bwd(const rmsn_kernels *k[3], int t, ptrdiff_t n, int kind, in
     arr_free(&x), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
 }
 
+/* ---- the kernels of ops.h ------------------------------------------------- */
+
+enum {
+#define OP_CODE(OP, DIMS) OP_##OP,
+    RMSN_FOR_EACH_OP(OP_CODE)
+#undef OP_CODE
+    NOPS
+};
+static const char *const OP_NAMES[NOPS] = {
+#define OP_NAME(OP, DIMS) [OP_##OP] = #OP,
+    RMSN_FOR_EACH_OP(OP_NAME)
+#undef OP_NAME
+};
+
+/* Each op's check of one case (a slice length, an input kind, weight/bias). */
+typedef void (*check_fn)(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t length, int kind, int wb);
+static const check_fn CHECKS[NOPS] = {
+    [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd};
+
+/* The name columns of an entry; a scalar-only entry has the first only. */
+enum { NCOLUMNS = 5 };
+static const char *const COLUMNS[NCOLUMNS] = {"scalar", "avx2", "avx512", "avx512bf16", "neon"};
+
+typedef struct {
+    int op, tin, tout;
+    size_t slot; /* where the entry's kernel is in rmsn_kernels */
+    const char *names[NCOLUMNS];
+} entry;
+
+#define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME) \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), {#NAME}},
+#define ENTRY_SIMD(ARG, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
+     {#SCALAR, #AVX2, #AVX512, #AVX512BF16, #NEON}},
+static const entry ENTRIES[] = {RMSN_FOR_EACH_KERNEL(ENTRY_SCALAR, ENTRY_SIMD, ~)};
+enum { NENTRIES = sizeof ENTRIES / sizeof *ENTRIES };
+
+/* The names of ops.h are rmsn_<op>_<input>_<output>_<column>, bwd's
+ * rmsn_bwd_<dtype>_<column> (a grep for a kernel's name finds its entry);
+ * every op has a check.  -> entries at fault. */
+static int check_entries(void)
+{
+    int e, c, bad = 0;
+    char want[96];
+    for (e = 0; e < NENTRIES; e++) {
+        const entry *en = &ENTRIES[e];
+        if (!CHECKS[en->op]) {
+            printf("  ops.h: op %s has no check in check_kernels.c\n", OP_NAMES[en->op]);
+            bad++;
+        }
+        for (c = 0; c < NCOLUMNS && en->names[c]; c++) {
+            if (en->op == OP_bwd)
+                snprintf(want, sizeof want, "rmsn_bwd_%s_%s", DT[en->tin].name, COLUMNS[c]);
+            else
+                snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, DT[en->tout].name,
+                         COLUMNS[c]);
+            if (strcmp(en->names[c], want)) {
+                printf("  ops.h: %s where %s was expected\n", en->names[c], want);
+                bad++;
+            }
+        }
+    }
+    return bad;
+}
+
 /* ---- driver ---------------------------------------------------------------- */
 
 static ptrdiff_t length(int j) { return j < NLENGTHS - 1 ? j + 1 : LONG_ROW; }
-
-/* Names the next case (for the mismatch lines); true. */
-#define NAME_CASE(...) (case_name[0] = 0, describe(__VA_ARGS__), ++n_cases)
 
 /* Every case of the kernels `tier` has of its own (the scalar tier: all, run
  * against itself for determinism and the guards); -> kernels checked. */
 static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
 {
     const rmsn_kernels *k[3] = {scalar, tier, tier};
-    const char *name = rmsn_tier_names[tier->tier];
-    int own = tier->tier == RMSN_TIER_SCALAR, kernels = 0, a, b, j, kind, wb;
-    for (a = 0; a < RMSN_NDTYPES; a++) {
-        for (b = 0; b < RMSN_NDTYPES; b++) {
-            int fwd = own || tier->fwd[a][b] != scalar->fwd[a][b];
-            int cols = own || tier->fwd_cols[a][b] != scalar->fwd_cols[a][b];
-            int add = own || tier->add[a][b] != scalar->add[a][b];
-            kernels += fwd + cols + add;
-            for (j = 0; j < NLENGTHS; j++)
-                for (kind = 0; kind < NKINDS; kind++)
-                    for (wb = 0; wb < NWB; wb++) {
-                        ptrdiff_t n = length(j);
-                        if (fwd && NAME_CASE("%s fwd %s->%s n=%td %s %s", name, DT[a].name, DT[b].name, n,
-                                             KIND_NAMES[kind], WB_NAMES[wb]))
-                            check_fwd(k, a, b, n, kind, wb);
-                        if (add && NAME_CASE("%s add x=%s res=%s n=%td %s %s", name, DT[a].name, DT[b].name, n,
-                                             KIND_NAMES[kind], WB_NAMES[wb]))
-                            check_add(k, a, b, n, kind, wb);
-                        /* positions 1..70 and 4101 (several column tiles) of 1..7 channels,
-                         * and 4101 channels (blocked over channels) of 3 positions */
-                        if (cols && NAME_CASE("%s fwd_cols %s->%s npos=%td %s %s", name, DT[a].name, DT[b].name,
-                                              n, KIND_NAMES[kind], WB_NAMES[wb]))
-                            check_fwd_cols(k, a, b, n == LONG_ROW ? LONG_ROW : 1 + n % 7, n == LONG_ROW ? 3 : n,
-                                           kind, wb);
-                    }
-        }
-        if (own || tier->bwd[a] != scalar->bwd[a]) {
-            kernels++;
-            for (j = 0; j < NLENGTHS; j++)
-                for (kind = 0; kind < NKINDS; kind++)
-                    for (wb = 0; wb < NWB; wb++) /* no bias in the backward */
-                        if (wb != W_AND_B && NAME_CASE("%s bwd %s n=%td %s %s", name, DT[a].name, length(j),
-                                                       KIND_NAMES[kind], WB_NAMES[wb]))
-                            check_bwd(k, a, length(j), kind, wb);
-        }
+    int own = tier->tier == RMSN_TIER_SCALAR, kernels = 0, e, j, kind, wb;
+    for (e = 0; e < NENTRIES; e++) {
+        const entry *en = &ENTRIES[e];
+        if (!own && !memcmp((const char *)tier + en->slot, (const char *)scalar + en->slot, sizeof(rmsn_fwd_fn)))
+            continue; /* the tier keeps the scalar kernel */
+        kernels++;
+        for (j = 0; j < NLENGTHS; j++)
+            for (kind = 0; kind < NKINDS; kind++)
+                for (wb = 0; wb < NWB; wb++) {
+                    if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in the backward */
+                    case_name[0] = 0;
+                    describe("%s %s %s->%s n=%td %s %s", rmsn_tier_names[tier->tier], OP_NAMES[en->op],
+                             DT[en->tin].name, DT[en->tout].name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);
+                    n_cases++;
+                    CHECKS[en->op](k, en->tin, en->tout, length(j), kind, wb);
+                }
     }
     return kernels;
 }
@@ -461,6 +517,7 @@ int main(void)
 {
     rmsn_kernels scalar, tier;
     int supported = rmsn_supported_tiers(), cpu = rmsn_cpu_features(), t, with_ext, base_cpu = 0, failed = 0;
+    if (check_entries()) return 1;
     rmsn_select_tier(&scalar, RMSN_TIER_SCALAR, cpu);
     for (t = 0; t < RMSN_NTIERS; t++) {
         if (!(rmsn_compiled_tiers() & (1 << t))) continue;

@@ -87,15 +87,14 @@ RMSN_VINLINE void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
 
-RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
-RMSN_SIMD_DEFINE_KERNELS(avx2)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx2)
+RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx2)
 
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
 #pragma GCC pop_options
 #endif
-
-RMSN_SIMD_DEFINE_INSTALL(avx2)
 
 #endif /* RMSN_KERNELS_AVX2_H */

@@ -115,7 +115,8 @@ RMSN_AVX512_BF16_BITS(avx512)
 RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512(__m512 v) { return _mm512_cvtepi32_epi16(rmsn_bf16_bits_avx512(v)); }
 RMSN_AVX512_HALF_TYPE(avx512, f16)
 RMSN_AVX512_HALF_TYPE(avx512, bf16)
-RMSN_SIMD_DEFINE_KERNELS(avx512)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx512)
+RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx512)
 
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -147,15 +148,13 @@ RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512bf16(__m512 v)
 }
 RMSN_AVX512_HALF_TYPE(avx512bf16, f16)
 RMSN_AVX512_HALF_TYPE(avx512bf16, bf16)
-RMSN_SIMD_DEFINE_KERNELS(avx512bf16)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx512bf16)
+RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx512bf16)
 
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
 #pragma GCC pop_options
 #endif
-
-RMSN_SIMD_DEFINE_INSTALL(avx512)
-RMSN_SIMD_DEFINE_INSTALL(avx512bf16)
 
 #endif /* RMSN_KERNELS_AVX512_H */

@@ -108,8 +108,8 @@ RMSN_VINLINE float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
 RMSN_VINLINE void rmsn_vstream_f16_f32_neon(rmsn_f16 *p, float32x4_t v) { rmsn_vstore_f16_f32_neon(p, v); }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn_vstore_bf16_f32_neon(p, v); }
 
-RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
-RMSN_SIMD_DEFINE_KERNELS(neon)
-RMSN_SIMD_DEFINE_INSTALL(neon)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
+RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, neon)
+RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, neon)
 
 #endif /* RMSN_KERNELS_NEON_H */

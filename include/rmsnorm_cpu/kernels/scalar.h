@@ -1,8 +1,11 @@
 /*
- * Scalar tier: the reference primitives, always compiled, any strides.  They
- * define the semantics the SIMD tiers must match to rounding, and serve every
- * layout a SIMD primitive does not vectorize.  Four partial sums break the
- * add-latency chain without changing the policy of rmsnorm.h.
+ * Scalar tier: the reference primitives and every kernel of ops.h, always
+ * compiled, any strides.  They define the semantics the SIMD tiers must match
+ * to rounding, and serve every layout a SIMD primitive does not vectorize.
+ * Four partial sums break the add-latency chain without changing the policy
+ * of rmsnorm.h.  The build compiles them with -fno-tree-vectorize (setup.py),
+ * so this tier stays scalar code and the per-tier tests compare two kinds of
+ * code.
  */
 #ifndef RMSN_KERNELS_SCALAR_H
 #define RMSN_KERNELS_SCALAR_H
@@ -11,95 +14,92 @@
 
 /* y element from x element: (((v * pre) * r) [rounded to TIN]) * w[i] + b[i];
  * pre is 1 (an exact no-op) except for split rstds (rmsnorm.h). */
-#define RMSN_SCALAR_TYPE_ACC(T, ACC)                                                                          \
-    static inline rmsn_##ACC rmsn_affine_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC v, rmsn_##ACC pre,        \
-                                                     rmsn_##ACC r, const rmsn_##ACC *w, const rmsn_##ACC *b,   \
-                                                     ptrdiff_t i)                                              \
-    {                                                                                                         \
-        rmsn_##ACC t = (v * pre) * r;                                                                         \
-        if (o->round_mid) t = rmsn_round_##T##_##ACC(t);                                                      \
-        if (w) t *= w[i];                                                                                     \
-        if (b) t += b[i];                                                                                     \
-        return t;                                                                                             \
-    }                                                                                                         \
-    static rmsn_##ACC rmsn_sumsq_##T##_##ACC##_scalar(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)           \
-    {                                                                                                         \
-        rmsn_##ACC s0 = 0, s1 = 0, s2 = 0, s3 = 0, v0, v1, v2, v3;                                            \
-        ptrdiff_t i = 0;                                                                                      \
-        for (; i + 4 <= n; i += 4) {                                                                          \
-            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                           \
-            v1 = rmsn_load_##T##_##ACC(x + (i + 1) * sx);                                                     \
-            v2 = rmsn_load_##T##_##ACC(x + (i + 2) * sx);                                                     \
-            v3 = rmsn_load_##T##_##ACC(x + (i + 3) * sx);                                                     \
-            s0 += v0 * v0;                                                                                    \
-            s1 += v1 * v1;                                                                                    \
-            s2 += v2 * v2;                                                                                    \
-            s3 += v3 * v3;                                                                                    \
-        }                                                                                                     \
-        for (; i < n; i++) {                                                                                  \
-            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                           \
-            s0 += v0 * v0;                                                                                    \
-        }                                                                                                     \
-        return (s0 + s1) + (s2 + s3);                                                                         \
-    }                                                                                                         \
-    static void rmsn_colsumsq_##T##_##ACC##_scalar(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,            \
-                                                   ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)              \
-    {                                                                                                         \
-        ptrdiff_t c, p;                                                                                       \
-        for (p = 0; p < npos; p++) ss[p] = 0;                                                                 \
-        for (c = 0; c < n; c++)                                                                               \
-            for (p = 0; p < npos; p++) {                                                                      \
-                rmsn_##ACC v = rmsn_load_##T##_##ACC(x + c * sxc + p * sxp);                                  \
-                ss[p] += v * v;                                                                               \
-            }                                                                                                 \
+#define RMSN_SCALAR_DTYPE_ACC(T, ACC)                                                                        \
+    static inline rmsn_##ACC rmsn_affine_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC v, rmsn_##ACC pre,       \
+                                                     rmsn_##ACC r, const rmsn_##ACC *w, const rmsn_##ACC *b, \
+                                                     ptrdiff_t i)                                            \
+    {                                                                                                        \
+        rmsn_##ACC t = (v * pre) * r;                                                                        \
+        if (o->round_mid) t = rmsn_round_##T##_##ACC(t);                                                     \
+        if (w) t *= w[i];                                                                                    \
+        if (b) t += b[i];                                                                                    \
+        return t;                                                                                            \
+    }                                                                                                        \
+    static rmsn_##ACC rmsn_sumsq_##T##_##ACC##_scalar(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)          \
+    {                                                                                                        \
+        rmsn_##ACC s0 = 0, s1 = 0, s2 = 0, s3 = 0, v0, v1, v2, v3;                                           \
+        ptrdiff_t i = 0;                                                                                     \
+        for (; i + 4 <= n; i += 4) {                                                                         \
+            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                          \
+            v1 = rmsn_load_##T##_##ACC(x + (i + 1) * sx);                                                    \
+            v2 = rmsn_load_##T##_##ACC(x + (i + 2) * sx);                                                    \
+            v3 = rmsn_load_##T##_##ACC(x + (i + 3) * sx);                                                    \
+            s0 += v0 * v0;                                                                                   \
+            s1 += v1 * v1;                                                                                   \
+            s2 += v2 * v2;                                                                                   \
+            s3 += v3 * v3;                                                                                   \
+        }                                                                                                    \
+        for (; i < n; i++) {                                                                                 \
+            v0 = rmsn_load_##T##_##ACC(x + i * sx);                                                          \
+            s0 += v0 * v0;                                                                                   \
+        }                                                                                                    \
+        return (s0 + s1) + (s2 + s3);                                                                        \
+    }                                                                                                        \
+    static void rmsn_colsumsq_##T##_##ACC##_scalar(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,           \
+                                                   ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)             \
+    {                                                                                                        \
+        ptrdiff_t c, p;                                                                                      \
+        for (p = 0; p < npos; p++) ss[p] = 0;                                                                \
+        for (c = 0; c < n; c++)                                                                              \
+            for (p = 0; p < npos; p++) {                                                                     \
+                rmsn_##ACC v = rmsn_load_##T##_##ACC(x + c * sxc + p * sxp);                                 \
+                ss[p] += v * v;                                                                              \
+            }                                                                                                \
     }
-RMSN_FOR_EACH_TYPE_ACC(RMSN_SCALAR_TYPE_ACC)
+RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
 
-#define RMSN_SCALAR_PAIR(TIN, TOUT, ACC)                                                                      \
-    static void rmsn_scale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,      \
-                                                   ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                 \
-                                                   const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,   \
-                                                   rmsn_##ACC r)                                               \
-    {                                                                                                         \
-        ptrdiff_t i;                                                                                          \
-        for (i = 0; i < n; i++)                                                                               \
+/* The primitives that come with an entry of ops.h, by op (slice.h). */
+#define RMSN_SCALAR_PRIM_fwd(TIN, TOUT, ACC)                                                                        \
+    static void rmsn_scale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,            \
+                                                   ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                      \
+                                                   const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,        \
+                                                   rmsn_##ACC r)                                                    \
+    {                                                                                                               \
+        ptrdiff_t i;                                                                                                \
+        for (i = 0; i < n; i++)                                                                                     \
             rmsn_store_##TOUT##_##ACC(y + i * sy, rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + i * sx), \
-                                                                            pre, r, w, b, i));                \
-    }                                                                                                         \
-    static void rmsn_colscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,        \
-                                                      const rmsn_##TIN *x, ptrdiff_t sxc, ptrdiff_t sxp,      \
-                                                      rmsn_##TOUT *y, ptrdiff_t syc, ptrdiff_t syp,           \
-                                                      const rmsn_##ACC *w, const rmsn_##ACC *b,               \
-                                                      const rmsn_##ACC *pre, const rmsn_##ACC *r)             \
-    {                                                                                                         \
-        ptrdiff_t c, p;                                                                                       \
-        for (c = 0; c < n; c++)                                                                               \
-            for (p = 0; p < npos; p++)                                                                        \
-                rmsn_store_##TOUT##_##ACC(                                                                    \
-                    y + c * syc + p * syp,                                                                    \
-                    rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + c * sxc + p * sxp),            \
-                                              pre ? pre[p] : 1, r[p], w, b, c));                              \
-    }                                                                                                         \
-    /* x + residual in the acc type, rounded once to the residual's type. */                                 \
-    static rmsn_##ACC rmsn_addsq_##TIN##_##TOUT##_scalar(ptrdiff_t n, const rmsn_##TIN *x, ptrdiff_t sx,      \
-                                                         const rmsn_##TOUT *r, ptrdiff_t sr, rmsn_##TOUT *ro, \
-                                                         ptrdiff_t sro)                                       \
-    {                                                                                                         \
-        ptrdiff_t i;                                                                                          \
-        for (i = 0; i < n; i++)                                                                               \
-            rmsn_store_##TOUT##_##ACC(ro + i * sro,                                                           \
-                                      rmsn_load_##TIN##_##ACC(x + i * sx) + rmsn_load_##TOUT##_##ACC(r + i * sr)); \
-        return rmsn_sumsq_##TOUT##_##ACC##_scalar(n, ro, sro);                                                \
+                                                                            pre, r, w, b, i));                      \
     }
-RMSN_FOR_EACH_PAIR(RMSN_SCALAR_PAIR)
+#define RMSN_SCALAR_PRIM_fwd_cols(TIN, TOUT, ACC)                                                        \
+    static void rmsn_colscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,   \
+                                                      const rmsn_##TIN *x, ptrdiff_t sxc, ptrdiff_t sxp, \
+                                                      rmsn_##TOUT *y, ptrdiff_t syc, ptrdiff_t syp,      \
+                                                      const rmsn_##ACC *w, const rmsn_##ACC *b,          \
+                                                      const rmsn_##ACC *pre, const rmsn_##ACC *r)        \
+    {                                                                                                    \
+        ptrdiff_t c, p;                                                                                  \
+        for (c = 0; c < n; c++)                                                                          \
+            for (p = 0; p < npos; p++)                                                                   \
+                rmsn_store_##TOUT##_##ACC(                                                               \
+                    y + c * syc + p * syp,                                                               \
+                    rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + c * sxc + p * sxp),         \
+                                              pre ? pre[p] : 1, r[p], w, b, c));                         \
+    }
+#define RMSN_SCALAR_PRIM_add(TIN, TOUT, ACC)                                                                       \
+    /* x + residual in the acc type, rounded once to the residual's type. */                                       \
+    static rmsn_##ACC rmsn_addsq_##TIN##_##TOUT##_scalar(ptrdiff_t n, const rmsn_##TIN *x, ptrdiff_t sx,           \
+                                                         const rmsn_##TOUT *r, ptrdiff_t sr, rmsn_##TOUT *ro,      \
+                                                         ptrdiff_t sro)                                            \
+    {                                                                                                              \
+        ptrdiff_t i;                                                                                               \
+        for (i = 0; i < n; i++)                                                                                    \
+            rmsn_store_##TOUT##_##ACC(ro + i * sro,                                                                \
+                                      rmsn_load_##TIN##_##ACC(x + i * sx) + rmsn_load_##TOUT##_##ACC(r + i * sr)); \
+        return rmsn_sumsq_##TOUT##_##ACC##_scalar(n, ro, sro);                                                     \
+    }
 
-/* The slice kernels, after all primitives (add for (x, r) uses scale (r, x)). */
-#define RMSN_SCALAR_SLICES(TIN, TOUT, ACC) \
-    RMSN_DEFINE_FWD(scalar, TIN, TOUT, ACC) RMSN_DEFINE_FWD_COLS(scalar, TIN, TOUT, ACC) RMSN_DEFINE_ADD(scalar, TIN, TOUT, ACC)
-RMSN_FOR_EACH_PAIR(RMSN_SCALAR_SLICES)
-
-#define RMSN_SCALAR_BWD(T, ACC, ACC_MIN, ACC_MAX)                                                             \
-    static rmsn_##ACC rmsn_bwddot_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,               \
+#define RMSN_SCALAR_PRIM_bwd(T, T_, ACC)                                                                      \
+    static rmsn_##ACC rmsn_bwddot_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,                \
                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)          \
     {                                                                                                         \
         rmsn_##ACC gx = 0, g;                                                                                 \
@@ -125,8 +125,13 @@ RMSN_FOR_EACH_PAIR(RMSN_SCALAR_SLICES)
             if (db) db[i] += d;                                                                               \
             rmsn_store_##T##_##ACC(dx + i * sdx, r * g - k * v);                                              \
         }                                                                                                     \
-    }                                                                                                         \
-    RMSN_DEFINE_BWD(scalar, T, ACC, ACC_MIN, ACC_MAX)
-RMSN_FOR_EACH_BWD(RMSN_SCALAR_BWD)
+    }
+
+/* The scalar kernels: every entry of ops.h, named by its scalar column. */
+#define RMSN_SCALAR_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)                               \
+    RMSN_SCALAR_PRIM_##OP(TIN, TOUT, ACC) RMSN_SLICE_##OP(NAME, scalar, TIN, TOUT, ACC)
+#define RMSN_SCALAR_KERNEL_OF_SIMD(ARG, OP, TIN, TOUT, ACC, NAME, AVX2, AVX512, AVX512BF16, NEON) \
+    RMSN_SCALAR_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)
+RMSN_FOR_EACH_KERNEL(RMSN_SCALAR_KERNEL, RMSN_SCALAR_KERNEL_OF_SIMD, ~)
 
 #endif /* RMSN_KERNELS_SCALAR_H */

@@ -1,15 +1,19 @@
 /*
  * The SIMD primitives of slice.h written once over a tier's vector helpers,
- * so AVX2 and AVX-512 differ only in vector width and in how they load,
- * store and convert (kernels/avx2.h, kernels/avx512.h).  Macros only: each
- * tier expands them inside its own target region.
+ * so AVX2, AVX-512 and NEON differ only in vector width and in how they load,
+ * store and convert (kernels/avx2.h, avx512.h, neon.h).  Macros only: each
+ * tier expands them inside its own target region, with
+ *   RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, <ISA>)   per-dtype primitives
+ *   RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, <ISA>) every SIMD entry of
+ *       ops.h: its primitives (RMSN_SIMD_PRIM_<op>) and its kernel, named by
+ *       the tier's column of the entry (RMSN_SLICE_<op> of slice.h).
  *
  * A tier <ISA> provides, for ACC in {f32, f64}:
  *   rmsn_v<ACC>_<ISA>                    the vector type, RMSN_LANES_<ACC>_<ISA> lanes
  *   rmsn_vzero/vset1/vadd/vsub/vmul_<ACC>_<ISA>, rmsn_vfma_<ACC>_<ISA>(a, b, c) = a*b+c
  *                                        (RMSN_SIMD_ACC_TYPE makes them from the intrinsics),
  *   rmsn_vhsum_<ACC>_<ISA>(v)            horizontal sum in a fixed order
- * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_TYPE_ACC:
+ * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_DTYPE_ACC:
  *   rmsn_vload_<T>_<ACC>_<ISA>(p), rmsn_vloadn_..(p, m)    widen exactly; loadn reads m < LANES
  *                                                          elements, the other lanes are 0
  *   rmsn_vstore_<T>_<ACC>_<ISA>(p, v), rmsn_vstoren_..(p, v, m)   round once (rmsnorm.h)
@@ -46,49 +50,46 @@
 
 /* The helpers of one acc vector type (arithmetic; loads and stores of the acc
  * type itself), from its intrinsics' prefix and suffix (e.g. _mm256, ps). */
-#define RMSN_SIMD_ACC_TYPE(ISA, ACC, PFX, SFX)                                                               \
+#define RMSN_SIMD_ACC_TYPE(ISA, ACC, PFX, SFX)                                                              \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vload_##ACC##_##ACC##_##ISA(const rmsn_##ACC *p)                  \
-    {                                                                                                        \
-        return PFX##_loadu_##SFX(p);                                                                         \
-    }                                                                                                        \
-    RMSN_VINLINE void rmsn_vstore_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)              \
-    {                                                                                                        \
-        PFX##_storeu_##SFX(p, v);                                                                            \
-    }                                                                                                        \
-    RMSN_VINLINE void rmsn_vstream_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)             \
-    {                                                                                                        \
-        PFX##_stream_##SFX(p, v);                                                                            \
-    }                                                                                                        \
+    {                                                                                                       \
+        return PFX##_loadu_##SFX(p);                                                                        \
+    }                                                                                                       \
+    RMSN_VINLINE void rmsn_vstore_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)               \
+    {                                                                                                       \
+        PFX##_storeu_##SFX(p, v);                                                                           \
+    }                                                                                                       \
+    RMSN_VINLINE void rmsn_vstream_##ACC##_##ACC##_##ISA(rmsn_##ACC *p, rmsn_v##ACC##_##ISA v)              \
+    {                                                                                                       \
+        PFX##_stream_##SFX(p, v);                                                                           \
+    }                                                                                                       \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vround_##ACC##_##ACC##_##ISA(rmsn_v##ACC##_##ISA v) { return v; } \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }     \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vzero_##ACC##_##ISA(void) { return PFX##_setzero_##SFX(); }       \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vset1_##ACC##_##ISA(rmsn_##ACC s) { return PFX##_set1_##SFX(s); } \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
-    {                                                                                                        \
-        return PFX##_add_##SFX(a, b);                                                                        \
-    }                                                                                                        \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsub_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
-    {                                                                                                        \
-        return PFX##_sub_##SFX(a, b);                                                                        \
-    }                                                                                                        \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vmul_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b) \
-    {                                                                                                        \
-        return PFX##_mul_##SFX(a, b);                                                                        \
-    }                                                                                                        \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vfma_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b, \
-                                                                rmsn_v##ACC##_##ISA c)                     \
-    {                                                                                                        \
-        return PFX##_fmadd_##SFX(a, b, c);                                                                   \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vadd_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b)  \
+    {                                                                                                       \
+        return PFX##_add_##SFX(a, b);                                                                       \
+    }                                                                                                       \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsub_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b)  \
+    {                                                                                                       \
+        return PFX##_sub_##SFX(a, b);                                                                       \
+    }                                                                                                       \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vmul_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b)  \
+    {                                                                                                       \
+        return PFX##_mul_##SFX(a, b);                                                                       \
+    }                                                                                                       \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vfma_##ACC##_##ISA(rmsn_v##ACC##_##ISA a, rmsn_v##ACC##_##ISA b,  \
+                                                                rmsn_v##ACC##_##ISA c)                      \
+    {                                                                                                       \
+        return PFX##_fmadd_##SFX(a, b, c);                                                                  \
     }
 
-/* What the SIMD tiers vectorize; everything else keeps the scalar kernels.
- * Same-acc pairs of f16/bf16/f32 share the f32 code; f64 data runs in f64. */
-#define RMSN_SIMD_FOR_EACH_TYPE_ACC(X, ISA) X(ISA, f16, f32) X(ISA, bf16, f32) X(ISA, f32, f32) X(ISA, f64, f64)
-#define RMSN_SIMD_FOR_EACH_PAIR(X, ISA)                                                      \
-    X(ISA, f16, f16, f32) X(ISA, f16, bf16, f32) X(ISA, f16, f32, f32)                       \
-    X(ISA, bf16, f16, f32) X(ISA, bf16, bf16, f32) X(ISA, bf16, f32, f32)                    \
-    X(ISA, f32, f16, f32) X(ISA, f32, bf16, f32) X(ISA, f32, f32, f32) X(ISA, f64, f64, f64)
-#define RMSN_SIMD_FOR_EACH_BWD(X, ISA) \
-    X(ISA, f16, f32, FLT_MIN, FLT_MAX) X(ISA, bf16, f32, FLT_MIN, FLT_MAX) X(ISA, f32, f32, FLT_MIN, FLT_MAX) X(ISA, f64, f64, DBL_MIN, DBL_MAX)
+/* The (storage, acc) types whose vector loads, stores and rounding every SIMD
+ * tier provides: each dtype with the acc of its own pairs.  An entry of ops.h
+ * marked SIMD may use only these (a pair with f64 on one side only runs in
+ * f64 from 16-bit or f32 data, which no tier converts: scalar).  The acc types
+ * first: the column sums of the others keep their partial sums in them. */
+#define RMSN_SIMD_FOR_EACH_DTYPE_ACC(X, ISA) X(ISA, f32, f32) X(ISA, f64, f64) X(ISA, f16, f32) X(ISA, bf16, f32)
 
 /* Prefetch the cache line at p into L2 (rmsn_opts.prefetch_next).  A hint:
  * it never faults, so p may lie past the end of the array.  Measured on the
@@ -149,282 +150,265 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
 
 /* Partial loads and stores through a small stack buffer, for tiers without
  * masked 16-bit moves (AVX2). */
-#define RMSN_SIMD_BUFFERED_TAIL(ISA, T, ACC)                                                           \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadn_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
-    {                                                                                                  \
-        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                        \
-        memset(buf, 0, sizeof buf);                                                                    \
-        memcpy(buf, p, (size_t)m * sizeof *p);                                                         \
-        return rmsn_vload_##T##_##ACC##_##ISA(buf);                                                    \
-    }                                                                                                  \
+#define RMSN_SIMD_BUFFERED_TAIL(ISA, T, ACC)                                                            \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadn_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)    \
+    {                                                                                                   \
+        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                         \
+        memset(buf, 0, sizeof buf);                                                                     \
+        memcpy(buf, p, (size_t)m * sizeof *p);                                                          \
+        return rmsn_vload_##T##_##ACC##_##ISA(buf);                                                     \
+    }                                                                                                   \
     RMSN_VINLINE void rmsn_vstoren_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
-    {                                                                                                  \
-        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                        \
-        rmsn_vstore_##T##_##ACC##_##ISA(buf, v);                                                       \
-        memcpy(p, buf, (size_t)m * sizeof *p);                                                         \
+    {                                                                                                   \
+        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                         \
+        rmsn_vstore_##T##_##ACC##_##ISA(buf, v);                                                        \
+        memcpy(p, buf, (size_t)m * sizeof *p);                                                          \
     }
 
-/* m-element load/store (m == LANES: a full vector); called with a constant
- * LANES in main loops, where the test folds away. */
-#define RMSN_SIMD_LOADM(ISA, T, ACC)                                                                   \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadm_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)  \
-    {                                                                                                  \
-        return m == RMSN_LANES_##ACC##_##ISA ? rmsn_vload_##T##_##ACC##_##ISA(p)                       \
-                                             : rmsn_vloadn_##T##_##ACC##_##ISA(p, m);                  \
-    }                                                                                                  \
-    RMSN_VINLINE void rmsn_vstorem_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
-    {                                                                                                  \
-        if (m == RMSN_LANES_##ACC##_##ISA)                                                             \
-            rmsn_vstore_##T##_##ACC##_##ISA(p, v);                                                     \
-        else                                                                                           \
-            rmsn_vstoren_##T##_##ACC##_##ISA(p, v, m);                                                 \
-    }                                                                                                  \
-    /* An output store: non-temporal when streaming (a full vector: p is     \
-     * then aligned, see rmsn_stream_head; a partial one: rmsn_stream_bytes). */ \
-    RMSN_VINLINE void rmsn_vput_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m, int stream) \
-    {                                                                                                  \
-        rmsn_##T part[RMSN_LANES_##ACC##_##ISA];                                                       \
-        if (!stream)                                                                                   \
-            rmsn_vstorem_##T##_##ACC##_##ISA(p, v, m);                                                 \
-        else if (m == RMSN_LANES_##ACC##_##ISA)                                                        \
-            rmsn_vstream_##T##_##ACC##_##ISA(p, v);                                                    \
-        else {                                                                                         \
-            rmsn_vstoren_##T##_##ACC##_##ISA(part, v, m);                                              \
-            rmsn_stream_bytes((char *)p, (const char *)part, (size_t)m * sizeof *p);                   \
-        }                                                                                              \
-    }
-
-/* Sums of squares of one storage type: a row, and a tile of columns. */
-#define RMSN_SIMD_TYPE_ACC(ISA, T, ACC)                                                                \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsq_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m,     \
-                                                                   rmsn_v##ACC##_##ISA acc)           \
-    {                                                                                                  \
-        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(p, m);                                 \
-        return rmsn_vfma_##ACC##_##ISA(v, v, acc);                                                     \
-    }                                                                                                  \
-    static rmsn_##ACC rmsn_sumsq_##T##_##ACC##_##ISA(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)     \
-    {                                                                                                  \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                         \
-        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                            \
-        ptrdiff_t i = 0;                                                                               \
-        if (sx != 1) return rmsn_sumsq_##T##_##ACC##_scalar(n, x, sx);                                 \
-        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                \
-        for (; i + 4 * L <= n; i += 4 * L) {                                                           \
-            a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                                           \
-            a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + L, L, a1);                                       \
-            a2 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 2 * L, L, a2);                                   \
-            a3 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 3 * L, L, a3);                                   \
-        }                                                                                              \
-        for (; i + L <= n; i += L) a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                    \
-        if (i < n) a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, n - i, a1);                                \
-        return rmsn_vhsum_##ACC##_##ISA(                                                               \
-            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3))); \
-    }                                                                                                  \
-    /* Channel by channel, each channel's run of positions read contiguously  \
-     * into the partial sums ss[] (one FMA chain per position, in channel order). */ \
-    static void rmsn_colsumsq_##T##_##ACC##_##ISA(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,      \
-                                                  ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)        \
-    {                                                                                                  \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                         \
-        ptrdiff_t p, c, m;                                                                             \
-        if (sxp != 1) {                                                                                \
-            rmsn_colsumsq_##T##_##ACC##_scalar(n, npos, x, sxc, sxp, ss);                              \
-            return;                                                                                    \
-        }                                                                                              \
-        for (p = 0; p < npos; p++) ss[p] = 0;                                                          \
-        for (c = 0; c < n; c++)                                                                        \
-            for (p = 0; p < npos; p += L) {                                                            \
-                m = npos - p < L ? npos - p : L;                                                       \
-                rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                    \
+/* The primitives of one (storage, acc) type.  m-element load/store (m ==
+ * LANES: a full vector), called with a constant LANES in main loops, where
+ * the test folds away; the output store; the sums of squares of a row and of
+ * a tile of columns. */
+#define RMSN_SIMD_DTYPE_ACC(ISA, T, ACC)                                                                                        \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadm_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)                            \
+    {                                                                                                                           \
+        return m == RMSN_LANES_##ACC##_##ISA ? rmsn_vload_##T##_##ACC##_##ISA(p)                                                \
+                                             : rmsn_vloadn_##T##_##ACC##_##ISA(p, m);                                           \
+    }                                                                                                                           \
+    RMSN_VINLINE void rmsn_vstorem_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m)                         \
+    {                                                                                                                           \
+        if (m == RMSN_LANES_##ACC##_##ISA)                                                                                      \
+            rmsn_vstore_##T##_##ACC##_##ISA(p, v);                                                                              \
+        else                                                                                                                    \
+            rmsn_vstoren_##T##_##ACC##_##ISA(p, v, m);                                                                          \
+    }                                                                                                                           \
+    /* An output store: non-temporal when streaming (a full vector: p is                                                        \
+     * then aligned, see rmsn_stream_head; a partial one: rmsn_stream_bytes). */                                                \
+    RMSN_VINLINE void rmsn_vput_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m, int stream)                \
+    {                                                                                                                           \
+        rmsn_##T part[RMSN_LANES_##ACC##_##ISA];                                                                                \
+        if (!stream)                                                                                                            \
+            rmsn_vstorem_##T##_##ACC##_##ISA(p, v, m);                                                                          \
+        else if (m == RMSN_LANES_##ACC##_##ISA)                                                                                 \
+            rmsn_vstream_##T##_##ACC##_##ISA(p, v);                                                                             \
+        else {                                                                                                                  \
+            rmsn_vstoren_##T##_##ACC##_##ISA(part, v, m);                                                                       \
+            rmsn_stream_bytes((char *)p, (const char *)part, (size_t)m * sizeof *p);                                            \
+        }                                                                                                                       \
+    }                                                                                                                           \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vsq_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m,                               \
+                                                                   rmsn_v##ACC##_##ISA acc)                                     \
+    {                                                                                                                           \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(p, m);                                                          \
+        return rmsn_vfma_##ACC##_##ISA(v, v, acc);                                                                              \
+    }                                                                                                                           \
+    static rmsn_##ACC rmsn_sumsq_##T##_##ACC##_##ISA(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)                              \
+    {                                                                                                                           \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                  \
+        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                                     \
+        ptrdiff_t i = 0;                                                                                                        \
+        if (sx != 1) return rmsn_sumsq_##T##_##ACC##_scalar(n, x, sx);                                                          \
+        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                                         \
+        for (; i + 4 * L <= n; i += 4 * L) {                                                                                    \
+            a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                                                                    \
+            a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + L, L, a1);                                                                \
+            a2 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 2 * L, L, a2);                                                            \
+            a3 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 3 * L, L, a3);                                                            \
+        }                                                                                                                       \
+        for (; i + L <= n; i += L) a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                                             \
+        if (i < n) a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, n - i, a1);                                                         \
+        return rmsn_vhsum_##ACC##_##ISA(                                                                                        \
+            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));                         \
+    }                                                                                                                           \
+    /* Channel by channel, each channel's run of positions read contiguously                                                    \
+     * into the partial sums ss[] (one FMA chain per position, in channel order). */                                            \
+    static void rmsn_colsumsq_##T##_##ACC##_##ISA(ptrdiff_t n, ptrdiff_t npos, const rmsn_##T *x,                               \
+                                                  ptrdiff_t sxc, ptrdiff_t sxp, rmsn_##ACC *ss)                                 \
+    {                                                                                                                           \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                  \
+        ptrdiff_t p, c, m;                                                                                                      \
+        if (sxp != 1) {                                                                                                         \
+            rmsn_colsumsq_##T##_##ACC##_scalar(n, npos, x, sxc, sxp, ss);                                                       \
+            return;                                                                                                             \
+        }                                                                                                                       \
+        for (p = 0; p < npos; p++) ss[p] = 0;                                                                                   \
+        for (c = 0; c < n; c++)                                                                                                 \
+            for (p = 0; p < npos; p += L) {                                                                                     \
+                m = npos - p < L ? npos - p : L;                                                                                \
+                rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                             \
                     ss + p, rmsn_vsq_##T##_##ACC##_##ISA(x + c * sxc + p, m, rmsn_vloadm_##ACC##_##ACC##_##ISA(ss + p, m)), m); \
-            }                                                                                          \
+            }                                                                                                                   \
     }
 
-/* y = affine(x * r) for m elements at x, y (w, b: at the same offset, or NULL);
- * the order of operations is rmsn_affine_* of scalar.h. */
-#define RMSN_SIMD_AFFINE(ISA, TIN, TOUT, ACC)                                                             \
-    RMSN_VINLINE void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,               \
-                                                          rmsn_##TOUT *y, const rmsn_##ACC *w,               \
-                                                          const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,        \
-                                                          ptrdiff_t m, int stream)                           \
-    {                                                                                                        \
-        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);         \
-        if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                             \
-        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                      \
-        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                      \
-        rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                   \
-    }
-
-/* Scale-and-write primitives of one (input, output) pair. */
-#define RMSN_SIMD_PAIR(ISA, TIN, TOUT, ACC)                                                                 \
-    RMSN_SIMD_AFFINE(ISA, TIN, TOUT, ACC)                                                                   \
-    static void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,     \
-                                                  ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                \
-                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,  \
-                                                  rmsn_##ACC r)                                              \
-    {                                                                                                       \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
-        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                               \
-        ptrdiff_t i = 0;                                                                                    \
-        int round_mid = o->round_mid, stream = o->stream; /* locals: stores to y cannot change them */     \
-        int next = o->prefetch_next;                                                                        \
-        if (sx != 1 || sy != 1) {                                                                           \
-            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                           \
-            return;                                                                                         \
-        }                                                                                                   \
-        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                          \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                       \
-        for (; i + L <= n; i += L) {                                                                        \
-            if (next) rmsn_prefetch_l2(x + n + i);                                                          \
+/* The primitives that come with an entry of ops.h, by op (slice.h).
+ * fwd: y = affine(x * r) for m elements at x, y (w, b: at the same offset, or
+ * NULL; the order of operations is rmsn_affine_* of scalar.h), and the scale
+ * pass of a slice. */
+#define RMSN_SIMD_PRIM_fwd(ISA, TIN, TOUT, ACC)                                                                    \
+    RMSN_VINLINE void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,                       \
+                                                          rmsn_##TOUT *y, const rmsn_##ACC *w,                     \
+                                                          const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,              \
+                                                          ptrdiff_t m, int stream)                                 \
+    {                                                                                                              \
+        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);               \
+        if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                   \
+        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                            \
+        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                            \
+        rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                         \
+    }                                                                                                              \
+    static void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,            \
+                                                  ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                      \
+                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,        \
+                                                  rmsn_##ACC r)                                                    \
+    {                                                                                                              \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                     \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                      \
+        ptrdiff_t i = 0;                                                                                           \
+        int round_mid = o->round_mid, stream = o->stream; /* locals: stores to y cannot change them */             \
+        int next = o->prefetch_next;                                                                               \
+        if (sx != 1 || sy != 1 || pre != 1) {                                                                      \
+            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                  \
+            return;                                                                                                \
+        }                                                                                                          \
+        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
+        for (; i + L <= n; i += L) {                                                                               \
+            if (next) rmsn_prefetch_l2(x + n + i);                                                                 \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
-                                               stream);                                                     \
-        }                                                                                                   \
-        if (i < n)                                                                                          \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,     \
-                                               n - i, stream);                                              \
-    }                                                                                                       \
-    /* Channel by channel (contiguous runs), each position with its own r[p]. */                           \
-    static void rmsn_colscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,       \
-                                                     const rmsn_##TIN *x, ptrdiff_t sxc, ptrdiff_t sxp,     \
-                                                     rmsn_##TOUT *y, ptrdiff_t syc, ptrdiff_t syp,          \
-                                                     const rmsn_##ACC *w, const rmsn_##ACC *b,              \
-                                                     const rmsn_##ACC *pre, const rmsn_##ACC *r)            \
-    {                                                                                                       \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
-        ptrdiff_t c, p, m, head = 0;                                                                        \
-        int round_mid = o->round_mid, stream = o->stream;                                                   \
-        if (sxp != 1 || syp != 1 || pre) {                                                                  \
-            rmsn_colscale_##TIN##_##TOUT##_scalar(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre, r);      \
-            return;                                                                                         \
-        }                                                                                                   \
-        for (c = 0; c < n; c++) {                                                                           \
-            rmsn_v##ACC##_##ISA wc = rmsn_vset1_##ACC##_##ISA(w ? w[c] : 1);                                \
-            rmsn_v##ACC##_##ISA bc = rmsn_vset1_##ACC##_##ISA(b ? b[c] : 0);                                \
-            if (stream) head = rmsn_stream_head(y + c * syc, L * sizeof *y, sizeof *y, npos);               \
-            for (p = 0; p < npos; p += m) {                                                                 \
-                rmsn_v##ACC##_##ISA t;                                                                      \
-                m = rmsn_step(p, head, npos, L);                                                            \
-                t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + c * sxc + p, m),          \
-                                            rmsn_vloadm_##ACC##_##ACC##_##ISA(r + p, m));                   \
-                if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                 \
-                if (w) t = rmsn_vmul_##ACC##_##ISA(t, wc);                                                  \
-                if (b) t = rmsn_vadd_##ACC##_##ISA(t, bc);                                                  \
-                rmsn_vput_##TOUT##_##ACC##_##ISA(y + c * syc + p, t, m, stream);                            \
-            }                                                                                               \
-        }                                                                                                   \
-    }                                                                                                       \
-    /* ro = round(x + r), then the sum of squares of ro by the tier's own      \
-     * sumsq (ro is in cache), so the fused add is bitwise the two steps. */   \
-    static rmsn_##ACC rmsn_addsq_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, ptrdiff_t sx,     \
-                                                        const rmsn_##TOUT *r, ptrdiff_t sr, rmsn_##TOUT *ro, \
-                                                        ptrdiff_t sro)                                      \
-    {                                                                                                       \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
-        ptrdiff_t i, m;                                                                                     \
-        if (sx != 1 || sr != 1 || sro != 1) return rmsn_addsq_##TIN##_##TOUT##_scalar(n, x, sx, r, sr, ro, sro); \
-        for (i = 0; i < n; i += L) {                                                                        \
-            m = n - i < L ? n - i : L;                                                                      \
-            rmsn_vstorem_##TOUT##_##ACC##_##ISA(ro + i,                                                     \
-                                                rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + i, m), \
+                                               stream);                                                            \
+        }                                                                                                          \
+        if (i < n)                                                                                                 \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,    \
+                                               n - i, stream);                                                     \
+    }
+
+/* fwd_cols: channel by channel (contiguous runs), each position with its own r[p]. */
+#define RMSN_SIMD_PRIM_fwd_cols(ISA, TIN, TOUT, ACC)                                                    \
+    static void rmsn_colscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,   \
+                                                     const rmsn_##TIN *x, ptrdiff_t sxc, ptrdiff_t sxp, \
+                                                     rmsn_##TOUT *y, ptrdiff_t syc, ptrdiff_t syp,      \
+                                                     const rmsn_##ACC *w, const rmsn_##ACC *b,          \
+                                                     const rmsn_##ACC *pre, const rmsn_##ACC *r)        \
+    {                                                                                                   \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                          \
+        ptrdiff_t c, p, m, head = 0;                                                                    \
+        int round_mid = o->round_mid, stream = o->stream;                                               \
+        if (sxp != 1 || syp != 1 || pre) {                                                              \
+            rmsn_colscale_##TIN##_##TOUT##_scalar(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre, r);  \
+            return;                                                                                     \
+        }                                                                                               \
+        for (c = 0; c < n; c++) {                                                                       \
+            rmsn_v##ACC##_##ISA wc = rmsn_vset1_##ACC##_##ISA(w ? w[c] : 1);                            \
+            rmsn_v##ACC##_##ISA bc = rmsn_vset1_##ACC##_##ISA(b ? b[c] : 0);                            \
+            if (stream) head = rmsn_stream_head(y + c * syc, L * sizeof *y, sizeof *y, npos);           \
+            for (p = 0; p < npos; p += m) {                                                             \
+                rmsn_v##ACC##_##ISA t;                                                                  \
+                m = rmsn_step(p, head, npos, L);                                                        \
+                t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + c * sxc + p, m),      \
+                                            rmsn_vloadm_##ACC##_##ACC##_##ISA(r + p, m));               \
+                if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                \
+                if (w) t = rmsn_vmul_##ACC##_##ISA(t, wc);                                              \
+                if (b) t = rmsn_vadd_##ACC##_##ISA(t, bc);                                              \
+                rmsn_vput_##TOUT##_##ACC##_##ISA(y + c * syc + p, t, m, stream);                        \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+/* add: ro = round(x + r), then the sum of squares of ro by the tier's own
+ * sumsq (ro is in cache), so the fused add is bitwise the two steps. */
+#define RMSN_SIMD_PRIM_add(ISA, TIN, TOUT, ACC)                                                                        \
+    static rmsn_##ACC rmsn_addsq_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, ptrdiff_t sx,                \
+                                                        const rmsn_##TOUT *r, ptrdiff_t sr, rmsn_##TOUT *ro,           \
+                                                        ptrdiff_t sro)                                                 \
+    {                                                                                                                  \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                         \
+        ptrdiff_t i, m;                                                                                                \
+        if (sx != 1 || sr != 1 || sro != 1) return rmsn_addsq_##TIN##_##TOUT##_scalar(n, x, sx, r, sr, ro, sro);       \
+        for (i = 0; i < n; i += L) {                                                                                   \
+            m = n - i < L ? n - i : L;                                                                                 \
+            rmsn_vstorem_##TOUT##_##ACC##_##ISA(ro + i,                                                                \
+                                                rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x + i, m),   \
                                                                         rmsn_vloadm_##TOUT##_##ACC##_##ISA(r + i, m)), \
-                                                m);                                                         \
-        }                                                                                                   \
-        return rmsn_sumsq_##TOUT##_##ACC##_##ISA(n, ro, 1);                                                 \
+                                                m);                                                                    \
+        }                                                                                                              \
+        return rmsn_sumsq_##TOUT##_##ACC##_##ISA(n, ro, 1);                                                            \
     }
 
-/* Backward primitives of one storage type (formulas: slice.h, scalar.h). */
-#define RMSN_SIMD_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)                                                        \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgx_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x,           \
-                                                           const rmsn_##ACC *w, ptrdiff_t m,                 \
-                                                           rmsn_v##ACC##_##ISA acc)                          \
-    {                                                                                                       \
-        rmsn_v##ACC##_##ISA g = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m);                                     \
-        if (w) g = rmsn_vmul_##ACC##_##ISA(g, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                     \
-        return rmsn_vfma_##ACC##_##ISA(g, rmsn_vloadm_##T##_##ACC##_##ISA(x, m), acc);                      \
-    }                                                                                                       \
-    static rmsn_##ACC rmsn_bwddot_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,               \
-                                              const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)          \
-    {                                                                                                       \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
-        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                 \
-        ptrdiff_t i = 0;                                                                                    \
-        if (sdy != 1 || sx != 1) return rmsn_bwddot_##T##_scalar(n, dy, sdy, x, sx, w);                     \
-        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                     \
-        for (; i + 4 * L <= n; i += 4 * L) {                                                                \
-            a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);                              \
-            a1 = rmsn_vgx_##T##_##ISA(dy + i + L, x + i + L, w ? w + i + L : NULL, L, a1);                  \
-            a2 = rmsn_vgx_##T##_##ISA(dy + i + 2 * L, x + i + 2 * L, w ? w + i + 2 * L : NULL, L, a2);      \
-            a3 = rmsn_vgx_##T##_##ISA(dy + i + 3 * L, x + i + 3 * L, w ? w + i + 3 * L : NULL, L, a3);      \
-        }                                                                                                   \
-        for (; i + L <= n; i += L) a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);       \
-        if (i < n) a1 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, n - i, a1);                   \
-        return rmsn_vhsum_##ACC##_##ISA(                                                                    \
-            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));      \
-    }                                                                                                       \
-    RMSN_VINLINE void rmsn_vbwd_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x, rmsn_##T *dx,           \
-                                             const rmsn_##ACC *w, rmsn_v##ACC##_##ISA r,                     \
-                                             rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,          \
-                                             ptrdiff_t m, int stream)                                        \
-    {                                                                                                       \
-        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);                                      \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), g = d;                              \
-        if (w) g = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                     \
-        if (dw)                                                                                             \
-            rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                             \
-                dw, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw, m),                       \
-                                            rmsn_vmul_##ACC##_##ISA(d, rmsn_vmul_##ACC##_##ISA(v, r))),      \
-                m);                                                                                         \
+/* bwd: the primitives of one storage type (formulas: slice.h, scalar.h). */
+#define RMSN_SIMD_PRIM_bwd(ISA, T, T_, ACC)                                                                                      \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgx_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x,                                 \
+                                                           const rmsn_##ACC *w, ptrdiff_t m,                                     \
+                                                           rmsn_v##ACC##_##ISA acc)                                              \
+    {                                                                                                                            \
+        rmsn_v##ACC##_##ISA g = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m);                                                          \
+        if (w) g = rmsn_vmul_##ACC##_##ISA(g, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                                          \
+        return rmsn_vfma_##ACC##_##ISA(g, rmsn_vloadm_##T##_##ACC##_##ISA(x, m), acc);                                           \
+    }                                                                                                                            \
+    static rmsn_##ACC rmsn_bwddot_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,                                    \
+                                              const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)                              \
+    {                                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                   \
+        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                                      \
+        ptrdiff_t i = 0;                                                                                                         \
+        if (sdy != 1 || sx != 1) return rmsn_bwddot_##T##_scalar(n, dy, sdy, x, sx, w);                                          \
+        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                                          \
+        for (; i + 4 * L <= n; i += 4 * L) {                                                                                     \
+            a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);                                                   \
+            a1 = rmsn_vgx_##T##_##ISA(dy + i + L, x + i + L, w ? w + i + L : NULL, L, a1);                                       \
+            a2 = rmsn_vgx_##T##_##ISA(dy + i + 2 * L, x + i + 2 * L, w ? w + i + 2 * L : NULL, L, a2);                           \
+            a3 = rmsn_vgx_##T##_##ISA(dy + i + 3 * L, x + i + 3 * L, w ? w + i + 3 * L : NULL, L, a3);                           \
+        }                                                                                                                        \
+        for (; i + L <= n; i += L) a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);                            \
+        if (i < n) a1 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, n - i, a1);                                        \
+        return rmsn_vhsum_##ACC##_##ISA(                                                                                         \
+            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));                          \
+    }                                                                                                                            \
+    RMSN_VINLINE void rmsn_vbwd_##T##_##ISA(const rmsn_##T *dy, const rmsn_##T *x, rmsn_##T *dx,                                 \
+                                             const rmsn_##ACC *w, rmsn_v##ACC##_##ISA r,                                         \
+                                             rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,                              \
+                                             ptrdiff_t m, int stream)                                                            \
+    {                                                                                                                            \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);                                                           \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), g = d;                                                   \
+        if (w) g = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                                          \
+        if (dw)                                                                                                                  \
+            rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                                  \
+                dw, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw, m),                                            \
+                                            rmsn_vmul_##ACC##_##ISA(d, rmsn_vmul_##ACC##_##ISA(v, r))),                          \
+                m);                                                                                                              \
         if (db) rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), d), m); \
-        g = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, g), rmsn_vmul_##ACC##_##ISA(k, v));          \
-        rmsn_vput_##T##_##ACC##_##ISA(dx, g, m, stream);                                                    \
-    }                                                                                                       \
-    static void rmsn_bwdwrite_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x, \
-                                          ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,    \
-                                          rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db,        \
-                                          const rmsn_opts *o)                                                \
-    {                                                                                                       \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                              \
-        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);             \
-        ptrdiff_t i = 0, head = 0, m;                                                                       \
-        int stream = o->stream, next = o->prefetch_next;                                                    \
-        if (sdy != 1 || sx != 1 || sdx != 1) {                                                              \
-            rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db, o);                     \
-            return;                                                                                         \
-        }                                                                                                   \
-        if (stream) head = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n);                             \
-        for (; i < n; i += m) {                                                                             \
-            m = rmsn_step(i, head, n, L);                                                                   \
-            if (next) {                                                                                     \
-                rmsn_prefetch_l2(dy + n + i);                                                               \
-                rmsn_prefetch_l2(x + n + i);                                                                \
-            }                                                                                               \
-            rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,      \
-                                  db ? db + i : NULL, m, stream);                                           \
-        }                                                                                                   \
-    }                                                                                                       \
-    RMSN_DEFINE_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)
-
-#define RMSN_SIMD_SLICES(ISA, TIN, TOUT, ACC) \
-    RMSN_DEFINE_FWD(ISA, TIN, TOUT, ACC) RMSN_DEFINE_FWD_COLS(ISA, TIN, TOUT, ACC) RMSN_DEFINE_ADD(ISA, TIN, TOUT, ACC)
-#define RMSN_SIMD_INSTALL_PAIR(ISA, TIN, TOUT, ACC) RMSN_INSTALL_PAIR(k, ISA, TIN, TOUT);
-#define RMSN_SIMD_INSTALL_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX) RMSN_INSTALL_BWD(k, ISA, T);
-
-/* Everything a tier defines from its vector helpers (inside its target
- * region): the primitives, then the slice kernels of slice.h. */
-#define RMSN_SIMD_DEFINE_KERNELS(ISA)                            \
-    RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_LOADM, ISA)            \
-    RMSN_SIMD_FOR_EACH_TYPE_ACC(RMSN_SIMD_TYPE_ACC, ISA)         \
-    RMSN_SIMD_FOR_EACH_PAIR(RMSN_SIMD_PAIR, ISA)                 \
-    RMSN_SIMD_FOR_EACH_PAIR(RMSN_SIMD_SLICES, ISA)               \
-    RMSN_SIMD_FOR_EACH_BWD(RMSN_SIMD_BWD, ISA)
-
-/* rmsn_install_<ISA>: put the tier's kernels in the table (outside the
- * target region: it runs only after the CPU check, but needs no SIMD). */
-#define RMSN_SIMD_DEFINE_INSTALL(ISA)                          \
-    static void rmsn_install_##ISA(rmsn_kernels *k)            \
-    {                                                          \
-        RMSN_SIMD_FOR_EACH_PAIR(RMSN_SIMD_INSTALL_PAIR, ISA)   \
-        RMSN_SIMD_FOR_EACH_BWD(RMSN_SIMD_INSTALL_BWD, ISA)     \
+        g = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, g), rmsn_vmul_##ACC##_##ISA(k, v));                               \
+        rmsn_vput_##T##_##ACC##_##ISA(dx, g, m, stream);                                                                         \
+    }                                                                                                                            \
+    static void rmsn_bwdwrite_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, const rmsn_##T *x,                     \
+                                          ptrdiff_t sx, rmsn_##T *dx, ptrdiff_t sdx, const rmsn_##ACC *w,                        \
+                                          rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db,                            \
+                                          const rmsn_opts *o)                                                                    \
+    {                                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                   \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                                  \
+        ptrdiff_t i = 0, head = 0, m;                                                                                            \
+        int stream = o->stream, next = o->prefetch_next;                                                                         \
+        if (sdy != 1 || sx != 1 || sdx != 1) {                                                                                   \
+            rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db, o);                                          \
+            return;                                                                                                              \
+        }                                                                                                                        \
+        if (stream) head = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n);                                                  \
+        for (; i < n; i += m) {                                                                                                  \
+            m = rmsn_step(i, head, n, L);                                                                                        \
+            if (next) {                                                                                                          \
+                rmsn_prefetch_l2(dy + n + i);                                                                                    \
+                rmsn_prefetch_l2(x + n + i);                                                                                     \
+            }                                                                                                                    \
+            rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,                           \
+                                  db ? db + i : NULL, m, stream);                                                                \
+        }                                                                                                                        \
     }
+
+/* A SIMD entry of ops.h in tier ISA: its primitives, then its kernel under
+ * the tier's name from the entry. */
+#define RMSN_SIMD_KERNEL(ISA, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
+    RMSN_SIMD_PRIM_##OP(ISA, TIN, TOUT, ACC)                                              \
+    RMSN_SLICE_##OP(RMSN_NAME_##ISA(AVX2, AVX512, AVX512BF16, NEON), ISA, TIN, TOUT, ACC)
 
 #endif /* RMSN_KERNELS_SIMD_H */

@@ -1,7 +1,8 @@
 /*
- * The kernels of one slice (and of one tile of columns), written once and
- * instantiated per ISA tier from that tier's primitives.  A tier provides, for
- * the type combinations it instantiates:
+ * Each op's slice math, written once: RMSN_SLICE_<op>(name, ISA, TIN, TOUT,
+ * ACC) defines the kernel `name` (an entry of ops.h; the tier's adapter
+ * passes its column of names, so the full name is at the instantiation) from
+ * tier ISA's primitives:
  *
  *   rmsn_sumsq_<TIN>_<ACC>_<ISA>(n, x, sx)                       -> sum x^2
  *   rmsn_scale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, y, sy, w, b, pre, r) y = affine((x*pre)*r)
@@ -11,16 +12,17 @@
  *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
  *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
  *
- * A SIMD scale/colscale is only called with pre == 1 (pre[] == NULL); the
- * scalar one serves split rstds.
- * Strides are in elements and may be anything; a SIMD primitive hands a
- * layout it does not vectorize to the scalar one.  The policy (acc type, rstd,
- * robust path) is in ../rmsnorm.h.
+ * The per-dtype ones (sumsq, colsumsq) come from the tier's list of (storage,
+ * acc) types, the others with the entry that uses them (RMSN_SCALAR_PRIM_<op>
+ * in scalar.h, RMSN_SIMD_PRIM_<op> in simd.h).  A split rstd (pre != 1, or
+ * pre[] != NULL) is rare: a SIMD scale/colscale hands it to the scalar one, as
+ * it does a layout it does not vectorize.  Strides are in elements and may be
+ * anything.  The policy (acc type, rstd, robust path) is in ../rmsnorm.h.
  */
 #ifndef RMSN_KERNELS_SLICE_H
 #define RMSN_KERNELS_SLICE_H
 
-#include "../rmsnorm.h"
+#include "../ops.h"
 
 /* Positions one column kernel call normalizes at once (stack partial sums);
  * 1 KiB runs of f32 per channel read better than 256 B ones (bench: NCHW). */
@@ -48,148 +50,109 @@
     } while (0)
 
 
-/* The type combinations, listed once.  A pair is (input, output, acc); the acc
- * type is f64 when either side is f64 (rmsnorm.h). */
-#define RMSN_FOR_EACH_PAIR(X)                                                                  \
-    X(f16, f16, f32) X(f16, bf16, f32) X(f16, f32, f32) X(f16, f64, f64)                       \
-    X(bf16, f16, f32) X(bf16, bf16, f32) X(bf16, f32, f32) X(bf16, f64, f64)                   \
-    X(f32, f16, f32) X(f32, bf16, f32) X(f32, f32, f32) X(f32, f64, f64)                       \
-    X(f64, f16, f64) X(f64, bf16, f64) X(f64, f32, f64) X(f64, f64, f64)
-/* (storage type, acc type) combinations that occur in the pairs above. */
-#define RMSN_FOR_EACH_TYPE_ACC(X) \
-    X(f16, f32) X(bf16, f32) X(f32, f32) X(f16, f64) X(bf16, f64) X(f32, f64) X(f64, f64)
-/* Backward: one storage type for dy, x, dx; acc by the storage type. */
-#define RMSN_FOR_EACH_BWD(X) \
-    X(f16, f32, FLT_MIN, FLT_MAX) X(bf16, f32, FLT_MIN, FLT_MAX) X(f32, f32, FLT_MIN, FLT_MAX) X(f64, f64, DBL_MIN, DBL_MAX)
-
-/* The kernel signatures the dispatch table holds (type-erased pointers). */
-typedef void (*rmsn_fwd_fn)(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x, ptrdiff_t sx,
-                            ptrdiff_t rsx, void *y, ptrdiff_t sy, ptrdiff_t rsy, const void *w, const void *b,
-                            void *rstd);
-typedef void (*rmsn_fwd_cols_fn)(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos, const void *x, ptrdiff_t sxc,
-                                 ptrdiff_t sxp, void *y, ptrdiff_t syc, ptrdiff_t syp, const void *w, const void *b,
-                                 void *rstd, ptrdiff_t srstd);
-typedef void (*rmsn_add_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *r, ptrdiff_t sr,
-                            void *ro, ptrdiff_t sro, void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd);
-typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x,
-                            ptrdiff_t sx, void *dx, ptrdiff_t sdx, const void *w, const void *rstd, void *dw, void *db);
-
-/* Scale-and-write with rstd = pre * r: the tier's primitive on the normal
- * path (pre == 1), the scalar one for a split rstd (rare: see rmsnorm.h). */
-#define RMSN_SCALE(ISA, TIN, TOUT, ACC, x, sx, y, sy, w, b, pre, r)                                             \
-    do {                                                                                                    \
-        if ((pre) == 1)                                                                                     \
-            rmsn_scale_##TIN##_##TOUT##_##ISA(o, n, x, sx, (rmsn_##TOUT *)(y), sy, (const rmsn_##ACC *)(w),  \
-                                              (const rmsn_##ACC *)(b), 1, r);                               \
-        else                                                                                                \
-            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, (rmsn_##TOUT *)(y), sy, (const rmsn_##ACC *)(w), \
-                                               (const rmsn_##ACC *)(b), pre, r);                            \
-    } while (0)
-
 /* Forward of nrows slices of n elements, slice r at x + r * rsx and y + r *
  * rsy (row strides in bytes; rstd[r]): per slice, rstd from the sum of
  * squares, then scale and write.  One call takes a block of short rows, so a
  * row pays no dispatch or index arithmetic; each row's result is the same
  * bits as on its own. */
-#define RMSN_DEFINE_FWD(ISA, TIN, TOUT, ACC)                                                                   \
-    static void rmsn_fwd_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x, \
-                                                ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,             \
-                                                ptrdiff_t rsy, const void *w, const void *b, void *rstd)        \
-    {                                                                                                          \
-        ptrdiff_t row;                                                                                         \
-        for (row = 0; row < nrows; row++) {                                                                    \
-            const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                          \
-            char *yt = (char *)y + row * rsy;                                                                  \
-            rmsn_##ACC pre, r, ss;                                                                             \
-            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                \
-            r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                               \
-            RMSN_SCALE(ISA, TIN, TOUT, ACC, xt, sx, yt, sy, w, b, pre, r);                                     \
-            if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                     \
-        }                                                                                                      \
+#define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                         \
+    static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                     \
+                     ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                  \
+                     ptrdiff_t rsy, const void *w, const void *b, void *rstd)                             \
+    {                                                                                                     \
+        ptrdiff_t row;                                                                                    \
+        for (row = 0; row < nrows; row++) {                                                               \
+            const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                     \
+            char *yt = (char *)y + row * rsy;                                                             \
+            rmsn_##ACC pre, r, ss;                                                                        \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));           \
+            r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                          \
+            rmsn_scale_##TIN##_##TOUT##_##ISA(o, n, xt, sx, (rmsn_##TOUT *)yt, sy, (const rmsn_##ACC *)w, \
+                                              (const rmsn_##ACC *)b, pre, r);                             \
+            if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                \
+        }                                                                                                 \
     }
 
 /* Forward of npos slices laid out as columns: slice p is x[c * sxc + p * sxp]
  * for c < n (normalizing the channels of NCHW, or a Fortran-ordered array).
  * Vectorizes across positions; no transposed copy. */
-#define RMSN_DEFINE_FWD_COLS(ISA, TIN, TOUT, ACC)                                                            \
-    static void rmsn_fwd_cols_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,        \
-                                                     const void *x, ptrdiff_t sxc, ptrdiff_t sxp, void *y,   \
-                                                     ptrdiff_t syc, ptrdiff_t syp, const void *w,            \
-                                                     const void *b, void *rstd, ptrdiff_t srstd)             \
-    {                                                                                                        \
-        rmsn_##ACC ss[RMSN_COL_TILE], r[RMSN_COL_TILE], pre[RMSN_COL_TILE];                                  \
-        double total[RMSN_COL_TILE]; /* blocked over channels, as RMSN_BLOCKED_SUM */                         \
-        ptrdiff_t p0, p, np, c0;                                                                             \
-        int split;                                                                                           \
-        for (p0 = 0; p0 < npos; p0 += RMSN_COL_TILE) {                                                       \
-            const rmsn_##TIN *xt = (const rmsn_##TIN *)x + p0 * sxp;                                         \
-            np = npos - p0 < RMSN_COL_TILE ? npos - p0 : RMSN_COL_TILE;                                      \
-            for (p = 0; p < np; p++) total[p] = 0.0;                                                         \
-            for (c0 = 0; c0 < n; c0 += RMSN_SUM_BLOCK) {                                                     \
-                rmsn_colsumsq_##TIN##_##ACC##_##ISA(n - c0 < RMSN_SUM_BLOCK ? n - c0 : RMSN_SUM_BLOCK, np,  \
-                                                    xt + c0 * sxc, sxc, sxp, ss);                           \
-                for (p = 0; p < np; p++) total[p] += (double)ss[p];                                          \
-            }                                                                                                \
-            for (p = 0; p < np; p++) ss[p] = (rmsn_##ACC)total[p];                                           \
-            for (split = 0, p = 0; p < np; p++) {                                                            \
-                r[p] = rmsn_rstd_##TIN##_##ACC(o, ss[p], n, xt + p * sxp, sxc, pre + p);                     \
-                split |= pre[p] != 1;                                                                        \
-            }                                                                                                \
-            if (split)                                                                                       \
-                rmsn_colscale_##TIN##_##TOUT##_scalar(o, n, np, xt, sxc, sxp, (rmsn_##TOUT *)y + p0 * syp, syc, \
-                                                      syp, (const rmsn_##ACC *)w, (const rmsn_##ACC *)b, pre, r); \
-            else                                                                                             \
-                rmsn_colscale_##TIN##_##TOUT##_##ISA(o, n, np, xt, sxc, sxp, (rmsn_##TOUT *)y + p0 * syp,    \
-                                                     syc, syp, (const rmsn_##ACC *)w, (const rmsn_##ACC *)b, \
-                                                     NULL, r);                                               \
-            if (rstd)                                                                                        \
-                for (p = 0; p < np; p++) ((rmsn_##ACC *)rstd)[(p0 + p) * srstd] = pre[p] * r[p];             \
-        }                                                                                                    \
+#define RMSN_SLICE_fwd_cols(NAME, ISA, TIN, TOUT, ACC)                                                          \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,                                           \
+                     const void *x, ptrdiff_t sxc, ptrdiff_t sxp, void *y,                                      \
+                     ptrdiff_t syc, ptrdiff_t syp, const void *w,                                               \
+                     const void *b, void *rstd, ptrdiff_t srstd)                                                \
+    {                                                                                                           \
+        rmsn_##ACC ss[RMSN_COL_TILE], r[RMSN_COL_TILE], pre[RMSN_COL_TILE];                                     \
+        double total[RMSN_COL_TILE]; /* blocked over channels, as RMSN_BLOCKED_SUM */                           \
+        ptrdiff_t p0, p, np, c0;                                                                                \
+        int split;                                                                                              \
+        for (p0 = 0; p0 < npos; p0 += RMSN_COL_TILE) {                                                          \
+            const rmsn_##TIN *xt = (const rmsn_##TIN *)x + p0 * sxp;                                            \
+            np = npos - p0 < RMSN_COL_TILE ? npos - p0 : RMSN_COL_TILE;                                         \
+            for (p = 0; p < np; p++) total[p] = 0.0;                                                            \
+            for (c0 = 0; c0 < n; c0 += RMSN_SUM_BLOCK) {                                                        \
+                rmsn_colsumsq_##TIN##_##ACC##_##ISA(n - c0 < RMSN_SUM_BLOCK ? n - c0 : RMSN_SUM_BLOCK, np,      \
+                                                    xt + c0 * sxc, sxc, sxp, ss);                               \
+                for (p = 0; p < np; p++) total[p] += (double)ss[p];                                             \
+            }                                                                                                   \
+            for (p = 0; p < np; p++) ss[p] = (rmsn_##ACC)total[p];                                              \
+            for (split = 0, p = 0; p < np; p++) {                                                               \
+                r[p] = rmsn_rstd_##TIN##_##ACC(o, ss[p], n, xt + p * sxp, sxc, pre + p);                        \
+                split |= pre[p] != 1;                                                                           \
+            }                                                                                                   \
+            rmsn_colscale_##TIN##_##TOUT##_##ISA(o, n, np, xt, sxc, sxp, (rmsn_##TOUT *)y + p0 * syp, syc, syp, \
+                                                 (const rmsn_##ACC *)w, (const rmsn_##ACC *)b,                  \
+                                                 split ? pre : NULL, r);                                        \
+            if (rstd)                                                                                           \
+                for (p = 0; p < np; p++) ((rmsn_##ACC *)rstd)[(p0 + p) * srstd] = pre[p] * r[p];                \
+        }                                                                                                       \
     }
 
 /* Fused residual add: ro = round_TR(x + r) written first, then normalized
  * from the rounded values, so it is bitwise the two steps done apart. */
-#define RMSN_DEFINE_ADD(ISA, TX, TR, ACC)                                                                      \
-    static void rmsn_add_##TX##_##TR##_##ISA(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx,      \
-                                             const void *r, ptrdiff_t sr, void *ro, ptrdiff_t sro, void *y,     \
-                                             ptrdiff_t sy, const void *w, const void *b, void *rstd)            \
-    {                                                                                                          \
-        const rmsn_##TR *rot = (const rmsn_##TR *)ro;                                                          \
-        rmsn_##ACC ss, pre, rs;                                                                                \
-        RMSN_BLOCKED_SUM(ACC, ss, rmsn_addsq_##TX##_##TR##_##ISA(len, (const rmsn_##TX *)x + i0 * sx, sx,        \
-                                                                 (const rmsn_##TR *)r + i0 * sr, sr,           \
-                                                                 (rmsn_##TR *)ro + i0 * sro, sro));            \
-        rs = rmsn_rstd_##TR##_##ACC(o, ss, n, rot, sro, &pre);                                                 \
-        RMSN_SCALE(ISA, TR, TX, ACC, rot, sro, y, sy, w, b, pre, rs);                                          \
-        if (rstd) *(rmsn_##ACC *)rstd = pre * rs;                                                              \
+#define RMSN_SLICE_add(NAME, ISA, TX, TR, ACC)                                                            \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx,                        \
+                     const void *r, ptrdiff_t sr, void *ro, ptrdiff_t sro, void *y,                       \
+                     ptrdiff_t sy, const void *w, const void *b, void *rstd)                              \
+    {                                                                                                     \
+        const rmsn_##TR *rot = (const rmsn_##TR *)ro;                                                     \
+        rmsn_##ACC ss, pre, rs;                                                                           \
+        RMSN_BLOCKED_SUM(ACC, ss, rmsn_addsq_##TX##_##TR##_##ISA(len, (const rmsn_##TX *)x + i0 * sx, sx, \
+                                                                 (const rmsn_##TR *)r + i0 * sr, sr,      \
+                                                                 (rmsn_##TR *)ro + i0 * sro, sro));       \
+        rs = rmsn_rstd_##TR##_##ACC(o, ss, n, rot, sro, &pre);                                            \
+        rmsn_scale_##TR##_##TX##_##ISA(o, n, rot, sro, (rmsn_##TX *)y, sy, (const rmsn_##ACC *)w,         \
+                                       (const rmsn_##ACC *)b, pre, rs);                                   \
+        if (rstd) *(rmsn_##ACC *)rstd = pre * rs;                                                         \
     }
 
-/* Backward of one slice (dy, x, dx of one dtype T; acc ACC):
+/* Backward of one slice (dy, x, dx of one dtype T; T_ is T, as ops.h lists it;
+ * acc ACC):
  *   g = dy * w,  dx = rstd * g - k * x  with  k = coef * sum(g * x),
  *   dw += dy * x * rstd,  db += dy   (dw, db: acc-typed partial sums or NULL).
  * rstd is the forward's when given, else recomputed the forward's way (the
  * same sumsq primitive, so both give the same bits).  The sum of squares is
  * skipped when only the rstd needed it. */
-#define RMSN_DEFINE_BWD(ISA, T, ACC, ACC_MIN, ACC_MAX)                                                          \
-    static void rmsn_bwd_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy,            \
-                                     const void *x, ptrdiff_t sx, void *dx, ptrdiff_t sdx, const void *w,        \
-                                     const void *rstd, void *dw, void *db)                                       \
-    {                                                                                                           \
-        const rmsn_##T *xt = (const rmsn_##T *)x;                                                               \
-        const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                           \
-        rmsn_##ACC ss = 1, r, pre, gx;                                                                          \
-        double rms = 1.0;                                                                                       \
-        RMSN_BLOCKED_SUM(ACC, gx, rmsn_bwddot_##T##_##ISA(len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx, \
-                                                          sx, wt ? wt + i0 : NULL));                            \
-        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                            \
-            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
-            rms = (ss >= ACC_MIN && ss <= ACC_MAX) ? sqrt((double)ss / (double)n)                               \
-                                                   : rmsn_robust_rms_##T(n, xt, sx);                            \
-        }                                                                                                       \
-        r = rstd ? *(const rmsn_##ACC *)rstd : rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre) * pre;              \
-        rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                    \
+#define RMSN_SLICE_bwd(NAME, ISA, T, T_, ACC)                                                                       \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy,                                \
+                     const void *x, ptrdiff_t sx, void *dx, ptrdiff_t sdx, const void *w,                           \
+                     const void *rstd, void *dw, void *db)                                                          \
+    {                                                                                                               \
+        const rmsn_##T *xt = (const rmsn_##T *)x;                                                                   \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
+        rmsn_##ACC ss = 1, r, pre, gx;                                                                              \
+        double rms = 1.0;                                                                                           \
+        RMSN_BLOCKED_SUM(ACC, gx, rmsn_bwddot_##T##_##ISA(len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx,  \
+                                                          sx, wt ? wt + i0 : NULL));                                \
+        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                       \
+            rms = (ss >= RMSN_ACC_MIN_##ACC && ss <= RMSN_ACC_MAX_##ACC) ? sqrt((double)ss / (double)n)             \
+                                                   : rmsn_robust_rms_##T(n, xt, sx);                                \
+        }                                                                                                           \
+        r = rstd ? *(const rmsn_##ACC *)rstd : rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre) * pre;                 \
+        rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                        \
                                   wt, r, (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw, \
-                                  (rmsn_##ACC *)db, o);                                                 \
+                                  (rmsn_##ACC *)db, o);                                                             \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */

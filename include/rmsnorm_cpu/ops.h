@@ -1,0 +1,159 @@
+/*
+ * The one list of kernels: every op for every (input, output) dtype pair it
+ * has, with the acc type and the kernel's name in each tier.  Everything per
+ * kernel expands from it: the dispatch table's slots and install functions
+ * (dispatch.h), the kernel definitions (kernels/scalar.h, each SIMD tier's
+ * header, from the op's slice math in kernels/slice.h), and the C check
+ * (tests/c/check_kernels.c).
+ *
+ * Adding a dtype pair: one entry here (the op's slice math already covers it;
+ * the acc column must follow the rule of rmsnorm.h, checked at compile time).
+ * Adding an op: its signature, RMSN_FOR_EACH_OP line and RMSN_SLOT_<op> here,
+ * its entries, and its slice math RMSN_SLICE_<op> in kernels/slice.h with the
+ * per-tier primitives RMSN_SCALAR_PRIM_<op> / RMSN_SIMD_PRIM_<op>.
+ * docs/kernels.md walks through both.
+ */
+#ifndef RMSN_OPS_H
+#define RMSN_OPS_H
+
+#include "rmsnorm.h"
+
+/* The kernel signatures the dispatch table holds (type-erased pointers). */
+typedef void (*rmsn_fwd_fn)(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x, ptrdiff_t sx,
+                            ptrdiff_t rsx, void *y, ptrdiff_t sy, ptrdiff_t rsy, const void *w, const void *b,
+                            void *rstd);
+typedef void (*rmsn_fwd_cols_fn)(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos, const void *x, ptrdiff_t sxc,
+                                 ptrdiff_t sxp, void *y, ptrdiff_t syc, ptrdiff_t syp, const void *w, const void *b,
+                                 void *rstd, ptrdiff_t srstd);
+typedef void (*rmsn_add_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *r, ptrdiff_t sr,
+                            void *ro, ptrdiff_t sro, void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd);
+typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x,
+                            ptrdiff_t sx, void *dx, ptrdiff_t sdx, const void *w, const void *rstd, void *dw, void *db);
+
+/* The ops: X(op, dimensions of its slots in the table).  A pair op's slots are
+ * [input][output] ([x][residual] for add); bwd has one dtype for dy, x, dx. */
+#define RMSN_FOR_EACH_OP(X)                                                     \
+    X(fwd, [RMSN_NDTYPES][RMSN_NDTYPES])                                        \
+    X(fwd_cols, [RMSN_NDTYPES][RMSN_NDTYPES])                                   \
+    X(add, [RMSN_NDTYPES][RMSN_NDTYPES])                                        \
+    X(bwd, [RMSN_NDTYPES])
+
+/* The table slot of an entry's kernel. */
+#define RMSN_SLOT_fwd(TIN, TOUT) fwd[RMSN_DT_##TIN][RMSN_DT_##TOUT]
+#define RMSN_SLOT_fwd_cols(TIN, TOUT) fwd_cols[RMSN_DT_##TIN][RMSN_DT_##TOUT]
+#define RMSN_SLOT_add(TIN, TOUT) add[RMSN_DT_##TIN][RMSN_DT_##TOUT]
+#define RMSN_SLOT_bwd(TIN, TOUT) bwd[RMSN_DT_##TIN]
+
+/* The kernels.  Each entry is one of
+ *   SCALAR(ARG, op, input, output, acc, scalar name)
+ *   SIMD(ARG, op, input, output, acc, scalar name, avx2, avx512, avx512bf16, neon names)
+ * SCALAR: only the scalar tier implements it (the SIMD tiers keep the scalar
+ * kernel in that slot); SIMD: every SIMD tier does.  ARG is passed through
+ * (a tier's name, for the definitions and the install functions).
+ * Order: all fwd entries before the add entries (the fused add writes with
+ * the forward's scale primitive of the reversed pair). */
+#define RMSN_FOR_EACH_KERNEL(SCALAR, SIMD, ARG)                                                                                        \
+    SIMD(ARG, fwd, f16, f16, f32, rmsn_fwd_f16_f16_scalar, rmsn_fwd_f16_f16_avx2, rmsn_fwd_f16_f16_avx512,                             \
+         rmsn_fwd_f16_f16_avx512bf16, rmsn_fwd_f16_f16_neon)                                                                           \
+    SIMD(ARG, fwd, f16, bf16, f32, rmsn_fwd_f16_bf16_scalar, rmsn_fwd_f16_bf16_avx2, rmsn_fwd_f16_bf16_avx512,                         \
+         rmsn_fwd_f16_bf16_avx512bf16, rmsn_fwd_f16_bf16_neon)                                                                         \
+    SIMD(ARG, fwd, f16, f32, f32, rmsn_fwd_f16_f32_scalar, rmsn_fwd_f16_f32_avx2, rmsn_fwd_f16_f32_avx512,                             \
+         rmsn_fwd_f16_f32_avx512bf16, rmsn_fwd_f16_f32_neon)                                                                           \
+    SCALAR(ARG, fwd, f16, f64, f64, rmsn_fwd_f16_f64_scalar)                                                                           \
+    SIMD(ARG, fwd, bf16, f16, f32, rmsn_fwd_bf16_f16_scalar, rmsn_fwd_bf16_f16_avx2, rmsn_fwd_bf16_f16_avx512,                         \
+         rmsn_fwd_bf16_f16_avx512bf16, rmsn_fwd_bf16_f16_neon)                                                                         \
+    SIMD(ARG, fwd, bf16, bf16, f32, rmsn_fwd_bf16_bf16_scalar, rmsn_fwd_bf16_bf16_avx2, rmsn_fwd_bf16_bf16_avx512,                     \
+         rmsn_fwd_bf16_bf16_avx512bf16, rmsn_fwd_bf16_bf16_neon)                                                                       \
+    SIMD(ARG, fwd, bf16, f32, f32, rmsn_fwd_bf16_f32_scalar, rmsn_fwd_bf16_f32_avx2, rmsn_fwd_bf16_f32_avx512,                         \
+         rmsn_fwd_bf16_f32_avx512bf16, rmsn_fwd_bf16_f32_neon)                                                                         \
+    SCALAR(ARG, fwd, bf16, f64, f64, rmsn_fwd_bf16_f64_scalar)                                                                         \
+    SIMD(ARG, fwd, f32, f16, f32, rmsn_fwd_f32_f16_scalar, rmsn_fwd_f32_f16_avx2, rmsn_fwd_f32_f16_avx512,                             \
+         rmsn_fwd_f32_f16_avx512bf16, rmsn_fwd_f32_f16_neon)                                                                           \
+    SIMD(ARG, fwd, f32, bf16, f32, rmsn_fwd_f32_bf16_scalar, rmsn_fwd_f32_bf16_avx2, rmsn_fwd_f32_bf16_avx512,                         \
+         rmsn_fwd_f32_bf16_avx512bf16, rmsn_fwd_f32_bf16_neon)                                                                         \
+    SIMD(ARG, fwd, f32, f32, f32, rmsn_fwd_f32_f32_scalar, rmsn_fwd_f32_f32_avx2, rmsn_fwd_f32_f32_avx512,                             \
+         rmsn_fwd_f32_f32_avx512bf16, rmsn_fwd_f32_f32_neon)                                                                           \
+    SCALAR(ARG, fwd, f32, f64, f64, rmsn_fwd_f32_f64_scalar)                                                                           \
+    SCALAR(ARG, fwd, f64, f16, f64, rmsn_fwd_f64_f16_scalar)                                                                           \
+    SCALAR(ARG, fwd, f64, bf16, f64, rmsn_fwd_f64_bf16_scalar)                                                                         \
+    SCALAR(ARG, fwd, f64, f32, f64, rmsn_fwd_f64_f32_scalar)                                                                           \
+    SIMD(ARG, fwd, f64, f64, f64, rmsn_fwd_f64_f64_scalar, rmsn_fwd_f64_f64_avx2, rmsn_fwd_f64_f64_avx512,                             \
+         rmsn_fwd_f64_f64_avx512bf16, rmsn_fwd_f64_f64_neon)                                                                           \
+    SIMD(ARG, fwd_cols, f16, f16, f32, rmsn_fwd_cols_f16_f16_scalar, rmsn_fwd_cols_f16_f16_avx2, rmsn_fwd_cols_f16_f16_avx512,         \
+         rmsn_fwd_cols_f16_f16_avx512bf16, rmsn_fwd_cols_f16_f16_neon)                                                                 \
+    SIMD(ARG, fwd_cols, f16, bf16, f32, rmsn_fwd_cols_f16_bf16_scalar, rmsn_fwd_cols_f16_bf16_avx2, rmsn_fwd_cols_f16_bf16_avx512,     \
+         rmsn_fwd_cols_f16_bf16_avx512bf16, rmsn_fwd_cols_f16_bf16_neon)                                                               \
+    SIMD(ARG, fwd_cols, f16, f32, f32, rmsn_fwd_cols_f16_f32_scalar, rmsn_fwd_cols_f16_f32_avx2, rmsn_fwd_cols_f16_f32_avx512,         \
+         rmsn_fwd_cols_f16_f32_avx512bf16, rmsn_fwd_cols_f16_f32_neon)                                                                 \
+    SCALAR(ARG, fwd_cols, f16, f64, f64, rmsn_fwd_cols_f16_f64_scalar)                                                                 \
+    SIMD(ARG, fwd_cols, bf16, f16, f32, rmsn_fwd_cols_bf16_f16_scalar, rmsn_fwd_cols_bf16_f16_avx2, rmsn_fwd_cols_bf16_f16_avx512,     \
+         rmsn_fwd_cols_bf16_f16_avx512bf16, rmsn_fwd_cols_bf16_f16_neon)                                                               \
+    SIMD(ARG, fwd_cols, bf16, bf16, f32, rmsn_fwd_cols_bf16_bf16_scalar, rmsn_fwd_cols_bf16_bf16_avx2, rmsn_fwd_cols_bf16_bf16_avx512, \
+         rmsn_fwd_cols_bf16_bf16_avx512bf16, rmsn_fwd_cols_bf16_bf16_neon)                                                             \
+    SIMD(ARG, fwd_cols, bf16, f32, f32, rmsn_fwd_cols_bf16_f32_scalar, rmsn_fwd_cols_bf16_f32_avx2, rmsn_fwd_cols_bf16_f32_avx512,     \
+         rmsn_fwd_cols_bf16_f32_avx512bf16, rmsn_fwd_cols_bf16_f32_neon)                                                               \
+    SCALAR(ARG, fwd_cols, bf16, f64, f64, rmsn_fwd_cols_bf16_f64_scalar)                                                               \
+    SIMD(ARG, fwd_cols, f32, f16, f32, rmsn_fwd_cols_f32_f16_scalar, rmsn_fwd_cols_f32_f16_avx2, rmsn_fwd_cols_f32_f16_avx512,         \
+         rmsn_fwd_cols_f32_f16_avx512bf16, rmsn_fwd_cols_f32_f16_neon)                                                                 \
+    SIMD(ARG, fwd_cols, f32, bf16, f32, rmsn_fwd_cols_f32_bf16_scalar, rmsn_fwd_cols_f32_bf16_avx2, rmsn_fwd_cols_f32_bf16_avx512,     \
+         rmsn_fwd_cols_f32_bf16_avx512bf16, rmsn_fwd_cols_f32_bf16_neon)                                                               \
+    SIMD(ARG, fwd_cols, f32, f32, f32, rmsn_fwd_cols_f32_f32_scalar, rmsn_fwd_cols_f32_f32_avx2, rmsn_fwd_cols_f32_f32_avx512,         \
+         rmsn_fwd_cols_f32_f32_avx512bf16, rmsn_fwd_cols_f32_f32_neon)                                                                 \
+    SCALAR(ARG, fwd_cols, f32, f64, f64, rmsn_fwd_cols_f32_f64_scalar)                                                                 \
+    SCALAR(ARG, fwd_cols, f64, f16, f64, rmsn_fwd_cols_f64_f16_scalar)                                                                 \
+    SCALAR(ARG, fwd_cols, f64, bf16, f64, rmsn_fwd_cols_f64_bf16_scalar)                                                               \
+    SCALAR(ARG, fwd_cols, f64, f32, f64, rmsn_fwd_cols_f64_f32_scalar)                                                                 \
+    SIMD(ARG, fwd_cols, f64, f64, f64, rmsn_fwd_cols_f64_f64_scalar, rmsn_fwd_cols_f64_f64_avx2, rmsn_fwd_cols_f64_f64_avx512,         \
+         rmsn_fwd_cols_f64_f64_avx512bf16, rmsn_fwd_cols_f64_f64_neon)                                                                 \
+    SIMD(ARG, add, f16, f16, f32, rmsn_add_f16_f16_scalar, rmsn_add_f16_f16_avx2, rmsn_add_f16_f16_avx512,                             \
+         rmsn_add_f16_f16_avx512bf16, rmsn_add_f16_f16_neon)                                                                           \
+    SIMD(ARG, add, f16, bf16, f32, rmsn_add_f16_bf16_scalar, rmsn_add_f16_bf16_avx2, rmsn_add_f16_bf16_avx512,                         \
+         rmsn_add_f16_bf16_avx512bf16, rmsn_add_f16_bf16_neon)                                                                         \
+    SIMD(ARG, add, f16, f32, f32, rmsn_add_f16_f32_scalar, rmsn_add_f16_f32_avx2, rmsn_add_f16_f32_avx512,                             \
+         rmsn_add_f16_f32_avx512bf16, rmsn_add_f16_f32_neon)                                                                           \
+    SCALAR(ARG, add, f16, f64, f64, rmsn_add_f16_f64_scalar)                                                                           \
+    SIMD(ARG, add, bf16, f16, f32, rmsn_add_bf16_f16_scalar, rmsn_add_bf16_f16_avx2, rmsn_add_bf16_f16_avx512,                         \
+         rmsn_add_bf16_f16_avx512bf16, rmsn_add_bf16_f16_neon)                                                                         \
+    SIMD(ARG, add, bf16, bf16, f32, rmsn_add_bf16_bf16_scalar, rmsn_add_bf16_bf16_avx2, rmsn_add_bf16_bf16_avx512,                     \
+         rmsn_add_bf16_bf16_avx512bf16, rmsn_add_bf16_bf16_neon)                                                                       \
+    SIMD(ARG, add, bf16, f32, f32, rmsn_add_bf16_f32_scalar, rmsn_add_bf16_f32_avx2, rmsn_add_bf16_f32_avx512,                         \
+         rmsn_add_bf16_f32_avx512bf16, rmsn_add_bf16_f32_neon)                                                                         \
+    SCALAR(ARG, add, bf16, f64, f64, rmsn_add_bf16_f64_scalar)                                                                         \
+    SIMD(ARG, add, f32, f16, f32, rmsn_add_f32_f16_scalar, rmsn_add_f32_f16_avx2, rmsn_add_f32_f16_avx512,                             \
+         rmsn_add_f32_f16_avx512bf16, rmsn_add_f32_f16_neon)                                                                           \
+    SIMD(ARG, add, f32, bf16, f32, rmsn_add_f32_bf16_scalar, rmsn_add_f32_bf16_avx2, rmsn_add_f32_bf16_avx512,                         \
+         rmsn_add_f32_bf16_avx512bf16, rmsn_add_f32_bf16_neon)                                                                         \
+    SIMD(ARG, add, f32, f32, f32, rmsn_add_f32_f32_scalar, rmsn_add_f32_f32_avx2, rmsn_add_f32_f32_avx512,                             \
+         rmsn_add_f32_f32_avx512bf16, rmsn_add_f32_f32_neon)                                                                           \
+    SCALAR(ARG, add, f32, f64, f64, rmsn_add_f32_f64_scalar)                                                                           \
+    SCALAR(ARG, add, f64, f16, f64, rmsn_add_f64_f16_scalar)                                                                           \
+    SCALAR(ARG, add, f64, bf16, f64, rmsn_add_f64_bf16_scalar)                                                                         \
+    SCALAR(ARG, add, f64, f32, f64, rmsn_add_f64_f32_scalar)                                                                           \
+    SIMD(ARG, add, f64, f64, f64, rmsn_add_f64_f64_scalar, rmsn_add_f64_f64_avx2, rmsn_add_f64_f64_avx512,                             \
+         rmsn_add_f64_f64_avx512bf16, rmsn_add_f64_f64_neon)                                                                           \
+    SIMD(ARG, bwd, f16, f16, f32, rmsn_bwd_f16_scalar, rmsn_bwd_f16_avx2, rmsn_bwd_f16_avx512,                                         \
+         rmsn_bwd_f16_avx512bf16, rmsn_bwd_f16_neon)                                                                                   \
+    SIMD(ARG, bwd, bf16, bf16, f32, rmsn_bwd_bf16_scalar, rmsn_bwd_bf16_avx2, rmsn_bwd_bf16_avx512,                                    \
+         rmsn_bwd_bf16_avx512bf16, rmsn_bwd_bf16_neon)                                                                                 \
+    SIMD(ARG, bwd, f32, f32, f32, rmsn_bwd_f32_scalar, rmsn_bwd_f32_avx2, rmsn_bwd_f32_avx512,                                         \
+         rmsn_bwd_f32_avx512bf16, rmsn_bwd_f32_neon)                                                                                   \
+    SIMD(ARG, bwd, f64, f64, f64, rmsn_bwd_f64_scalar, rmsn_bwd_f64_avx2, rmsn_bwd_f64_avx512,                                         \
+         rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon)
+
+/* The acc column against the rule of rmsnorm.h. */
+#define RMSN_CHECK_ACC(ARG, OP, TIN, TOUT, ACC, ...)                                                     \
+    _Static_assert(RMSN_ACC_DTYPE(RMSN_DT_##TIN, RMSN_DT_##TOUT) == RMSN_DT_##ACC,                       \
+                   "ops.h: the acc type of " #OP " " #TIN " -> " #TOUT " breaks the rule of rmsnorm.h");
+RMSN_FOR_EACH_KERNEL(RMSN_CHECK_ACC, RMSN_CHECK_ACC, ~)
+#undef RMSN_CHECK_ACC
+
+/* What a SIMD tier makes of a SCALAR entry: nothing. */
+#define RMSN_NO_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)
+
+/* A tier's column of a SIMD entry's names (the SIMD tiers' adapters pick their own). */
+#define RMSN_NAME_avx2(AVX2, AVX512, AVX512BF16, NEON) AVX2
+#define RMSN_NAME_avx512(AVX2, AVX512, AVX512BF16, NEON) AVX512
+#define RMSN_NAME_avx512bf16(AVX2, AVX512, AVX512BF16, NEON) AVX512BF16
+#define RMSN_NAME_neon(AVX2, AVX512, AVX512BF16, NEON) NEON
+
+#endif /* RMSN_OPS_H */
