@@ -470,14 +470,25 @@ cdef void _add_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
 
 def add_forward(call, list arrays, tuple shape, list bstrides, list nstrides, bint out_given):
     """residual_out = x + residual; y = rms_norm(residual_out), slice by slice,
-    for a _spec.Call of add_rms_norm laid out by _spec.layout."""
+    for a _spec.Call of add_rms_norm laid out by _spec.layout.
+
+    Notes: the fused kernel's y is the row kernel's on contiguous slices.
+    Where the normalized dim is strided in an operand, rms_norm(residual_out)
+    would take another kernel (the column kernel, or the row kernel on a
+    compact copy), which sums squares in another order; y is then recomputed
+    from residual_out by rms_norm's own path, so that add_rms_norm stays
+    bitwise rms_norm(x + residual) on every layout.
+    """
     cdef Add a
+    cdef Fwd f
     cdef Py_ssize_t k, operand_bytes = 0
     cdef int tx = call.codes[0], tr = call.codes[1]
+    cdef bint strided = False
     options = call.options
     _layout(&a.L, arrays, shape, bstrides, nstrides, call.plan.n, call.plan.groups)
     for k in range(4):
         operand_bytes += _operand_bytes(&a.L, k)
+        strided = strided or a.L.nstride[k] != 1
     # No prefetch: the second pass reads residual_out, not the next x and residual.
     _set_opts(&a.opts, options.eps, options.eps_mode, options.round_mid,
               may_stream(operand_bytes, out_given, _run_bytes(&a.L, 3)), False)
@@ -486,6 +497,22 @@ def add_forward(call, list arrays, tuple shape, list bstrides, list nstrides, bi
     a.b = _ptr_or_null(call.bias)
     a.accsize = 8 if _acc_f64(tx, tr) else 4
     run_units(_add_unit, &a, a.L.nslices, options.n_threads, a.L.nslices * a.L.n, &a.opts, operand_bytes)
+    if strided:
+        _operands(&f.L, &a.L, 2)
+        f.w, f.b, f.rstd = a.w, a.b, NULL
+        _run_forward(&f, tr, tx, options, out_given)
+
+
+cdef void _operands(Layout *dst, const Layout *src, Py_ssize_t first) noexcept:
+    """dst = src restricted to its operands from `first` on (same batch dims and slices)."""
+    cdef Py_ssize_t k
+    dst[0] = src[0]
+    dst.nops = src.nops - first
+    for k in range(dst.nops):
+        dst.data[k] = src.data[first + k]
+        dst.itemsize[k] = src.itemsize[first + k]
+        dst.nstride[k] = src.nstride[first + k]
+        dst.bstride[k] = src.bstride[first + k]
 
 
 # ---- backward --------------------------------------------------------------
