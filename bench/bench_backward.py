@@ -12,7 +12,6 @@ preallocated one; and first-touching a new array of dx's size.
 """
 
 import argparse
-import math
 
 import numpy as np
 
@@ -32,13 +31,11 @@ def main():
     acc = _spec.acc_dtype(_spec.dtype_code(dt))
     w = rng.uniform(0.5, 1.5, shape[-1]).astype(acc)
     dx = np.empty_like(x)
-    rows, n = math.prod(shape[:-1]), shape[-1]
-    spec = _spec.backward_call(dy, x, w, None, None, -1, 1e-6, 1, "sqrt", 0.0, dx, 1)
-    arrays, batch, bstrides, nstrides, _ = _spec.layout(spec.plan, list(spec.arrays), spec.n_inputs)
+    backward = _spec.backward_call(dy, x, w, None, None, -1, 1e-6, 1, "sqrt", 0.0, dx, 1)
 
     def kernel():
-        spec.dweight.fill(0)
-        _core.backward(spec, arrays, batch, bstrides, nstrides, True)
+        backward.dweight.fill(0)
+        _core.backward(backward)
 
     def time(fn):
         return _bench.median_time(fn, args.min_time) * 1e3

@@ -143,3 +143,14 @@ def test_gufunc_strided_weight(rng, chars):
     expected = rn.rms_norm(x, w)
     np.testing.assert_array_equal(rn.rms_norm_gufunc(x, w), expected)
     np.testing.assert_array_equal(rn.rms_norm_gufunc(x, np.broadcast_to(w, x.shape)), expected)
+
+
+@pytest.mark.parametrize("axis", [0, 1, (0, 1)])
+def test_layout_negative_and_size_one_strides(rng, axis):
+    """_core's layout takes normalized axes of any stride sign, and drops batch dims of one element."""
+    base = rng.standard_normal((6, 5, 1))
+    for x in (base[::-1], base[:, ::-2], base[::-2, ::-1], base.transpose(2, 1, 0)):
+        expected = rn.rms_norm(np.ascontiguousarray(x), axis=axis)
+        np.testing.assert_allclose(rn.rms_norm(x, axis=axis), expected, rtol=1e-13, atol=0)
+        y = np.empty_like(x.transpose())
+        np.testing.assert_allclose(rn.rms_norm(x, axis=axis, out=y.transpose()), expected, rtol=1e-13, atol=0)

@@ -16,11 +16,9 @@ __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
 
 
 def _run(op, call):
-    """Lay the call's operands out and run op (_core.forward/add_forward/backward)."""
+    """Run op (_core.forward/add_forward/backward) on the call, unless it has no elements."""
     if call.arrays[0].size:
-        arrays, shape, bstrides, nstrides, writebacks = _spec.layout(call.plan, list(call.arrays), call.n_inputs)
-        op(call, arrays, shape, bstrides, nstrides, call.out_given and not writebacks)
-        _spec.finish(writebacks)
+        op(call)
 
 
 def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt", weight_offset=0.0,

@@ -1,18 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The ops: the loop over slices of forward, fused add and backward, over the C kernels.
 
-``_spec`` turns a public call into a ``Call`` and lays its operands out as
-batch dimensions (shape + byte strides per operand) and one normalized
-dimension of ``n`` elements (element stride per operand), split into
-``groups`` contiguous groups.  ``forward``, ``add_forward`` and ``backward``
-take that description, pick the row or column kernel, cut the slices into
-units and hand them to ``_runtime.run_units`` (GIL released, one static
-``prange``, so a slice's result never depends on the thread count).
+``_spec`` turns a public call into a ``Call``.  ``forward``, ``add_forward``
+and ``backward`` take it, lay its operands out (``_layout``: batch dimensions,
+shape + byte strides per operand, and one normalized dimension of ``n``
+elements, element stride per operand, split into ``groups`` contiguous
+groups), pick the row or column kernel, cut the slices into units and hand
+them to ``_runtime.run_units`` (GIL released, one static ``prange``, so a
+slice's result never depends on the thread count).
 
 The short paths (``forward_rows``, ``add_rows``, and ``forward_at``/``add_at``
 for adapters holding raw memory) run small C-contiguous calls with the
 default options on the same row kernel, with their checks done in the C API.
 """
+import numpy as np
+
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
@@ -64,28 +66,135 @@ cdef struct Layout:
     Py_ssize_t nslices                              # batch size * groups
 
 
-cdef int _layout(Layout *L, list arrays, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
-                 Py_ssize_t groups) except -1:
-    cdef Py_ssize_t d, k, batch = 1
-    cdef cnp.ndarray a
-    L.nb = len(shape)
+cdef int _norm_stride(cnp.ndarray a, tuple norm_axes, Py_ssize_t *stride) except -1:
+    """1 and the element stride (any sign) of a's normalized axes flattened to
+    one in *stride, or 0 when they do not flatten (or a is unaligned)."""
+    cdef Py_ssize_t j, ax, dim, st, first = 0, expected = 0
+    cdef bint found = False
+    if not cnp.PyArray_ISALIGNED(a):
+        return 0
+    for j in range(len(norm_axes) - 1, -1, -1):
+        ax = norm_axes[j]
+        dim = cnp.PyArray_DIM(a, ax)
+        if dim == 1:
+            continue
+        st = cnp.PyArray_STRIDE(a, ax)
+        if not found:
+            first, found = st, True
+        elif st != expected:
+            return 0
+        expected = st * dim
+    if not found:
+        stride[0] = 1
+        return 1
+    if first % cnp.PyArray_ITEMSIZE(a) != 0:
+        return 0
+    stride[0] = first // cnp.PyArray_ITEMSIZE(a)
+    return 1
+
+
+cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
+    """Describe same-shape arrays as batch dims x one normalized dim.
+
+    An array whose normalized axes do not flatten to one stride (or that is
+    unaligned) is replaced: an input by a contiguous copy, an output by a
+    temporary that _finish copies into it afterwards.  Batch dims of one
+    element are dropped and neighbours merged where every operand allows it.
+    Returns the list of (output, temporary) pairs; L refers to the arrays and
+    the copies, which the caller keeps alive through ``arrays`` and that list
+    (inputs' copies are kept in it too, with None as output).
+    """
+    cdef tuple batch_axes = plan.batch_axes, norm_axes = plan.norm_axes, perm
+    cdef Py_ssize_t nb = len(batch_axes), k, d, j, ns, batch = 1, size = plan.size
+    cdef cnp.ndarray a, first = <cnp.ndarray>arrays[0]
+    cdef list made = []
+    cdef bint copied
     L.nops = len(arrays)
-    if L.nb > MAX_BATCH_DIMS or L.nops > MAX_OPERANDS:
+    L.n = plan.n
+    L.groups = plan.groups
+    if nb > MAX_BATCH_DIMS or L.nops > MAX_OPERANDS:
         raise ValueError("too many dimensions")
-    for d in range(L.nb):
-        L.shape[d] = shape[d]
-        batch *= L.shape[d]
+    for d in range(nb):
+        batch *= cnp.PyArray_DIM(first, batch_axes[d])
+    L.nslices = batch * L.groups
+    if plan.trailing:  # rows of C-contiguous operands: one batch dim
+        for k in range(L.nops):
+            a = <cnp.ndarray>arrays[k]
+            if not cnp.PyArray_ISCARRAY_RO(a):
+                break
+        else:
+            L.nb = 1
+            L.shape[0] = batch
+            for k in range(L.nops):
+                a = <cnp.ndarray>arrays[k]
+                L.data[k] = <char*>cnp.PyArray_DATA(a)
+                L.itemsize[k] = cnp.PyArray_ITEMSIZE(a)
+                L.nstride[k] = 1
+                L.bstride[k][0] = size * L.itemsize[k]
+            return made
+    perm = batch_axes + norm_axes
+    L.nb = 0
+    for d in range(nb):  # dims of one element add nothing
+        if cnp.PyArray_DIM(first, batch_axes[d]) != 1:
+            L.shape[L.nb] = cnp.PyArray_DIM(first, batch_axes[d])
+            L.nb += 1
     for k in range(L.nops):
-        a = arrays[k]
+        a = <cnp.ndarray>arrays[k]
+        copied = not _norm_stride(a, norm_axes, &ns)
+        if copied:
+            view = a.transpose(perm)
+            if k < n_inputs:
+                a = np.ascontiguousarray(view)
+                made.append((None, a))
+            else:
+                a = np.empty(view.shape, view.dtype)
+                made.append((view, a))
+            ns = 1
         L.data[k] = <char*>cnp.PyArray_DATA(a)
         L.itemsize[k] = cnp.PyArray_ITEMSIZE(a)
-        L.nstride[k] = nstrides[k]
-        for d in range(L.nb):
-            L.bstride[k][d] = bstrides[k][d]
-    L.n = n
-    L.groups = groups
-    L.nslices = batch * groups
-    return 0
+        L.nstride[k] = ns
+        j = 0
+        for d in range(nb):  # a copy has the batch axes first, in order
+            if cnp.PyArray_DIM(first, batch_axes[d]) != 1:
+                L.bstride[k][j] = cnp.PyArray_STRIDE(a, d if copied else batch_axes[d])
+                j += 1
+    _merge_batch_dims(L)
+    return made
+
+
+cdef void _merge_batch_dims(Layout *L) noexcept:
+    """Fold batch dim d into d - 1 wherever every operand steps over it evenly."""
+    cdef Py_ssize_t d, e, k
+    cdef bint mergeable
+    for d in range(L.nb - 1, 0, -1):
+        mergeable = True
+        for k in range(L.nops):
+            mergeable = mergeable and L.bstride[k][d - 1] == L.bstride[k][d] * L.shape[d]
+        if not mergeable:
+            continue
+        L.shape[d - 1] *= L.shape[d]
+        for k in range(L.nops):
+            L.bstride[k][d - 1] = L.bstride[k][d]
+        for e in range(d, L.nb - 1):
+            L.shape[e] = L.shape[e + 1]
+            for k in range(L.nops):
+                L.bstride[k][e] = L.bstride[k][e + 1]
+        L.nb -= 1
+
+
+cdef void _finish(list made) except *:
+    """Copy the temporaries of _layout's outputs into the caller's arrays."""
+    for dst, tmp in made:
+        if dst is not None:
+            np.copyto(dst, tmp)
+
+
+cdef bint _writes_in_place(list made):
+    """Whether _layout gave every output its own memory (no temporaries)."""
+    for dst, _ in made:
+        if dst is not None:
+            return False
+    return True
 
 
 cdef inline void _slice_ptrs(const Layout *L, Py_ssize_t s, char **p) noexcept nogil:
@@ -225,14 +334,15 @@ cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given)
     return run_units(_fwd_unit, f, nunits, options.n_threads, L.nslices * L.n, &f.opts, operand_bytes)
 
 
-def forward(call, list arrays, tuple shape, list bstrides, list nstrides, bint out_given):
-    """y = rms_norm(x) for a _spec.Call of rms_norm, its operands (x, y) as _spec.layout laid them out."""
+def forward(call):
+    """y = rms_norm(x) for a _spec.Call of rms_norm (operands x, y)."""
     cdef Fwd f
-    _layout(&f.L, arrays, shape, bstrides, nstrides, call.plan.n, call.plan.groups)
+    cdef list made = _layout(&f.L, call.arrays, call.n_inputs, call.plan)
     f.w = _ptr_or_null(call.weight)
     f.b = _ptr_or_null(call.bias)
     f.rstd = _ptr_or_null(call.rstd)
-    _run_forward(&f, call.codes[0], call.codes[1], call.options, out_given)
+    _run_forward(&f, call.codes[0], call.codes[1], call.options, call.out_given and _writes_in_place(made))
+    _finish(made)
 
 
 # ---- short paths -------------------------------------------------------------
@@ -468,9 +578,9 @@ cdef void _add_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
          _group_param(a.w, L, s, a.accsize), _group_param(a.b, L, s, a.accsize), NULL)
 
 
-def add_forward(call, list arrays, tuple shape, list bstrides, list nstrides, bint out_given):
+def add_forward(call):
     """residual_out = x + residual; y = rms_norm(residual_out), slice by slice,
-    for a _spec.Call of add_rms_norm laid out by _spec.layout.
+    for a _spec.Call of add_rms_norm (operands x, residual, residual_out, y).
 
     Notes: the fused kernel's y is the row kernel's on contiguous slices.
     Where the normalized dim is strided in an operand, rms_norm(residual_out)
@@ -484,8 +594,9 @@ def add_forward(call, list arrays, tuple shape, list bstrides, list nstrides, bi
     cdef Py_ssize_t k, operand_bytes = 0
     cdef int tx = call.codes[0], tr = call.codes[1]
     cdef bint strided = False
+    cdef list made = _layout(&a.L, call.arrays, call.n_inputs, call.plan)
+    cdef bint out_given = call.out_given and _writes_in_place(made)
     options = call.options
-    _layout(&a.L, arrays, shape, bstrides, nstrides, call.plan.n, call.plan.groups)
     for k in range(4):
         operand_bytes += _operand_bytes(&a.L, k)
         strided = strided or a.L.nstride[k] != 1
@@ -501,6 +612,7 @@ def add_forward(call, list arrays, tuple shape, list bstrides, list nstrides, bi
         _operands(&f.L, &a.L, 2)
         f.w, f.b, f.rstd = a.w, a.b, NULL
         _run_forward(&f, tr, tx, options, out_given)
+    _finish(made)
 
 
 cdef void _operands(Layout *dst, const Layout *src, Py_ssize_t first) noexcept:
@@ -550,15 +662,16 @@ def grad_blocks(Py_ssize_t nslices, Py_ssize_t width):
     return max(1, min(nslices, wanted, max(1, (1 << 24) // max(width, 1))))
 
 
-def backward(call, list arrays, tuple shape, list bstrides, list nstrides, bint out_given):
+def backward(call):
     """dx, and the dweight/dbias partial sums per row block (call.dweight,
     call.dbias: [grad_blocks, groups * n], zeroed), for a _spec.Call of
-    rms_norm_backward laid out by _spec.layout."""
+    rms_norm_backward (operands dy, x, dx)."""
     cdef Bwd g
     cdef int t = call.codes[0]
     cdef Py_ssize_t operand_bytes
+    cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
+    cdef bint out_given = call.out_given and _writes_in_place(made)
     options = call.options
-    _layout(&g.L, arrays, shape, bstrides, nstrides, call.plan.n, call.plan.groups)
     operand_bytes = _operand_bytes(&g.L, 0) + _operand_bytes(&g.L, 1) + _operand_bytes(&g.L, 2)
     _set_opts(&g.opts, options.eps, options.eps_mode, False, may_stream(operand_bytes, out_given, _run_bytes(&g.L, 2)),
               _slices_follow(&g.L, 2))
@@ -570,3 +683,4 @@ def backward(call, list arrays, tuple shape, list bstrides, list nstrides, bint 
     g.accsize = 8 if _acc_f64(t, t) else 4
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    _finish(made)

@@ -7,9 +7,7 @@ codes (the numbers of ``rmsnorm.h``, read from ``_core``), the normalized
 axes (:class:`Plan`), the weight and bias in the accumulator type, and the
 options.  All checks run here, before anything is written; the adapters
 (layer, scikit-learn, torch, Dask) validate through the same functions.
-
-``layout`` then describes a call's operands as batch dims x one normalized
-dim for ``_core``, which runs the kernels.
+``_core`` takes a Call as it is and lays its operands out for the kernels.
 """
 
 import math
@@ -273,9 +271,10 @@ _PLANS = {}
 
 
 def plan(shape, axis, groups=1):
-    """A Plan, cached for plain int arguments: decode loops call with the same
-    shape thousands of times."""
-    if type(axis) is not int or type(groups) is not int:
+    """A Plan, cached for plain int arguments (an axis or a tuple of them):
+    decode loops call with the same shape thousands of times."""
+    if type(groups) is not int or not (type(axis) is int or (type(axis) is tuple
+                                                            and all(type(a) is int for a in axis))):
         return Plan(shape, axis, groups)
     key = (shape, axis, groups)
     p = _PLANS.get(key)
@@ -506,72 +505,3 @@ def param_grad(partials, param, plan):
         if axes:
             full = full.sum(axis=axes, keepdims=True)
         return np.asarray(full, dtype).reshape(p.shape)  # a 0-d array for a scalar parameter, not a scalar
-
-
-# ---- layout -------------------------------------------------------------------
-
-def _norm_stride(shape, strides, itemsize):
-    """Element stride of the normalized dims flattened to one, or None."""
-    stride = expected = None
-    for dim, st in zip(reversed(shape), reversed(strides)):
-        if dim == 1:
-            continue
-        if stride is None:
-            stride = st
-        elif st != expected:
-            return None
-        expected = st * dim
-    if stride is None:
-        return 1
-    return stride // itemsize if stride % itemsize == 0 else None
-
-
-def layout(plan, arrays, n_inputs):
-    """Describe same-shape arrays as batch dims x one normalized dim for _core.
-
-    Returns (arrays, batch_shape, byte strides per array, element stride per
-    array, writebacks).  The normalized axes are moved last (a view).  An
-    array whose normalized axes do not flatten to one stride (or that is
-    unaligned) is replaced: an input by a contiguous copy, an output by a
-    temporary that is copied into it afterwards (``finish``).
-    """
-    nb = len(plan.batch_axes)
-    if plan.trailing and all(a.flags.c_contiguous and a.flags.aligned for a in arrays):
-        batch = math.prod(plan.batch_shape)
-        return arrays, (batch,), [[plan.size * a.itemsize] for a in arrays], [1] * len(arrays), []
-    perm = plan.batch_axes + plan.norm_axes
-    views, nstrides, writebacks = [], [], []
-    for k, a in enumerate(arrays):
-        v = a.transpose(perm)
-        ns = _norm_stride(v.shape[nb:], v.strides[nb:], v.itemsize) if a.flags.aligned else None
-        if ns is None:
-            if k < n_inputs:
-                v = np.ascontiguousarray(v)
-            else:
-                tmp = np.empty(v.shape, v.dtype)
-                writebacks.append((v, tmp))
-                v = tmp
-            ns = 1
-        views.append(v)
-        nstrides.append(ns)
-    shape = list(views[0].shape[:nb])
-    strides = [list(v.strides[:nb]) for v in views]
-    keep = [d for d in range(nb) if shape[d] != 1]
-    shape = [shape[d] for d in keep]
-    strides = [[st[d] for d in keep] for st in strides]
-    d = len(shape) - 1
-    while d > 0:  # merge dim d into d-1 where every array allows it
-        if all(st[d - 1] == st[d] * shape[d] for st in strides):
-            shape[d - 1] *= shape[d]
-            del shape[d]
-            for st in strides:
-                st[d - 1] = st[d]
-                del st[d]
-        d -= 1
-    return views, tuple(shape), strides, nstrides, writebacks
-
-
-def finish(writebacks):
-    """Copy the temporaries of layout's outputs into the caller's arrays."""
-    for dst, tmp in writebacks:
-        np.copyto(dst, tmp)
