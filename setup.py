@@ -72,9 +72,9 @@ extensions = [
         [f"src/rmsnorm_cpu/{name}.pyx"],
         include_dirs=["include", "src/rmsnorm_cpu", numpy.get_include()],
         define_macros=macros,
-        depends=headers + ["src/rmsnorm_cpu/_core.pxd"],
+        depends=headers + ["src/rmsnorm_cpu/_runtime.pxd"],
     )
-    for name in ("_core", "_gufunc")
+    for name in ("_runtime", "_core", "_gufunc")
 ]
 
 setup(

@@ -6,17 +6,16 @@ rms_norm_backward returns a new dx, so each call writes fresh pages that the
 OS zeroes on first touch; np.add(dy, x) into a new array pays the same.  This
 script times, in one run and single-threaded: the whole call; the kernel into
 a preallocated dx (rmsnorm_cpu._core.backward, what the call runs after
-allocating); the bound of the kernel (1.5x np.copyto of the same bytes: it
+checking and allocating); the bound of the kernel (1.5x np.copyto of the same bytes: it
 reads dy and x and writes dx); np.add(dy, x) into a new array and into a
 preallocated one; and first-touching a new array of dx's size.
 """
 
 import argparse
-import math
 
 import numpy as np
 
-from rmsnorm_cpu import _api, _bench, _core
+from rmsnorm_cpu import _api, _bench, _core, _spec
 
 
 def main():
@@ -29,17 +28,14 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32).astype(dt)
     dy = rng.standard_normal(shape, dtype=np.float32).astype(dt)
-    acc = np.float64 if dt == np.float64 else np.float32
+    acc = _spec.acc_dtype(_spec.dtype_code(dt))
     w = rng.uniform(0.5, 1.5, shape[-1]).astype(acc)
     dx = np.empty_like(x)
-    rows, n = math.prod(shape[:-1]), shape[-1]
-    dw = np.zeros((_core.grad_blocks(rows, n), n), acc)
-    code = _api._dtype_code(dt)
+    backward = _spec.backward_call(dy, x, w, None, None, -1, 1e-6, 1, "sqrt", 0.0, dx, 1)
 
     def kernel():
-        dw.fill(0)
-        _core.backward(dy.reshape(rows, n), x.reshape(rows, n), dx.reshape(rows, n), w, None, dw, None, (rows,),
-                       [[n * dt.itemsize]] * 3, [1, 1, 1], n, 1, code, 1e-6, 0, 1, True)
+        backward.dweight.fill(0)
+        _core.backward(backward)
 
     def time(fn):
         return _bench.median_time(fn, args.min_time) * 1e3

@@ -2,7 +2,7 @@
 
 1. Threshold calibration: for (rows, 4096) float32 with rows from 1 to 256, the
    time of one call on 1 thread and on a forced team of 2 (threshold lowered to
-   0).  The threshold in _core.pyx (SERIAL_MAX_WORK) sits where a team stops
+   0).  The threshold in _runtime.pyx (SERIAL_MAX_WORK) sits where a team stops
    losing.
 2. Speed-up of 2 threads over 1 for forward and backward on in-cache and
    memory-bound shapes, and default threads vs n_threads=1 on decode shapes.
@@ -13,11 +13,11 @@ Run: python bench/bench_threads.py   (ratios from one run; the machine is shared
 import numpy as np
 
 import rmsnorm_cpu as rn
-from rmsnorm_cpu import _bench, _core
+from rmsnorm_cpu import _bench, _runtime
 
 
 def calibrate(rows_list=(1, 2, 4, 8, 16, 32, 64, 128, 256), n=4096):
-    previous = _core._set_serial_max_work(0)
+    previous = _runtime._set_serial_max_work(0)
     try:
         print(f"{'shape':>12} {'1 thread us':>12} {'team of 2 us':>13} {'2 vs 1':>7}")
         for rows in rows_list:
@@ -27,7 +27,7 @@ def calibrate(rows_list=(1, 2, 4, 8, 16, 32, 64, 128, 256), n=4096):
             t2 = _bench.median_time(lambda: rn.rms_norm(x, out=y, n_threads=2))
             print(f"{str((rows, n)):>12} {t1 * 1e6:>12.1f} {t2 * 1e6:>13.1f} {t1 / t2:>6.2f}x")
     finally:
-        _core._set_serial_max_work(previous)
+        _runtime._set_serial_max_work(previous)
 
 
 def _calls(x, w, dy, op):

@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
-from rmsnorm_cpu import _core
+from rmsnorm_cpu import _runtime
 
-SUPPORTED_TIERS = _core.build_info()["isa_supported"]
+SUPPORTED_TIERS = _runtime.build_info()["isa_supported"]
 
 
 @pytest.fixture(params=SUPPORTED_TIERS)
 def isa(request):
     """Force one kernel tier for the test, then restore the previous one."""
-    previous = _core.set_isa(request.param)
+    previous = _runtime.set_isa(request.param)
     yield request.param
-    _core.set_isa(previous)
+    _runtime.set_isa(previous)
 
 
 @pytest.fixture

@@ -143,13 +143,13 @@ def test_output_spec_matches_and_validates():
 
 
 def test_isa_env_errors():
-    from rmsnorm_cpu import _core
+    from rmsnorm_cpu import _runtime
     with pytest.raises(RuntimeError, match="valid choices"):
-        _core.set_isa("sse9")
-    missing = [t for t in _core.TIER_NAMES if t not in _core.build_info()["isa_supported"]]
+        _runtime.set_isa("sse9")
+    missing = [t for t in _runtime.TIER_NAMES if t not in _runtime.build_info()["isa_supported"]]
     for tier in missing:
         with pytest.raises(RuntimeError, match=tier):
-            _core.set_isa(tier)
+            _runtime.set_isa(tier)
 
 
 

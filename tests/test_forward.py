@@ -203,15 +203,15 @@ def test_row_blocks_bitwise(rng, dtype, n):
 def test_stores_plain_or_streamed_same_bits(rng, dtype):
     """Both kinds of stores the store policy may pick (here forced for small
     arrays) write the same bits, for every op and any output offset."""
-    from rmsnorm_cpu import _core
+    from rmsnorm_cpu import _runtime
     x = _data(rng, (5, 1000), dtype)
     r = _data(rng, (5, 1000), dtype)
     w = rng.uniform(0.5, 1.5, 1000).astype(np.float64 if dtype == np.float64 else np.float32)
     expected = rn.rms_norm(x, w), rn.add_rms_norm(x, r, w), rn.rms_norm_backward(r, x, w)[0]
-    previous = _core._set_store_policy(0, 0, 1)
+    previous = _runtime._set_store_policy(0, 0, 1)
     try:
         for choice in (0, 1):
-            _core._set_store_policy(0, 0, choice)
+            _runtime._set_store_policy(0, 0, choice)
             for offset in (0, 1, 3):
                 outs = [np.empty(x.size + offset, dtype)[offset:].reshape(x.shape) for _ in range(3)]
                 rn.rms_norm(x, w, out=outs[0], weight_offset=0)
@@ -222,21 +222,21 @@ def test_stores_plain_or_streamed_same_bits(rng, dtype):
                 rn.rms_norm_backward(r, x, w, dx_out=outs[0])
                 np.testing.assert_array_equal(outs[0].view(np.uint8), expected[2].view(np.uint8))
     finally:
-        _core._set_store_policy(*previous)
+        _runtime._set_store_policy(*previous)
 
 
 def test_store_policy_tries_both_then_keeps_one(rng):
-    from rmsnorm_cpu import _core
+    from rmsnorm_cpu import _runtime
     x = _data(rng, (4, 1024), np.float32)
     out = np.empty_like(x)
-    previous = _core._set_store_policy(0, 0)
+    previous = _runtime._set_store_policy(0, 0)
     try:
         assert rn.config()["stream_stores"] == "trying"
         for _ in range(6):
             rn.rms_norm(x, out=out, weight_offset=0)
         assert rn.config()["stream_stores"] in ("plain", "non-temporal")
     finally:
-        _core._set_store_policy(*previous)
+        _runtime._set_store_policy(*previous)
 
 
 def test_rstd(rng):

@@ -9,17 +9,17 @@ import pytest
 
 import rmsnorm_cpu as rn
 from helpers import FLOAT_DTYPES, assert_matches_reference
-from rmsnorm_cpu import _core
+from rmsnorm_cpu import _runtime
 
-TIERS = _core.build_info()["isa_supported"]
+TIERS = _runtime.build_info()["isa_supported"]
 
 
 def _on_tier(tier, fn, extensions=True):
-    previous = _core.set_isa(tier, extensions)
+    previous = _runtime.set_isa(tier, extensions)
     try:
         return fn()
     finally:
-        _core.set_isa(previous)
+        _runtime.set_isa(previous)
 
 
 def _cases(rng, dtype):
@@ -109,7 +109,7 @@ def test_forced_tier_at_import(tier):
     assert proc.stdout.strip() == tier
 
 
-@pytest.mark.skipif("avx512_bf16" not in _core.build_info()["isa_extensions"],
+@pytest.mark.skipif("avx512_bf16" not in _runtime.build_info()["isa_extensions"],
                     reason="the tier in use has no AVX512-BF16 extension on this CPU")
 @pytest.mark.parametrize("case", ["forward", "backward"])
 def test_bf16_extension_gives_the_integer_rounding_bits(rng, case):

@@ -105,7 +105,7 @@ def test_torch_tensors_in_and_out(torch, compat, rng, dtype):
     t = torch.randn(4, 8).to(tdtype)
     y = layer(t)
     assert isinstance(y, torch.Tensor) and y.dtype == tdtype
-    x_np = t.view(torch.int16).numpy().view(rn._api._bfloat16()) if dtype == "bfloat16" else t.numpy()
+    x_np = t.view(torch.int16).numpy().view(rn._spec.bfloat16()) if dtype == "bfloat16" else t.numpy()
     want = rn.rms_norm(x_np, layer.weight, layer.bias)
     got = y.view(torch.int16).numpy().view(want.dtype) if dtype == "bfloat16" else y.numpy()
     np.testing.assert_array_equal(got, want)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rmsnorm_cpu as rn
-from rmsnorm_cpu import _core
+from rmsnorm_cpu import _core, _runtime
 
 MiB = 1 << 20
 
@@ -57,7 +57,7 @@ def gib_input():
 def test_forward_extra_memory_is_o_rows(gib_input):
     x = gib_input
     rows, n = x.shape
-    threads = max(1, _core.build_info()["n_threads_default"])
+    threads = max(1, _runtime.build_info()["n_threads_default"])
     bound = rows * 8 + threads * n * 8 + MiB  # O(rows) + one slice buffer per thread + bookkeeping
     w = np.ones(n, np.float32)
     result, extra = _extra_bytes(lambda: rn.rms_norm(x, w, return_rstd=True))

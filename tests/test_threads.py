@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rmsnorm_cpu as rn
-from rmsnorm_cpu import _core, _cpus
+from rmsnorm_cpu import _cpus, _runtime
 
 OPENMP = rn.config()["openmp"]
 needs_openmp = pytest.mark.skipif(not OPENMP, reason="built without OpenMP (serial)")
@@ -41,16 +41,16 @@ def test_bitwise_same_for_any_thread_count_and_batch(rng, dtype):
 
 
 def test_small_calls_stay_serial():
-    assert _core.team_size(work=4096) == 1
-    assert _core.team_size(work=32 * 4096) == 1  # (32, 4096): the largest decode batch
+    assert _runtime.team_size(work=4096) == 1
+    assert _runtime.team_size(work=32 * 4096) == 1  # (32, 4096): the largest decode batch
 
 
 @needs_openmp
 def test_team_size_follows_limits():
     cpus = _cpus.available_cpus()
-    assert _core.team_size() == min(cpus, rn.config()["n_threads_default"])
-    assert _core.team_size(n_threads=1) == 1
-    assert _core.team_size(n_threads=10_000) == _core.team_size()
+    assert _runtime.team_size() == min(cpus, rn.config()["n_threads_default"])
+    assert _runtime.team_size(n_threads=1) == 1
+    assert _runtime.team_size(n_threads=10_000) == _runtime.team_size()
 
 
 @needs_openmp
@@ -60,9 +60,9 @@ def test_threadpoolctl_sees_and_limits_our_openmp():
     assert libs, "the extension's OpenMP runtime is not visible to threadpoolctl"
     assert rn.config()["openmp_runtime"] in {lib["prefix"] for lib in libs}
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
-        assert _core.team_size() == 1
+        assert _runtime.team_size() == 1
         assert rn.config()["n_threads_default"] == 1
-    assert _core.team_size() == min(2, _cpus.available_cpus()) or _cpus.available_cpus() == 1
+    assert _runtime.team_size() == min(2, _cpus.available_cpus()) or _cpus.available_cpus() == 1
 
 
 def _run_script(code, env=None, timeout=120):
@@ -75,7 +75,7 @@ def _run_script(code, env=None, timeout=120):
 
 @needs_openmp
 def test_omp_num_threads_env():
-    assert _run_script("from rmsnorm_cpu import _core; print(_core.team_size())",
+    assert _run_script("from rmsnorm_cpu import _runtime; print(_runtime.team_size())",
                        env={"OMP_NUM_THREADS": "1"}).strip() == "1"
 
 
@@ -83,12 +83,12 @@ def test_fork_after_parallel_call_does_not_deadlock():
     out = _run_script("""
         import multiprocessing, os
         import numpy as np, rmsnorm_cpu as rn
-        from rmsnorm_cpu import _core
+        from rmsnorm_cpu import _runtime
         x = np.random.default_rng(0).standard_normal((512, 4096)).astype(np.float32)
         expected = rn.rms_norm(x, n_threads=2)      # the parent opens a team
         pid = os.fork()
         if pid == 0:
-            ok = np.array_equal(rn.rms_norm(x, n_threads=2), expected) and _core.team_size() == 1
+            ok = np.array_equal(rn.rms_norm(x, n_threads=2), expected) and _runtime.team_size() == 1
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         assert status == 0, status

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from . import _spec
+
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
 ROW_FIELDS = ("case", "shape", "dtype", "threads", "ours_us")
 
@@ -58,19 +60,12 @@ def _peers(rows):
 def bandwidth(row):
     """GB/s achieved by us and each peer for a row: the bytes of x read and y written
     (the weight is negligible) over each one's time."""
-    nbytes = 2 * math.prod(row["shape"]) * np.dtype(_np_dtype(row["dtype"])).itemsize
+    nbytes = 2 * math.prod(row["shape"]) * np.dtype(_spec.dtype_by_name(row["dtype"])).itemsize
     ours = row["ours_us"] * 1e-6
     speeds = {"rmsnorm_cpu": nbytes / ours / 1e9}
     for peer in _peers([row]):
         speeds[peer] = nbytes / (row[peer] * ours) / 1e9
     return speeds
-
-
-def _np_dtype(name):
-    if name == "bfloat16":
-        from ._api import _bfloat16
-        return _bfloat16()
-    return np.dtype(name)
 
 
 def _pyplot():
@@ -112,7 +107,7 @@ def bench(args, out=print):
     shapes = args.shapes or _bench.DEFAULT_SHAPES
     dtypes = args.dtypes or _bench.DEFAULT_DTYPES
     try:  # dtype objects: numpy knows "bfloat16" only as ml_dtypes' dtype
-        dtypes = [_np_dtype(d) for d in dtypes]
+        dtypes = [_spec.dtype_by_name(d) for d in dtypes]
     except TypeError as e:
         raise SystemExit(str(e)) from None
     cases = [(tuple(s), d, n) for d in dtypes for s in shapes for n in args.threads]

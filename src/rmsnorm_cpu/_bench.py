@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from . import _api, _config
+from . import _api, _config, _spec
 
 DEFAULT_SHAPES = [(1, 4096), (32, 4096), (2048, 4096), (16384, 4096)]
 DEFAULT_DTYPES = ["float32", "float16"]
@@ -53,10 +53,6 @@ def median_time(fn, min_time=0.2, max_repeats=200):
     return float(np.median(times))
 
 
-def _dtype(name):
-    return _api._bfloat16() if name == "bfloat16" else np.dtype(name)
-
-
 def _bits(a):
     """The same bytes as unsigned integers: NumPy passes over them at memory
     speed for any dtype (its float16 and bfloat16 arithmetic is not)."""
@@ -69,19 +65,14 @@ def numpy_composite(x, w, eps=1e-6, axis=-1):
     return (xf / np.sqrt(np.mean(xf * xf, axis=axis, keepdims=True) + eps) * w).astype(x.dtype)
 
 
-def _as_tensor(a):
-    import torch
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
 def _torch_forward(x, w):
     try:
         import torch
+
+        from .torch import _tensor
     except ImportError:
         return None
-    tx = _as_tensor(x)
+    tx = _tensor(x)
     tw = torch.from_numpy(w.astype(np.float32)).to(tx.dtype)
     shape = (x.shape[-1],)
     return lambda: torch.nn.functional.rms_norm(tx, shape, tw, eps=1e-6)
@@ -90,11 +81,13 @@ def _torch_forward(x, w):
 def _torch_backward(dy, x, w):
     try:
         import torch
+
+        from .torch import _tensor
     except ImportError:
         return None
-    tx = _as_tensor(x).requires_grad_()
-    tw = _as_tensor(w).requires_grad_()
-    tdy = _as_tensor(dy)
+    tx = _tensor(x).requires_grad_()
+    tw = _tensor(w).requires_grad_()
+    tdy = _tensor(dy)
 
     def step():
         tx.grad = tw.grad = None
@@ -162,7 +155,7 @@ def _row(case, shape, dt, n_threads, ours):
 
 def bench_case(shape, dtype, n_threads=1, min_time=0.2, kinds=KINDS):
     """Forward rows over the last axis, one per kind of call (see the module docstring)."""
-    dt = _dtype(dtype)
+    dt = _spec.dtype_by_name(dtype)
     x, y = _data(shape, dt)
     w = _weight(shape[-1], dt)
     rows = []
@@ -200,7 +193,7 @@ def bench_bfloat16_bits(shape, n_threads=1, min_time=0.2):
 def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
     """Channels of NCHW (axis=1) into out: against the copy, and our own time
     for the same bytes normalized over a contiguous last axis."""
-    dt = _dtype(dtype)
+    dt = _spec.dtype_by_name(dtype)
     x, y = _data(shape, dt)
     ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
     row = _row("nchw axis=1 out=", shape, dt, n_threads, ours)
@@ -212,7 +205,7 @@ def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
 
 def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     """dx and dweight over the last axis: a new dx, and into a preallocated one."""
-    dt = _dtype(dtype)
+    dt = _spec.dtype_by_name(dtype)
     x, dx = _data(shape, dt)
     dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
     w = _weight(shape[-1], dt).astype(dt)

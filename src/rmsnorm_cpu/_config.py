@@ -1,6 +1,6 @@
 """config() / show_config(): what this build compiled and what it runs now."""
 
-from . import _core
+from . import _runtime
 
 
 def config():
@@ -17,7 +17,7 @@ def config():
     """
     from . import __version__
 
-    info = _core.build_info()
+    info = _runtime.build_info()
     return {
         "version": __version__,
         "isa": info["isa"],

@@ -1,58 +1,32 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Slice loops over the C kernels: the one module that links them.
+"""The ops: the loop over slices of forward, fused add and backward, over the C kernels.
 
-The Python layer (``_api.py``) resolves axes, dtypes and ``out`` into a flat
-description: batch dimensions (shape + byte strides per operand) and one
-normalized dimension of ``n`` elements (element stride per operand), split
-into ``groups`` contiguous groups.  This module releases the GIL, picks the
-row or column kernel, and runs the slices (one OpenMP ``prange`` over them,
-static schedule, so a slice's result never depends on the thread count).
+``_spec`` turns a public call into a ``Call``.  ``forward``, ``add_forward``
+and ``backward`` take it, lay its operands out (``_layout``: batch dimensions,
+shape + byte strides per operand, and one normalized dimension of ``n``
+elements, element stride per operand, split into ``groups`` contiguous
+groups), pick the row or column kernel, cut the slices into units and hand
+them to ``_runtime.run_units`` (GIL released, one static ``prange``, so a
+slice's result never depends on the thread count).
 
-Thread policy (README "Threads"): up to SERIAL_MAX_WORK elements a call runs
-on the calling thread without a parallel region.  Otherwise it uses the OpenMP
-default read at call time (so OMP_NUM_THREADS and threadpoolctl limits
-apply), capped by the CPUs the process may use (affinity, cgroup quota) and by
-``n_threads``.  One team at a time: a call that finds another Python thread's
-team running runs serially instead of oversubscribing.  A process forked after
-this one opened a team runs serially (libgomp's pool does not survive fork and
-would deadlock).
+The short paths (``forward_rows``, ``add_rows``, and ``forward_at``/``add_at``
+for adapters holding raw memory) run small C-contiguous calls with the
+default options on the same row kernel, with their checks done in the C API.
 """
-import os
-import time
-
-from . import _cpus
+import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange
-from libc.stddef cimport ptrdiff_t
 from libc.stdlib cimport free, malloc
 
+from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, active_kernels, may_stream, rmsn_add_fn,
+                        rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn, rmsn_itemsize, rmsn_opts, rmsn_to_acc,
+                        run_units, serial_work)
+
 cnp.import_array()
-
-cdef extern from "_openmp_helpers.h" nogil:
-    int omp_get_max_threads()
-    int omp_get_num_threads()
-    enum: RMSN_OPENMP
-
-cdef extern from *:
-    """
-    #if defined(__clang__)
-    #define RMSN_COMPILER "clang " __clang_version__
-    #elif defined(__GNUC__)
-    #define RMSN_COMPILER "gcc " __VERSION__
-    #else
-    #define RMSN_COMPILER "unknown"
-    #endif
-    """
-    const char *RMSN_COMPILER
 
 cdef enum:
     MAX_BATCH_DIMS = 64   # NPY_MAXDIMS
     MAX_OPERANDS = 4
-    # Calls of at most this many elements run on the calling thread without
-    # opening a parallel region: decode shapes up to (32, 4096) must not pay
-    # for a team (calibrated with bench/bench_threads.py).
-    SERIAL_MAX_WORK = 32 * 4096
     # Positions one column-kernel unit normalizes (a multiple of RMSN_COL_TILE).
     COL_CHUNK = 256
     # Input bytes of short rows one row-kernel unit runs in one call: the
@@ -64,212 +38,14 @@ cdef enum:
     # block: one float32 running sum over 2**18 rows was 0.25% off.
     MIN_GRAD_BLOCKS = 64
     GRAD_BLOCK_ROWS = 1024
-    # The store policy (docs/kernels.md): non-temporal stores may be used
-    # only for outputs the caller preallocated (into pages the call itself
-    # allocates they cost twice plain stores: the first touch faults them in
-    # either way), when the call's operands take at least STREAM_FROM bytes
-    # (a last-level cache: a cached output would only evict the call's own
-    # input), and when each slice's output is a run of at least
-    # STREAM_MIN_RUN bytes (shorter runs pay the partial cache lines at both
-    # ends: rows of 1 KiB ran 1.5x slower streamed, rows of 4 KiB and more
-    # 0.8x).  Whether they win at all depends on the machine, so the first
-    # STREAM_TRIALS eligible calls of a process alternate both kinds of
-    # stores and the faster per byte is kept (the bits are the same).
-    STREAM_FROM = 32 << 20
-    STREAM_MIN_RUN = 4096
-    STREAM_TRIALS = 6
 
-cdef rmsn_kernels KERNELS
+# The storage dtypes by name, with rmsnorm.h's codes: the one table (_spec reads it).
+DTYPE_CODES = {"float16": RMSN_F16, "bfloat16": RMSN_BF16, "float32": RMSN_F32, "float64": RMSN_F64}
 
 
-cdef const rmsn_kernels *active_kernels() noexcept nogil:
-    """The kernel table of the tier in use (for other Cython modules)."""
-    return &KERNELS
-
-TIER_NAMES = tuple(rmsn_tier_names[i].decode() for i in range(RMSN_NTIERS))
-
-
-def _tier_set(int bits):
-    return [TIER_NAMES[i] for i in range(RMSN_NTIERS) if bits & (1 << i)]
-
-
-# Extensions of a tier the CPU may have, by the name config() reports.
-EXTENSIONS = {"avx512_bf16": RMSN_CPU_AVX512BF16}
-
-
-def set_isa(name=None, extensions=True):
-    """Select the kernel tier (None: the best this CPU runs); return the previous one.
-
-    The tier's extensions the CPU has are used too (AVX512-BF16: bfloat16
-    rounded by VCVTNEPS2BF16, same bits) unless ``extensions`` is False (tests).
-    Raises RuntimeError naming the valid choices for an unknown tier, one this
-    build did not compile, or one this CPU/OS cannot run.
-    """
-    cdef int cpu = rmsn_cpu_features()
-    previous = TIER_NAMES[KERNELS.tier]
-    supported = rmsn_supported_tiers()
-    if name is None or name == "":
-        tier = max(i for i in range(RMSN_NTIERS) if supported & (1 << i))
-    else:
-        name = str(name).strip().lower()
-        if name not in TIER_NAMES:
-            raise RuntimeError(
-                f"RMSNORM_CPU_ISA={name!r} is not a tier; valid choices: {', '.join(TIER_NAMES)}")
-        tier = TIER_NAMES.index(name)
-        if not rmsn_compiled_tiers() & (1 << tier):
-            raise RuntimeError(
-                f"ISA tier {name!r} is not compiled into this build; compiled: "
-                f"{', '.join(_tier_set(rmsn_compiled_tiers()))}")
-        if not supported & (1 << tier):
-            raise RuntimeError(
-                f"this CPU/OS cannot run ISA tier {name!r}; it supports: "
-                f"{', '.join(_tier_set(supported))}")
-    if not extensions:
-        for bit in EXTENSIONS.values():
-            cpu &= ~bit
-    rmsn_select_tier(&KERNELS, tier, cpu)
-    return previous
-
-
-def build_info():
-    """What was compiled and what this CPU runs (for rmsnorm_cpu.config())."""
-    return {
-        "isa": TIER_NAMES[KERNELS.tier],
-        "isa_compiled": _tier_set(rmsn_compiled_tiers()),
-        "isa_supported": _tier_set(rmsn_supported_tiers()),
-        "isa_extensions": [name for name, bit in EXTENSIONS.items() if KERNELS.cpu & bit],
-        "openmp": bool(RMSN_OPENMP),
-        "n_threads_default": max(1, min(omp_get_max_threads(), _cpus.available_cpus())) if RMSN_OPENMP else 1,
-        "compiler": RMSN_COMPILER.decode(),
-        "stream_stores": stream_state(),
-    }
-
-
-cdef Py_ssize_t serial_max_work = SERIAL_MAX_WORK
-cdef bint team_busy = False       # a call holds an OpenMP team (guarded by the GIL)
-cdef bint team_opened = False     # this process has opened a team
-cdef bint serial_after_fork = False
-
-
-def _after_fork_in_child():
-    global serial_after_fork, team_busy
-    serial_after_fork = serial_after_fork or team_opened
-    team_busy = False
-    _cpus.refresh()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-cdef Py_ssize_t stream_from = STREAM_FROM
-cdef Py_ssize_t stream_min_run = STREAM_MIN_RUN
-
-
-cdef int stream_trials = 0          # eligible calls timed so far
-cdef double stream_trial_best[2]   # fastest seconds per operand byte: [plain, streamed]
-cdef int stream_choice = -1        # -1: still trying; 0: plain stores; 1: non-temporal
-
-
-cdef bint _stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_bytes) noexcept:
-    """Whether a call may stream its outputs (see STREAM_FROM); _run_units
-    then decides whether it does."""
-    return out_given and operand_bytes >= stream_from and run_bytes >= stream_min_run
-
-
-def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choice=-1):
-    """Set the streaming thresholds and choice (-1: try both again); return
-    the previous thresholds and choice (bench, tests)."""
-    global stream_from, stream_min_run, stream_choice, stream_trials
-    previous = stream_from, stream_min_run, stream_choice
-    stream_from, stream_min_run, stream_choice, stream_trials = from_bytes, min_run_bytes, choice, 0
-    return previous
-
-
-def stream_state():
-    """The store policy's state for config(): "trying", "non-temporal" or "plain"."""
-    return ("trying", "plain", "non-temporal")[stream_choice + 1]
-
-
-def short_path_max():
-    """Elements a short-path call may have (it runs on the calling thread)."""
-    return serial_max_work
-
-
-def _set_serial_max_work(Py_ssize_t n):
-    """Set the serial threshold in elements; return the previous (bench/bench_threads.py)."""
-    global serial_max_work
-    previous, serial_max_work = serial_max_work, n
-    return previous
-
-
-cdef int _n_threads(object n_threads, Py_ssize_t work) except -1:
-    """Threads for one call of `work` elements (see the module docstring)."""
-    cdef int nt
-    if not RMSN_OPENMP or work <= serial_max_work or serial_after_fork or team_busy:
-        return 1
-    nt = max(1, min(omp_get_max_threads(), _cpus.available_cpus()))
-    if n_threads is not None and n_threads < nt:  # compared as Python ints: no overflow
-        nt = n_threads
-    return nt
-
-
-ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
-
-
-cdef int _run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work,
-                    rmsn_opts *opts=NULL, Py_ssize_t operand_bytes=0) except -1:
-    """fn(ctx, u) for every u < nunits, GIL released, on the policy's thread
-    count.  A call that may stream (opts.stream) streams by the process's
-    choice, or, while that is being made, is one of its timed trials."""
-    global stream_trials, stream_choice
-    cdef double t0
-    cdef int trial = opts != NULL and opts.stream and stream_choice < 0
-    if opts != NULL and opts.stream and not trial:
-        opts.stream = stream_choice
-    if not trial:
-        return _run_units_now(fn, ctx, nunits, n_threads, work)
-    opts.stream = stream_trials % 2
-    t0 = time.perf_counter()
-    _run_units_now(fn, ctx, nunits, n_threads, work)
-    t0 = (time.perf_counter() - t0) / operand_bytes
-    if stream_trials < 2 or t0 < stream_trial_best[opts.stream]:
-        stream_trial_best[opts.stream] = t0
-    stream_trials += 1
-    if stream_trials >= STREAM_TRIALS:
-        stream_choice = stream_trial_best[1] < stream_trial_best[0]
-    return 0
-
-
-cdef int _run_units_now(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work) except -1:
-    global team_busy, team_opened
-    cdef Py_ssize_t u
-    cdef int nt = _n_threads(n_threads, work)
-    if nt == 1 or nunits == 1:
-        with nogil:
-            for u in range(nunits):
-                fn(ctx, u)
-            rmsn_stream_fence()
-        return 0
-    team_busy = team_opened = True
-    try:
-        with nogil, parallel(num_threads=nt):
-            for u in prange(nunits, schedule="static"):
-                fn(ctx, u)
-            rmsn_stream_fence()  # each thread orders its own streamed stores
-    finally:
-        team_busy = False
-    return 0
-
-
-cdef void _team_size_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
-    (<int*>ctx)[0] = omp_get_num_threads()
-
-
-def team_size(n_threads=None, Py_ssize_t work=1 << 30):
-    """Threads an OpenMP team really has for a call of `work` elements (tests, bench)."""
-    cdef int size = 1
-    _run_units(_team_size_unit, &size, 64, n_threads, work)
-    return size
+cdef inline bint _acc_f64(int a, int b) noexcept nogil:
+    """Whether the kernels for dtypes a, b accumulate in float64 (rmsnorm.h's rule)."""
+    return RMSN_ACC_DTYPE(a, b) == RMSN_F64
 
 
 # ---- operand layout shared by every op -----------------------------------
@@ -287,28 +63,135 @@ cdef struct Layout:
     Py_ssize_t nslices                              # batch size * groups
 
 
-cdef int _layout(Layout *L, list arrays, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
-                 Py_ssize_t groups) except -1:
-    cdef Py_ssize_t d, k, batch = 1
-    cdef cnp.ndarray a
-    L.nb = len(shape)
+cdef int _norm_stride(cnp.ndarray a, tuple norm_axes, Py_ssize_t *stride) except -1:
+    """1 and the element stride (any sign) of a's normalized axes flattened to
+    one in *stride, or 0 when they do not flatten (or a is unaligned)."""
+    cdef Py_ssize_t j, ax, dim, st, first = 0, expected = 0
+    cdef bint found = False
+    if not cnp.PyArray_ISALIGNED(a):
+        return 0
+    for j in range(len(norm_axes) - 1, -1, -1):
+        ax = norm_axes[j]
+        dim = cnp.PyArray_DIM(a, ax)
+        if dim == 1:
+            continue
+        st = cnp.PyArray_STRIDE(a, ax)
+        if not found:
+            first, found = st, True
+        elif st != expected:
+            return 0
+        expected = st * dim
+    if not found:
+        stride[0] = 1
+        return 1
+    if first % cnp.PyArray_ITEMSIZE(a) != 0:
+        return 0
+    stride[0] = first // cnp.PyArray_ITEMSIZE(a)
+    return 1
+
+
+cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
+    """Describe same-shape arrays as batch dims x one normalized dim.
+
+    An array whose normalized axes do not flatten to one stride (or that is
+    unaligned) is replaced: an input by a contiguous copy, an output by a
+    temporary that _finish copies into it afterwards.  Batch dims of one
+    element are dropped and neighbours merged where every operand allows it.
+    Returns the list of (output, temporary) pairs; L refers to the arrays and
+    the copies, which the caller keeps alive through ``arrays`` and that list
+    (inputs' copies are kept in it too, with None as output).
+    """
+    cdef tuple batch_axes = plan.batch_axes, norm_axes = plan.norm_axes, perm
+    cdef Py_ssize_t nb = len(batch_axes), k, d, j, ns, batch = 1, size = plan.size
+    cdef cnp.ndarray a, first = <cnp.ndarray>arrays[0]
+    cdef list made = []
+    cdef bint copied
     L.nops = len(arrays)
-    if L.nb > MAX_BATCH_DIMS or L.nops > MAX_OPERANDS:
+    L.n = plan.n
+    L.groups = plan.groups
+    if nb > MAX_BATCH_DIMS or L.nops > MAX_OPERANDS:
         raise ValueError("too many dimensions")
-    for d in range(L.nb):
-        L.shape[d] = shape[d]
-        batch *= L.shape[d]
+    for d in range(nb):
+        batch *= cnp.PyArray_DIM(first, batch_axes[d])
+    L.nslices = batch * L.groups
+    if plan.trailing:  # rows of C-contiguous operands: one batch dim
+        for k in range(L.nops):
+            a = <cnp.ndarray>arrays[k]
+            if not cnp.PyArray_ISCARRAY_RO(a):
+                break
+        else:
+            L.nb = 1
+            L.shape[0] = batch
+            for k in range(L.nops):
+                a = <cnp.ndarray>arrays[k]
+                L.data[k] = <char*>cnp.PyArray_DATA(a)
+                L.itemsize[k] = cnp.PyArray_ITEMSIZE(a)
+                L.nstride[k] = 1
+                L.bstride[k][0] = size * L.itemsize[k]
+            return made
+    perm = batch_axes + norm_axes
+    L.nb = 0
+    for d in range(nb):  # dims of one element add nothing
+        if cnp.PyArray_DIM(first, batch_axes[d]) != 1:
+            L.shape[L.nb] = cnp.PyArray_DIM(first, batch_axes[d])
+            L.nb += 1
     for k in range(L.nops):
-        a = arrays[k]
+        a = <cnp.ndarray>arrays[k]
+        copied = not _norm_stride(a, norm_axes, &ns)
+        if copied:
+            view = a.transpose(perm)
+            if k < n_inputs:
+                a = np.ascontiguousarray(view)
+                made.append((None, a))
+            else:
+                a = np.empty(view.shape, view.dtype)
+                made.append((view, a))
+            ns = 1
         L.data[k] = <char*>cnp.PyArray_DATA(a)
         L.itemsize[k] = cnp.PyArray_ITEMSIZE(a)
-        L.nstride[k] = nstrides[k]
-        for d in range(L.nb):
-            L.bstride[k][d] = bstrides[k][d]
-    L.n = n
-    L.groups = groups
-    L.nslices = batch * groups
-    return 0
+        L.nstride[k] = ns
+        j = 0
+        for d in range(nb):  # a copy has the batch axes first, in order
+            if cnp.PyArray_DIM(first, batch_axes[d]) != 1:
+                L.bstride[k][j] = cnp.PyArray_STRIDE(a, d if copied else batch_axes[d])
+                j += 1
+    _merge_batch_dims(L)
+    return made
+
+
+cdef void _merge_batch_dims(Layout *L) noexcept:
+    """Fold batch dim d into d - 1 wherever every operand steps over it evenly."""
+    cdef Py_ssize_t d, e, k
+    cdef bint mergeable
+    for d in range(L.nb - 1, 0, -1):
+        mergeable = True
+        for k in range(L.nops):
+            mergeable = mergeable and L.bstride[k][d - 1] == L.bstride[k][d] * L.shape[d]
+        if not mergeable:
+            continue
+        L.shape[d - 1] *= L.shape[d]
+        for k in range(L.nops):
+            L.bstride[k][d - 1] = L.bstride[k][d]
+        for e in range(d, L.nb - 1):
+            L.shape[e] = L.shape[e + 1]
+            for k in range(L.nops):
+                L.bstride[k][e] = L.bstride[k][e + 1]
+        L.nb -= 1
+
+
+cdef void _finish(list made) except *:
+    """Copy the temporaries of _layout's outputs into the caller's arrays."""
+    for dst, tmp in made:
+        if dst is not None:
+            np.copyto(dst, tmp)
+
+
+cdef bint _writes_in_place(list made):
+    """Whether _layout gave every output its own memory (no temporaries)."""
+    for dst, _ in made:
+        if dst is not None:
+            return False
+    return True
 
 
 cdef inline void _slice_ptrs(const Layout *L, Py_ssize_t s, char **p) noexcept nogil:
@@ -353,11 +236,17 @@ cdef inline char *_ptr_or_null(object a):
 
 cdef inline void _set_opts(rmsn_opts *o, double eps, int eps_mode, bint round_mid, bint stream,
                            bint prefetch_next) noexcept:
+    """The kernels' options: the one place they are set."""
     o.eps = eps
     o.eps_mode = eps_mode
     o.round_mid = round_mid
     o.stream = stream
     o.prefetch_next = prefetch_next
+
+
+cdef Py_ssize_t _operand_bytes(const Layout *L, Py_ssize_t k) noexcept:
+    return L.nslices * L.n * L.itemsize[k]
+
 
 
 # ---- forward ---------------------------------------------------------------
@@ -412,40 +301,50 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
               NULL if f.rstd == NULL else f.rstd + first * f.accsize)
 
 
-def forward(x, y, w, b, rstd, tuple shape, list bstrides, list nstrides, Py_ssize_t n, Py_ssize_t groups,
-            int tin, int tout, double eps, int eps_mode, bint round_mid, n_threads, bint out_given):
-    """y = rms_norm(x) over the described layout; see the module docstring."""
-    cdef Fwd f
+cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given) except -1:
+    """y = rms_norm(x) over f.L (operands x, y), f.w, f.b and f.rstd set."""
     cdef Py_ssize_t nunits, lead
-    _layout(&f.L, [x, y], shape, bstrides, nstrides, n, groups)
-    _set_opts(&f.opts, eps, eps_mode, round_mid, _stream(x.nbytes + y.nbytes, out_given, _run_bytes(&f.L, 1)),
-              _slices_follow(&f.L, 1))
-    f.row = KERNELS.fwd[tin][tout]
-    f.cols = KERNELS.fwd_cols[tin][tout]
-    f.w = _ptr_or_null(w)
-    f.b = _ptr_or_null(b)
-    f.rstd = _ptr_or_null(rstd)
-    f.accsize = 8 if tin == 3 or tout == 3 else 4
-    f.by_columns = (f.L.nstride[0] != 1 or f.L.nstride[1] != 1) and f.L.nb > 0 and \
-        f.L.bstride[0][f.L.nb - 1] == f.L.itemsize[0] and f.L.bstride[1][f.L.nb - 1] == f.L.itemsize[1]
+    cdef Layout *L = &f.L
+    cdef Py_ssize_t operand_bytes = _operand_bytes(L, 0) + _operand_bytes(L, 1)
+    _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid,
+              may_stream(operand_bytes, out_given, _run_bytes(L, 1)), _slices_follow(L, 1))
+    f.row = active_kernels().fwd[tin][tout]
+    f.cols = active_kernels().fwd_cols[tin][tout]
+    f.accsize = 8 if _acc_f64(tin, tout) else 4
+    f.by_columns = (L.nstride[0] != 1 or L.nstride[1] != 1) and L.nb > 0 and \
+        L.bstride[0][L.nb - 1] == L.itemsize[0] and L.bstride[1][L.nb - 1] == L.itemsize[1]
     if f.by_columns:
         # Chunks ending on cache lines of y: a streamed run of positions that
         # ends mid-line leaves a partial line for a later chunk, which memory
         # then merges (NCHW float32 with y 16 bytes off a line: 10.5 -> 8.7 ms).
-        lead = <Py_ssize_t>((64 - <size_t>cnp.PyArray_DATA(y) % 64) % 64) // f.L.itemsize[1]
+        lead = <Py_ssize_t>((64 - <size_t>L.data[1] % 64) % 64) // L.itemsize[1]
         f.shift = (COL_CHUNK - lead % COL_CHUNK) % COL_CHUNK
-        f.nchunks = (f.L.shape[f.L.nb - 1] + f.shift + COL_CHUNK - 1) // COL_CHUNK
-        nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
-    elif groups == 1 and f.L.nb > 0:
-        f.row_block = max(1, ROW_BLOCK_BYTES // (n * f.L.itemsize[0]))
-        f.nchunks = (f.L.shape[f.L.nb - 1] + f.row_block - 1) // f.row_block
-        nunits = f.L.nslices // f.L.shape[f.L.nb - 1] * f.nchunks
+        f.nchunks = (L.shape[L.nb - 1] + f.shift + COL_CHUNK - 1) // COL_CHUNK
+        nunits = L.nslices // L.shape[L.nb - 1] * f.nchunks
+    elif L.groups == 1 and L.nb > 0:
+        f.row_block = max(1, ROW_BLOCK_BYTES // (L.n * L.itemsize[0]))
+        f.nchunks = (L.shape[L.nb - 1] + f.row_block - 1) // f.row_block
+        nunits = L.nslices // L.shape[L.nb - 1] * f.nchunks
     else:
         f.row_block = 0
-        nunits = f.L.nslices
-    _run_units(_fwd_unit, &f, nunits, n_threads, f.L.nslices * n, &f.opts, x.nbytes + y.nbytes)
+        nunits = L.nslices
+    return run_units(_fwd_unit, f, nunits, options.n_threads, L.nslices * L.n, &f.opts, operand_bytes)
 
-# ml_dtypes' bfloat16 dtype once _api has met it (ml_dtypes stays optional).
+
+def forward(call):
+    """y = rms_norm(x) for a _spec.Call of rms_norm (operands x, y)."""
+    cdef Fwd f
+    cdef list made = _layout(&f.L, call.arrays, call.n_inputs, call.plan)
+    f.w = _ptr_or_null(call.weight)
+    f.b = _ptr_or_null(call.bias)
+    f.rstd = _ptr_or_null(call.rstd)
+    _run_forward(&f, call.codes[0], call.codes[1], call.options, call.out_given and _writes_in_place(made))
+    _finish(made)
+
+
+# ---- short paths -------------------------------------------------------------
+
+# ml_dtypes' bfloat16 dtype once _spec has met it (ml_dtypes stays optional).
 cdef object BFLOAT16 = None
 
 
@@ -459,13 +358,13 @@ cdef inline int _type_code(cnp.ndarray a):
     """Kernel code of an array's dtype (float16, bfloat16, float32, float64), or -1."""
     cdef int typenum = cnp.PyArray_TYPE(a)
     if BFLOAT16 is not None and <object>cnp.PyArray_DESCR(a) is BFLOAT16:
-        return 1
+        return RMSN_BF16
     if typenum == cnp.NPY_FLOAT16:
-        return 0
+        return RMSN_F16
     if typenum == cnp.NPY_FLOAT32:
-        return 2
+        return RMSN_F32
     if typenum == cnp.NPY_FLOAT64:
-        return 3
+        return RMSN_F64
     return -1
 
 
@@ -478,19 +377,19 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
 
 cdef int _small_rows_code(object a, bint writable, bint bfloat16_bits):
     """Kernel code of a short path operand: a non-empty ndarray of at most
-    serial_max_work elements, C-contiguous, aligned, native, (writable,)
+    short_path_max() elements, C-contiguous, aligned, native, (writable,)
     float16/bfloat16/float32/float64, or uint16 holding bfloat16 bits when
     bfloat16_bits; else -1."""
     cdef cnp.ndarray arr
     if type(a) is not cnp.ndarray:
         return -1
     arr = <cnp.ndarray>a
-    if cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_SIZE(arr) == 0 or cnp.PyArray_SIZE(arr) > serial_max_work:
+    if cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_SIZE(arr) == 0 or cnp.PyArray_SIZE(arr) > serial_work():
         return -1
     if not (cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)):
         return -1
     if bfloat16_bits:
-        return 1 if cnp.PyArray_TYPE(arr) == cnp.NPY_UINT16 else -1
+        return RMSN_BF16 if cnp.PyArray_TYPE(arr) == cnp.NPY_UINT16 else -1
     return _type_code(arr)
 
 
@@ -540,7 +439,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
         return None
     xa = <cnp.ndarray>x
     n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
-    if not _short_weight(w, n, code == 3):
+    if not _short_weight(w, n, _acc_f64(code, code)):
         return None
     if out is None:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
@@ -552,7 +451,7 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
             return None
     rows = cnp.PyArray_SIZE(xa) // n
     if rstd is not None:
-        if not _acc_vector(rstd, rows, code == 3, True) or _overlap(<cnp.ndarray>rstd, xa) or \
+        if not _acc_vector(rstd, rows, _acc_f64(code, code), True) or _overlap(<cnp.ndarray>rstd, xa) or \
                 _overlap(<cnp.ndarray>rstd, y) or (w is not None and _overlap(<cnp.ndarray>rstd, <cnp.ndarray>w)):
             return None
         rp = <char*>cnp.PyArray_DATA(<cnp.ndarray>rstd)
@@ -573,7 +472,7 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
         return None
     xa, ra = <cnp.ndarray>x, <cnp.ndarray>residual
     n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
-    if not _same_shape(xa, ra) or _overlap(xa, ra) or not _short_weight(w, n, tx == 3 or tr == 3):
+    if not _same_shape(xa, ra) or _overlap(xa, ra) or not _short_weight(w, n, _acc_f64(tx, tr)):
         return None
     if inplace:
         if w is not None and (_overlap(xa, <cnp.ndarray>w) or _overlap(ra, <cnp.ndarray>w)):
@@ -587,36 +486,28 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
     return y, ro
 
 
-cdef Py_ssize_t ITEMSIZE[4]
-ITEMSIZE[:] = [2, 2, 4, 8]  # by kernel code: float16, bfloat16, float32, float64
-
-
 cdef void _rows_fwd(int code, bint round_mid, double eps, Py_ssize_t rows, Py_ssize_t n, const void *x, void *y,
                     const void *w, void *rstd) noexcept:
     """y = rms_norm(x) of `rows` adjacent rows of n elements (the short paths'
     kernel call: default options, no streaming, GIL released)."""
     cdef rmsn_opts o
-    cdef rmsn_fwd_fn fn = KERNELS.fwd[code][code]
+    cdef rmsn_fwd_fn fn = active_kernels().fwd[code][code]
     _set_opts(&o, eps, 0, round_mid, False, True)  # the rows of x are adjacent
     with nogil:
-        fn(&o, rows, n, x, 1, n * ITEMSIZE[code], y, 1, n * ITEMSIZE[code], w, NULL, rstd)
+        fn(&o, rows, n, x, 1, n * <Py_ssize_t>rmsn_itemsize[code], y, 1, n * <Py_ssize_t>rmsn_itemsize[code], w, NULL, rstd)
 
 
 cdef void _rows_add(int tx, int tr, bint round_mid, double eps, Py_ssize_t rows, Py_ssize_t n, const void *x,
                     const void *r, void *ro, void *y, const void *w) noexcept:
     """ro = x + r, y = rms_norm(ro), row by row (as _rows_fwd)."""
     cdef rmsn_opts o
-    cdef rmsn_add_fn fn = KERNELS.add[tx][tr]
-    cdef Py_ssize_t i, xbytes = n * ITEMSIZE[tx], rbytes = n * ITEMSIZE[tr]
+    cdef rmsn_add_fn fn = active_kernels().add[tx][tr]
+    cdef Py_ssize_t i, xbytes = n * <Py_ssize_t>rmsn_itemsize[tx], rbytes = n * <Py_ssize_t>rmsn_itemsize[tr]
     _set_opts(&o, eps, 0, round_mid, False, False)  # no prefetch, as add_forward
     with nogil:
         for i in range(rows):
             fn(&o, n, <const char*>x + i * xbytes, 1, <const char*>r + i * rbytes, 1, <char*>ro + i * rbytes, 1,
                <char*>y + i * xbytes, 1, w, NULL, NULL)
-
-
-cdef extern from "rmsnorm_cpu/rmsnorm.h" nogil:
-    void rmsn_to_acc(int code, const void *src, ptrdiff_t n, int acc_f64, void *dst)
 
 
 cdef void *_acc_weight(size_t w, int wcode, Py_ssize_t n, bint f64) except? NULL:
@@ -637,9 +528,9 @@ def forward_at(size_t x, size_t y, size_t w, int wcode, size_t rstd, Py_ssize_t 
     weights at w (0: none) of kernel code wcode (converted when not the acc
     type), rstd (0: none) one acc-typed number per row.  The caller vouches
     for the addresses; rows * n is small (at most 32 x 4096 is the policy)."""
-    cdef bint f64 = code == 3
+    cdef bint f64 = _acc_f64(code, code)
     cdef void *wacc = NULL
-    if w and wcode != (3 if f64 else 2):
+    if w and wcode != (RMSN_F64 if f64 else RMSN_F32):
         wacc = _acc_weight(w, wcode, n, f64)
     try:
         _rows_fwd(code, round_mid, eps, rows, n, <const void*>x, <void*>y, wacc if wacc else <const void*>w,
@@ -652,15 +543,16 @@ def add_at(size_t x, size_t residual, size_t residual_out, size_t y, size_t w, i
            Py_ssize_t n, int tx, int tr, double eps, bint round_mid):
     """add_rows for raw memory, as forward_at: residual_out and y may be
     residual and x themselves (in place)."""
-    cdef bint f64 = tx == 3 or tr == 3
+    cdef bint f64 = _acc_f64(tx, tr)
     cdef void *wacc = NULL
-    if w and wcode != (3 if f64 else 2):
+    if w and wcode != (RMSN_F64 if f64 else RMSN_F32):
         wacc = _acc_weight(w, wcode, n, f64)
     try:
         _rows_add(tx, tr, round_mid, eps, rows, n, <const void*>x, <const void*>residual, <void*>residual_out,
                   <void*>y, wacc if wacc else <const void*>w)
     finally:
         free(wacc)
+
 
 
 # ---- fused residual add + forward ------------------------------------------
@@ -671,7 +563,6 @@ cdef struct Add:
     rmsn_add_fn fn
     const char *w
     const char *b
-    char *rstd
     Py_ssize_t accsize
 
 
@@ -681,27 +572,56 @@ cdef void _add_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
     cdef const Layout *L = &a.L
     _slice_ptrs(L, s, p)
     a.fn(&a.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
-         _group_param(a.w, L, s, a.accsize), _group_param(a.b, L, s, a.accsize),
-         NULL if a.rstd == NULL else a.rstd + s * a.accsize)
+         _group_param(a.w, L, s, a.accsize), _group_param(a.b, L, s, a.accsize), NULL)
 
 
-def add_forward(x, residual, residual_out, y, w, b, rstd, tuple shape, list bstrides, list nstrides,
-                Py_ssize_t n, Py_ssize_t groups, int tx, int tr, double eps, int eps_mode, bint round_mid,
-                n_threads, bint out_given):
-    """residual_out = x + residual; y = rms_norm(residual_out), slice by slice."""
+def add_forward(call):
+    """residual_out = x + residual; y = rms_norm(residual_out), slice by slice,
+    for a _spec.Call of add_rms_norm (operands x, residual, residual_out, y).
+
+    Notes: the fused kernel's y is the row kernel's on contiguous slices.
+    Where the normalized dim is strided in an operand, rms_norm(residual_out)
+    would take another kernel (the column kernel, or the row kernel on a
+    compact copy), which sums squares in another order; y is then recomputed
+    from residual_out by rms_norm's own path, so that add_rms_norm stays
+    bitwise rms_norm(x + residual) on every layout.
+    """
     cdef Add a
-    _layout(&a.L, [x, residual, residual_out, y], shape, bstrides, nstrides, n, groups)
+    cdef Fwd f
+    cdef Py_ssize_t k, operand_bytes = 0
+    cdef int tx = call.codes[0], tr = call.codes[1]
+    cdef bint strided = False
+    cdef list made = _layout(&a.L, call.arrays, call.n_inputs, call.plan)
+    cdef bint out_given = call.out_given and _writes_in_place(made)
+    options = call.options
+    for k in range(4):
+        operand_bytes += _operand_bytes(&a.L, k)
+        strided = strided or a.L.nstride[k] != 1
     # No prefetch: the second pass reads residual_out, not the next x and residual.
-    _set_opts(&a.opts, eps, eps_mode, round_mid,
-              _stream(x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes, out_given, _run_bytes(&a.L, 3)),
-              False)
-    a.fn = KERNELS.add[tx][tr]
-    a.w = _ptr_or_null(w)
-    a.b = _ptr_or_null(b)
-    a.rstd = _ptr_or_null(rstd)
-    a.accsize = 8 if tx == 3 or tr == 3 else 4
-    _run_units(_add_unit, &a, a.L.nslices, n_threads, a.L.nslices * n, &a.opts,
-               x.nbytes + residual.nbytes + residual_out.nbytes + y.nbytes)
+    _set_opts(&a.opts, options.eps, options.eps_mode, options.round_mid,
+              may_stream(operand_bytes, out_given, _run_bytes(&a.L, 3)), False)
+    a.fn = active_kernels().add[tx][tr]
+    a.w = _ptr_or_null(call.weight)
+    a.b = _ptr_or_null(call.bias)
+    a.accsize = 8 if _acc_f64(tx, tr) else 4
+    run_units(_add_unit, &a, a.L.nslices, options.n_threads, a.L.nslices * a.L.n, &a.opts, operand_bytes)
+    if strided:
+        _operands(&f.L, &a.L, 2)
+        f.w, f.b, f.rstd = a.w, a.b, NULL
+        _run_forward(&f, tr, tx, options, out_given)
+    _finish(made)
+
+
+cdef void _operands(Layout *dst, const Layout *src, Py_ssize_t first) noexcept:
+    """dst = src restricted to its operands from `first` on (same batch dims and slices)."""
+    cdef Py_ssize_t k
+    dst[0] = src[0]
+    dst.nops = src.nops - first
+    for k in range(dst.nops):
+        dst.data[k] = src.data[first + k]
+        dst.itemsize[k] = src.itemsize[first + k]
+        dst.nstride[k] = src.nstride[first + k]
+        dst.bstride[k] = src.bstride[first + k]
 
 
 # ---- backward --------------------------------------------------------------
@@ -739,21 +659,25 @@ def grad_blocks(Py_ssize_t nslices, Py_ssize_t width):
     return max(1, min(nslices, wanted, max(1, (1 << 24) // max(width, 1))))
 
 
-def backward(dy, x, dx, w, rstd, dw, db, tuple shape, list bstrides, list nstrides, Py_ssize_t n,
-             Py_ssize_t groups, int t, double eps, int eps_mode, n_threads, bint out_given):
-    """dx, and dw/db partial sums per row block (shape [grad_blocks, groups * n], zeroed)."""
+def backward(call):
+    """dx, and the dweight/dbias partial sums per row block (call.dweight,
+    call.dbias: [grad_blocks, groups * n], zeroed), for a _spec.Call of
+    rms_norm_backward (operands dy, x, dx)."""
     cdef Bwd g
-    _layout(&g.L, [dy, x, dx], shape, bstrides, nstrides, n, groups)
-    _set_opts(&g.opts, eps, eps_mode, False, _stream(dy.nbytes + x.nbytes + dx.nbytes, out_given, _run_bytes(&g.L, 2)),
+    cdef int t = call.codes[0]
+    cdef Py_ssize_t operand_bytes
+    cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
+    cdef bint out_given = call.out_given and _writes_in_place(made)
+    options = call.options
+    operand_bytes = _operand_bytes(&g.L, 0) + _operand_bytes(&g.L, 1) + _operand_bytes(&g.L, 2)
+    _set_opts(&g.opts, options.eps, options.eps_mode, False, may_stream(operand_bytes, out_given, _run_bytes(&g.L, 2)),
               _slices_follow(&g.L, 2))
-    g.fn = KERNELS.bwd[t]
-    g.w = _ptr_or_null(w)
-    g.rstd = _ptr_or_null(rstd)
-    g.dw = _ptr_or_null(dw)
-    g.db = _ptr_or_null(db)
-    g.accsize = 8 if t == 3 else 4
-    g.nblocks = grad_blocks(g.L.nslices, groups * n)
-    _run_units(_bwd_block, &g, g.nblocks, n_threads, g.L.nslices * n, &g.opts, dy.nbytes + x.nbytes + dx.nbytes)
-
-
-set_isa(os.environ.get("RMSNORM_CPU_ISA"))
+    g.fn = active_kernels().bwd[t]
+    g.w = _ptr_or_null(call.weight)
+    g.rstd = _ptr_or_null(call.rstd)
+    g.dw = _ptr_or_null(call.dweight)
+    g.db = _ptr_or_null(call.dbias)
+    g.accsize = 8 if _acc_f64(t, t) else 4
+    g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
+    run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    _finish(made)

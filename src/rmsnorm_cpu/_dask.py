@@ -4,7 +4,7 @@ import operator
 
 import numpy as np
 
-from . import _api
+from . import _api, _spec
 
 
 def _normalize_block(block, weight, bias, kwargs):
@@ -22,7 +22,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     if out is not None:
         raise TypeError("out= is not supported for a Dask array x (Dask arrays are immutable)")
     spec = _api.output_spec(x.shape, x.dtype, axis=axis, groups=groups, out_dtype=dtype)
-    plan = _api._plan(x.shape, axis, groups)
+    plan = _spec.plan(x.shape, axis, groups)
     split = [a for a in plan.norm_axes if len(x.chunks[a]) > 1]
     if split:
         rechunk = ", ".join(f"{a}: -1" for a in plan.norm_axes)
@@ -31,10 +31,8 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
             f"{split[0]} is split into {len(x.chunks[split[0]])} chunks; rechunk first: "
             f"x.rechunk({{{rechunk}}})")
     acc = spec["rstd"][1]
-    _api._affine_param(weight, "weight", plan, acc, float(weight_offset))
-    _api._affine_param(bias, "bias", plan, acc, 0.0)
-    _api._options(eps, eps_mode, cast_mode)
-    _api._n_threads(n_threads)
+    _spec.params(plan, acc, weight, bias, weight_offset)
+    _spec.options(eps, eps_mode, cast_mode, n_threads)
     kwargs = dict(axis=axis, eps=eps, groups=groups, eps_mode=eps_mode, weight_offset=weight_offset,
                   cast_mode=cast_mode, dtype=dtype, return_rstd=return_rstd, n_threads=n_threads)
     y_meta = np.empty((0,) * x.ndim, spec["y"][1])

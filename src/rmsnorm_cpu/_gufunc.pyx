@@ -5,7 +5,8 @@ Being an ``np.ufunc`` is what lets ``__array_ufunc__`` overrides (Dask,
 xarray, pint, ...) see the call and lets NumPy do broadcasting, ``axes=``,
 ``out=``, overlap handling and casting.  The inner loop only walks NumPy's
 outer loop and calls the same forward kernels as ``rms_norm`` through the
-kernel table of ``_core`` (the contract in ``_core.pxd``).
+kernel table of ``_runtime`` (the contract in ``_runtime.pxd``), with the
+weight converted to the accumulator type by the C library's ``rmsn_to_acc``.
 """
 cimport numpy as cnp
 import numpy as np
@@ -13,42 +14,32 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_NoMemory
 
-from ._core cimport active_kernels, rmsn_fwd_fn, rmsn_opts
+from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_F16, RMSN_F32, RMSN_F64, active_kernels, rmsn_fwd_fn, rmsn_itemsize,
+                        rmsn_opts, rmsn_to_acc)
 
 cnp.import_array()
 cnp.import_ufunc()
-
-cdef extern from "rmsnorm_cpu/rmsnorm.h" nogil:
-    float rmsn_f16_to_f32(unsigned short h)
 
 cdef extern from "<fenv.h>" nogil:
     int feclearexcept(int)
     enum: FE_ALL_EXCEPT
 
 cdef enum:
-    # Kernel dtype codes (rmsnorm.h); a loop's data pointer carries
-    # input code * 4 + weight code.
-    F16 = 0
-    F32 = 2
-    F64 = 3
-    EPS_SQRT = 0
+    EPS_SQRT = 0  # rmsnorm.h's RMSN_EPS_SQRT
 
 cdef double EPS = 1e-6
 
 
-cdef void _weight_to_acc(const char *w, Py_ssize_t step, Py_ssize_t n, int code, void *acc) noexcept nogil:
-    """Core weight vector (any byte step) -> contiguous float32 (float64 for F64)."""
+cdef void _weight_to_acc(const char *w, Py_ssize_t step, Py_ssize_t n, int code, Py_ssize_t itemsize, bint f64,
+                         void *acc, char *packed) noexcept nogil:
+    """Core weight vector (any byte step) -> contiguous acc-typed, by rmsn_to_acc;
+    a strided weight is packed into `packed` (n items) first."""
     cdef Py_ssize_t i
-    cdef float *a32 = <float*>acc
-    if code == F16:
+    if step != itemsize:
         for i in range(n):
-            a32[i] = rmsn_f16_to_f32((<const unsigned short*>(w + i * step))[0])
-    elif code == F32:
-        for i in range(n):
-            a32[i] = (<const float*>(w + i * step))[0]
-    else:
-        for i in range(n):
-            (<double*>acc)[i] = (<const double*>(w + i * step))[0]
+            memcpy(packed + i * itemsize, w + i * step, itemsize)
+        w = packed
+    rmsn_to_acc(code, w, n, f64, acc)
 
 
 cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data) noexcept nogil:
@@ -61,13 +52,18 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     """
     cdef Py_ssize_t outer = dims[0], n = dims[1], i
     cdef int tin = <int><Py_ssize_t>data // 4, tw = <int><Py_ssize_t>data % 4
-    cdef Py_ssize_t isz = 8 if tin == F64 else (4 if tin == F32 else 2)
+    cdef Py_ssize_t isz = rmsn_itemsize[tin], wsz = rmsn_itemsize[tw]
+    cdef int acc = RMSN_ACC_DTYPE(tin, tin)
+    cdef bint f64 = acc == RMSN_F64
+    cdef Py_ssize_t accsz = rmsn_itemsize[acc]
     cdef rmsn_opts opts
     cdef rmsn_fwd_fn fwd = active_kernels().fwd[tin][tin]
     cdef void *wacc
+    cdef char *packed
     if outer == 0 or n == 0:
         return
-    wacc = malloc(n * (8 if tin == F64 else 4))
+    wacc = malloc(n * (accsz + wsz))  # the acc-typed weights, then room for a packed copy
+    packed = <char*>wacc + n * accsz
     if wacc == NULL:
         with gil:
             PyErr_NoMemory()
@@ -78,10 +74,10 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
     opts.stream = 0
     opts.prefetch_next = 0
     if steps[1] == 0:  # one weight: every row in one kernel call
-        _weight_to_acc(args[1], steps[4], n, tw, wacc)
+        _weight_to_acc(args[1], steps[4], n, tw, wsz, f64, wacc, packed)
         fwd(&opts, outer, n, args[0], steps[3] // isz, steps[0], args[2], steps[5] // isz, steps[2], wacc, NULL, NULL)
     for i in range(outer if steps[1] != 0 else 0):
-        _weight_to_acc(args[1] + i * steps[1], steps[4], n, tw, wacc)
+        _weight_to_acc(args[1] + i * steps[1], steps[4], n, tw, wsz, f64, wacc, packed)
         fwd(&opts, 1, n, args[0] + i * steps[0], steps[3] // isz, 0, args[2] + i * steps[2], steps[5] // isz, 0,
             wacc, NULL, NULL)
     free(wacc)
@@ -93,7 +89,8 @@ cdef void _loop(char **args, cnp.npy_intp *dims, cnp.npy_intp *steps, void *data
 # (x, weight, y) type characters and the data code of each loop.  float16
 # data with a float32 weight has its own loop so that it keeps float16
 # output, as rms_norm does.
-_SIGNATURES = (("eee", F16 * 4 + F16), ("efe", F16 * 4 + F32), ("fff", F32 * 4 + F32), ("ddd", F64 * 4 + F64))
+_SIGNATURES = (("eee", RMSN_F16 * 4 + RMSN_F16), ("efe", RMSN_F16 * 4 + RMSN_F32),
+               ("fff", RMSN_F32 * 4 + RMSN_F32), ("ddd", RMSN_F64 * 4 + RMSN_F64))
 cdef cnp.PyUFuncGenericFunction LOOPS[4]
 cdef void *DATA[4]
 cdef char TYPES[12]

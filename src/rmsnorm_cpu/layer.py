@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from . import _api
+from . import _api, _spec
 
 __all__ = ["RMSNorm"]
 
@@ -24,7 +24,7 @@ def _tensor_as_numpy(t, name):
         raise TypeError(f"{name} is on device {t.device}; rmsnorm_cpu runs on CPU tensors only")
     t = t.detach()  # shares memory
     if t.dtype == torch.bfloat16:  # DLPack has bfloat16 but NumPy does not import it
-        return np.from_dlpack(t.view(torch.int16)).view(_api._bfloat16())
+        return np.from_dlpack(t.view(torch.int16)).view(_spec.bfloat16())
     return np.from_dlpack(t)
 
 
@@ -126,7 +126,7 @@ class RMSNorm:
                  cast_mode="fused", elementwise_affine=True, bias=False, dtype="float32"):
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(_api._check_int(s, "normalized_shape", 0) for s in normalized_shape)
+        self.normalized_shape = tuple(_spec.check_int(s, "normalized_shape", 0) for s in normalized_shape)
         if isinstance(axis, numbers.Integral) and axis == -1:
             axis = tuple(range(-len(self.normalized_shape), 0)) if len(self.normalized_shape) != 1 else -1
         self.axis = axis
@@ -134,19 +134,19 @@ class RMSNorm:
         self.eps_mode = eps_mode
         self.weight_offset = float(weight_offset)
         self.cast_mode = cast_mode
-        self.eps, _, _ = _api._options(eps, eps_mode, cast_mode)
-        dt, _ = _api._out_dtype(dtype, None, None)
+        self.eps = _spec.options(eps, eps_mode, cast_mode).eps
+        dt, _ = _spec.result_dtype(dtype)
         self.weight = np.ones(self.normalized_shape, dt) if elementwise_affine else None
         self.bias = np.zeros(self.normalized_shape, dt) if bias else None
         self.weight_grad = self.bias_grad = None
         self._saved = None
 
-    def _kwargs(self):
-        return dict(axis=self.axis, eps=self.eps, groups=self.groups, eps_mode=self.eps_mode,
+    def _kwargs(self, ndim):
+        return dict(axis=_spec.last_axis(self.axis, ndim), eps=self.eps, groups=self.groups, eps_mode=self.eps_mode,
                     weight_offset=self.weight_offset)
 
     def _check_shape(self, shape):
-        norm_shape = _api._plan(tuple(shape), self.axis, self.groups).norm_shape
+        norm_shape = _spec.plan(tuple(shape), self.axis, self.groups).norm_shape
         if norm_shape != self.normalized_shape:
             raise ValueError(f"x has normalized shape {norm_shape} over axis={self.axis}, "
                              f"the layer expects {self.normalized_shape}")
@@ -157,16 +157,16 @@ class RMSNorm:
         ``out`` (same namespace as x) receives the result and is returned;
         it may be ``x`` itself, but then ``backward`` is unavailable.
         """
-        if _api._is_dask(x):
+        if _spec.is_dask(x):
             self._check_shape(x.shape)
             self._saved = None
-            return _api.rms_norm(x, self.weight, self.bias, cast_mode=self.cast_mode, **self._kwargs())
+            return _api.rms_norm(x, self.weight, self.bias, cast_mode=self.cast_mode, **self._kwargs(x.ndim))
         bridge = _Bridge(x, out)
         xn = bridge.to_numpy(x, "x")
         self._check_shape(xn.shape)
         outn = bridge.to_numpy(out, "out")
         y, rstd = _api.rms_norm(xn, self.weight, self.bias, cast_mode=self.cast_mode, out=outn,
-                                return_rstd=True, n_threads=n_threads, **self._kwargs())
+                                return_rstd=True, n_threads=n_threads, **self._kwargs(xn.ndim))
         self._saved = None if outn is not None and np.shares_memory(outn, xn) else (bridge, x, xn, rstd)
         return out if out is not None else bridge.from_numpy(y, x)
 
@@ -179,7 +179,7 @@ class RMSNorm:
         dy_bridge = _Bridge(x, dy)  # TypeError when dy is of another namespace than x
         dyn = dy_bridge.to_numpy(dy, "dy")
         dx, self.weight_grad, self.bias_grad = _api.rms_norm_backward(
-            dyn, xn, self.weight, self.bias, rstd=rstd, n_threads=n_threads, **self._kwargs())
+            dyn, xn, self.weight, self.bias, rstd=rstd, n_threads=n_threads, **self._kwargs(xn.ndim))
         return bridge.from_numpy(dx, x)
 
     def state_dict(self):

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import validate_data
 
-from . import _api
+from . import _api, _spec
 
 __all__ = ["RMSNormalizer"]
 
@@ -59,9 +59,8 @@ class RMSNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Validate the parameters against ``X`` and record ``n_features_in_``."""
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         # Raise now what transform would raise for these parameters.
-        plan = _api._plan(X.shape, self.axis, self.groups)
-        _api._affine_param(self.weight, "weight", plan, np.dtype(np.float64), float(self.weight_offset))
-        _api._options(self.eps, self.eps_mode)
+        _spec.check_call(X.shape, X.dtype, self.weight, axis=self.axis, eps=self.eps, groups=self.groups,
+                         eps_mode=self.eps_mode, weight_offset=self.weight_offset)
         return self
 
     def transform(self, X, copy=None):

@@ -33,13 +33,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import _api, _core
+from . import _api, _core, _runtime, _spec
 
 __all__ = ["RMSNorm", "add_rms_norm", "replace_rms_norms", "rms_norm"]
 
 _BF16 = torch.bfloat16
-_ROUND_MID = {"fused": False, "llama": True}  # the kernels' flag for each cast_mode
-_CODES = {torch.float16: _api._F16, torch.bfloat16: _api._BF16, torch.float32: _api._F32, torch.float64: _api._F64}
+_ROUND_MID = _spec.CAST_MODES  # the kernels' flag for each cast_mode
+_CODES = {getattr(torch, name): code for name, code in _spec.CODE_BY_NAME.items()}
 _AXES = {1: -1, **{k: tuple(range(-k, 0)) for k in range(2, 9)}}  # an int axis: _api caches its plan
 
 
@@ -52,18 +52,21 @@ def _array(t):
 
 def _bits_or_array(t):
     """What _api's add and backward take: bfloat16 bits wrapped, else the array."""
-    return _api._BFloat16Bits(_array(t)) if t.dtype == _BF16 else _array(t)
+    return _spec.BFloat16Bits(_array(t)) if t.dtype == _BF16 else _array(t)
 
 
-def _tensor(a, dtype):
-    """An ndarray as a tensor of dtype, no copy (bfloat16 from uint16 bits)."""
+def _tensor(a, dtype=None):
+    """An ndarray as a tensor, no copy: of dtype, which may be bfloat16 for
+    uint16 bits; an ml_dtypes bfloat16 array is a bfloat16 tensor."""
+    if a.dtype.name == "bfloat16":
+        a, dtype = a.view(np.uint16), _BF16
     t = torch.from_numpy(a)
     return t.view(_BF16) if dtype == _BF16 else t
 
 
 def _acc(dtype):
-    """The dtype the kernels compute in, and take weight and bias in."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    """The dtype the kernels compute in, and take weight and bias in (_spec.acc_dtype)."""
+    return getattr(torch, _spec.acc_dtype(_CODES.get(dtype)).name)
 
 
 def _kernel_param(p, acc, offset=0.0):
@@ -80,7 +83,7 @@ def _short(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
     or none, the defaults otherwise.  eps is checked here: that path trusts it."""
     return (dims == 1 and bias is None and type(weight_offset) in (float, int) and weight_offset == 0
             and eps_mode == "sqrt" and cast_mode in _ROUND_MID and type(eps) is float and 0.0 <= eps < math.inf
-            and x.dtype in _CODES and x.is_contiguous() and 0 < x.numel() <= _core.short_path_max()
+            and x.dtype in _CODES and x.is_contiguous() and 0 < x.numel() <= _runtime.short_path_max()
             and (weight is None or (weight.dtype in _CODES and weight.is_contiguous() and weight.is_cpu)))
 
 
@@ -168,7 +171,7 @@ def _rstd_like(x, dims):
 
 @_rms_norm_op.register_fake
 def _(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
-    _api._options(eps, eps_mode, cast_mode)
+    _spec.options(eps, eps_mode, cast_mode)
     return torch.empty_like(x, memory_format=torch.contiguous_format), _rstd_like(x, dims)
 
 
@@ -201,7 +204,7 @@ def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[t
 
 @_add_rms_norm_op.register_fake
 def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
-    _api._options(eps, eps_mode, cast_mode)
+    _spec.options(eps, eps_mode, cast_mode)
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(residual, memory_format=torch.contiguous_format))
 
@@ -215,7 +218,7 @@ def _add_rms_norm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: Op
 
 @_add_rms_norm_inplace_op.register_fake
 def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
-    _api._options(eps, eps_mode, cast_mode)
+    _spec.options(eps, eps_mode, cast_mode)
 
 
 # ---- autograd -------------------------------------------------------------------
@@ -467,7 +470,7 @@ class RMSNorm(torch.nn.Module):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight_offset = float(weight_offset)
-        _api._options(0.0, "sqrt", cast_mode)
+        _spec.options(0.0, "sqrt", cast_mode)
         self.cast_mode = cast_mode
         if elementwise_affine:
             self.weight = torch.nn.Parameter(torch.full(shape, 1.0 - self.weight_offset, device=device, dtype=dtype))

@@ -1,6 +1,18 @@
-"""The contract between _core and the other Cython modules: the C kernel
-table (include/rmsnorm_cpu/dispatch.h) and the tier in use."""
+"""The contract between _runtime and the other Cython modules: the C kernel
+table (include/rmsnorm_cpu/dispatch.h) of the tier in use, the dtype codes,
+and the runner that spreads a call's units over threads."""
 from libc.stddef cimport ptrdiff_t
+
+cdef extern from "rmsnorm_cpu/rmsnorm.h" nogil:
+    enum:
+        RMSN_F16
+        RMSN_BF16
+        RMSN_F32
+        RMSN_F64
+        RMSN_NDTYPES
+    int RMSN_ACC_DTYPE(int a, int b)  # the acc dtype code of a kernel reading/writing dtypes a, b
+    const size_t rmsn_itemsize[]
+    void rmsn_to_acc(int code, const void *src, ptrdiff_t n, int acc_f64, void *dst)
 
 cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     ctypedef struct rmsn_opts:
@@ -24,13 +36,6 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         rmsn_bwd_fn bwd[4]
         int tier
         int cpu
-    enum: RMSN_F16
-    enum: RMSN_BF16
-    enum: RMSN_F32
-    enum: RMSN_F64
-    enum: RMSN_NDTYPES
-    int RMSN_ACC_DTYPE(int a, int b)  # the acc dtype code of a kernel reading/writing dtypes a, b
-    const size_t rmsn_itemsize[]
     enum: RMSN_NTIERS
     enum: RMSN_COL_TILE
     const char *rmsn_tier_names[]
@@ -41,5 +46,11 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     enum: RMSN_CPU_AVX512BF16
     void rmsn_stream_fence()
 
+# One unit of a call's work (a slice, a block of rows, a chunk of columns).
+ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
 
 cdef const rmsn_kernels *active_kernels() noexcept nogil
+cdef Py_ssize_t serial_work() noexcept
+cdef bint may_stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_bytes) noexcept
+cdef int run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work,
+                   rmsn_opts *opts, Py_ssize_t operand_bytes) except -1
