@@ -109,6 +109,9 @@ def _lazy_calls():
         "rms_norm_backward": lambda: rn.rms_norm_backward(big, big, np.ones(1024), 0.0),
         "rms_norm_backward rstd": lambda: rn.rms_norm_backward(big, big, 2.0, rstd=rows),
         "rms_norm_backward Dask rstd": lambda: rn.rms_norm_backward(big, big, rstd=da.from_array(rows)),
+        "Dask weight and bias": lambda: [rn.rms_norm(da.ones((4, 1024), chunks=(2, 1024)), _exploding(1024, 1024),
+                                                     _exploding(1024, 1024))],
+        "Dask weight of backward": lambda: rn.rms_norm_backward(big, big, _exploding(1024, 1024)),
     }
 
 
@@ -233,6 +236,24 @@ def test_rms_norm_backward_equals_eager(local_scheduler, rng, case, params):
     np.testing.assert_array_equal(got[0], want[0])
     _close_to(got[1], want[1], x.dtype)
     _close_to(got[2], want[2], x.dtype)
+
+
+def test_dask_weight_and_bias(local_scheduler, rng):
+    x = rng.standard_normal((12, 3, 16)).astype(np.float32)
+    dy = rng.standard_normal((12, 3, 16)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (3, 16)).astype(np.float16)
+    b = rng.standard_normal((1, 16)).astype(np.float32)
+    lazy_x = da.from_array(x, chunks=(5, 3, 16))
+    lazy_w, lazy_b = da.from_array(w, chunks=(1, 8)), da.from_array(b)
+    np.testing.assert_array_equal(rn.rms_norm(lazy_x, lazy_w, lazy_b, axis=(1, 2)).compute(),
+                                  rn.rms_norm(x, w, b, axis=(1, 2)))
+    got = dask.compute(*rn.rms_norm_backward(dy, lazy_x, lazy_w, lazy_b, axis=(1, 2)))
+    want = rn.rms_norm_backward(dy, x, w, b, axis=(1, 2))
+    np.testing.assert_array_equal(got[0], want[0])
+    _close_to(got[1], want[1], x.dtype)
+    _close_to(got[2], want[2], x.dtype)
+    with pytest.raises(ValueError, match="weight of shape"):
+        rn.rms_norm(lazy_x, lazy_w)
 
 
 @pytest.mark.parametrize("rstd_kind", ["numpy", "dask"])

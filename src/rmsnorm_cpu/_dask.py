@@ -27,10 +27,10 @@ def rms_norm(eager, x, weight, bias, *, out, return_rstd, **options):
     arrays = _arrays(x=x)
     options, (y_spec, rstd_spec) = _check_now(eager, arrays, weight, bias, dict(options, return_rstd=True))
     x, = _aligned(arrays, options["axis"], eager.__name__)
-    block = functools.partial(eager, weight=weight, bias=bias, **dict(options, return_rstd=return_rstd))
+    block = functools.partial(eager, **dict(options, return_rstd=return_rstd))
     if not return_rstd:
-        return x.map_blocks(block, dtype=y_spec.dtype, meta=_meta(y_spec, x.ndim))
-    results = x.map_blocks(block, meta=_meta(y_spec, x.ndim))
+        return x.map_blocks(block, weight=weight, bias=bias, dtype=y_spec.dtype, meta=_meta(y_spec, x.ndim))
+    results = x.map_blocks(block, weight=weight, bias=bias, meta=_meta(y_spec, x.ndim))
     return _whole_part(results, 0, y_spec), _rstd_part(results, 1, rstd_spec, options["axis"])
 
 
@@ -43,8 +43,8 @@ def add_rms_norm(eager, x, residual, weight, bias, *, out, residual_out, inplace
     options, (y_spec, residual_spec) = _check_now(eager, arrays, weight, bias, options)
     x, residual = _aligned(arrays, options["axis"], eager.__name__)
     index = tuple(range(x.ndim))
-    results = da.blockwise(functools.partial(eager, weight=weight, bias=bias, **options), index, x, index,
-                           residual, index, meta=_meta(y_spec, x.ndim))
+    results = da.blockwise(functools.partial(eager, **options), index, x, index, residual, index, weight=weight,
+                           bias=bias, meta=_meta(y_spec, x.ndim))
     return _whole_part(results, 0, y_spec), _whole_part(results, 1, residual_spec)
 
 
@@ -65,16 +65,16 @@ def rms_norm_backward(eager, dy, x, weight, bias, *, rstd, dx_out, **options):
     # Each block's eager dweight/dbias is its partial sum, kept in float64 by
     # passing float64 parameters (exact for the narrower floats; the kernels
     # read them in the accumulator dtype, so dx is unchanged).
-    block = functools.partial(_backward_block, functools.partial(
-        eager, weight=_in_float64(weight, dweight_spec), bias=_in_float64(bias, dbias_spec), **options))
-    results = da.blockwise(block, index, dy, index, x, index, rstd, None if rstd is None else batch_axes + (ndim,),
+    results = da.blockwise(functools.partial(_backward_block, functools.partial(eager, **options)), index,
+                           dy, index, x, index, rstd, None if rstd is None else batch_axes + (ndim,),
+                           weight=_in_float64(weight, dweight_spec), bias=_in_float64(bias, dbias_spec),
                            concatenate=False, meta=_meta(dx_spec, ndim))
     return (_whole_part(results, 0, dx_spec), _param_sum(results, 1, dweight_spec, batch_axes),
             _param_sum(results, 2, dbias_spec, batch_axes))
 
 
-def _backward_block(eager, dy, x, rstd):
-    return eager(dy, x, rstd=_unnested(rstd))
+def _backward_block(eager, dy, x, rstd, weight, bias):
+    return eager(dy, x, weight, bias, rstd=_unnested(rstd))
 
 
 def _refuse_output(name, requested):
@@ -108,6 +108,7 @@ def _check_now(eager, arrays, weight, bias, options, rstd=None):
     the blocks (``axis`` as the normalized axes) and eager's result on the
     stand-ins, which has the result dtypes (and dweight/dbias their real shapes).
     """
+    weight, bias = _param_stand_in(weight), _param_stand_in(bias)
     shapes = [getattr(a, "shape", None) for a in arrays.values()]
     if shapes.count(shapes[0]) < len(shapes):  # eager raises, naming the real shapes
         eager(*map(_zero_strided, arrays.values()), weight, bias, **options)
@@ -150,6 +151,11 @@ def _empty(a, shape):
     """An empty array of `shape` standing in for `a`: its dtype, and for NumPy
     input its array type (a masked array is refused as such)."""
     return np.empty(shape, a.dtype) if is_dask_collection(a) else np.empty_like(a, shape=shape)
+
+
+def _param_stand_in(param):
+    """A Dask weight or bias as zeros of its shape and dtype (its values are not checked)."""
+    return np.zeros(param.shape, param.dtype) if is_dask_collection(param) else param
 
 
 def _zero_strided(a):
@@ -236,4 +242,4 @@ def _in_float64(param, grad_spec):
     """The parameter as float64 when its gradient would be narrower (the cast is exact)."""
     if grad_spec is None or grad_spec.dtype == np.float64:
         return param
-    return np.asarray(param, np.float64)
+    return param.astype(np.float64) if is_dask_collection(param) else np.asarray(param, np.float64)
