@@ -104,7 +104,8 @@ def _check_now(eager, arrays, weight, bias, options, rstd=None):
     so that it checks every argument now, as for NumPy input.
 
     The stand-ins have the dtypes of the arrays and their shape with the batch
-    dims 0: eager runs every check and no kernel.  Returns the options for
+    dims 0: eager runs every check and no kernel (a Dask weight or bias
+    stands in as zeros).  Returns the options for
     the blocks (``axis`` as the normalized axes) and eager's result on the
     stand-ins, which has the result dtypes (and dweight/dbias their real shapes).
     """
