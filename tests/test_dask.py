@@ -145,7 +145,7 @@ def _counting(monkeypatch, name):
 ])
 def test_one_task_per_block_computes_every_output(local_scheduler, monkeypatch, name, call):
     calls = _counting(monkeypatch, name)
-    results = [r for r in call(da.ones((12, 6), np.float32, chunks=(3, 6)))]
+    results = call(da.ones((12, 6), np.float32, chunks=(3, 6)))
     at_call_time = len(calls)  # the checks, on empty stand-ins
     dask.compute(*results)
     assert len(calls) - at_call_time == 4
