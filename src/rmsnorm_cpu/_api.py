@@ -108,7 +108,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
                 return (y, rstd) if return_rstd else y
     if _spec.is_dask(x):  # lazy, block by block
         from . import _dask
-        return _dask.rms_norm(x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
+        return _dask.rms_norm(rms_norm, x, weight, bias, axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
                               weight_offset=weight_offset, cast_mode=cast_mode, dtype=dtype, out=out,
                               return_rstd=return_rstd, n_threads=n_threads)
     call = _spec.forward_call(x, weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, dtype, out,
@@ -169,6 +169,11 @@ def add_rms_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-6, grou
             result = _core.add_rows(x, residual, weight, eps, inplace, False, round_mid)
             if result is not None:
                 return result
+    if _spec.is_dask(x) or _spec.is_dask(residual):  # lazy, block by block
+        from . import _dask
+        return _dask.add_rms_norm(add_rms_norm, x, residual, weight, bias, axis=axis, eps=eps, groups=groups,
+                                  eps_mode=eps_mode, weight_offset=weight_offset, cast_mode=cast_mode, out=out,
+                                  residual_out=residual_out, inplace=inplace, n_threads=n_threads)
     call = _spec.add_call(x, residual, weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, out,
                           residual_out, inplace, n_threads)
     _run(_core.add_forward, call)
@@ -218,6 +223,11 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
     >>> dw
     array([0.84852814, 1.13137085])
     """
+    if _spec.is_dask(dy) or _spec.is_dask(x):  # lazy, block by block
+        from . import _dask
+        return _dask.rms_norm_backward(rms_norm_backward, dy, x, weight, bias, rstd=rstd, axis=axis, eps=eps,
+                                       groups=groups, eps_mode=eps_mode, weight_offset=weight_offset,
+                                       dx_out=dx_out, n_threads=n_threads)
     call = _spec.backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset, dx_out,
                                n_threads)
     _run(_core.backward, call)
