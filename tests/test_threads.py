@@ -40,6 +40,20 @@ def test_bitwise_same_for_any_thread_count_and_batch(rng, dtype):
         np.testing.assert_array_equal(_bits(a), _bits(b))
 
 
+def test_n_threads_above_the_default_is_capped(rng):
+    # Regression: n_threads=100000 on a parallel-sized input asked OpenMP for a
+    # team of 100000 threads and crashed the process (SIGSEGV); 2**40 overflowed
+    # the C int.  A request above the OpenMP default now runs the default.
+    x = rng.standard_normal((300, 512)).astype(np.float32)
+    expected = rn.rms_norm(x, n_threads=1)
+    for n_threads in (100_000, 2**40):
+        np.testing.assert_array_equal(rn.rms_norm(x, n_threads=n_threads), expected)
+        dx, _, _ = rn.rms_norm_backward(x, x, n_threads=n_threads)
+        np.testing.assert_array_equal(dx, rn.rms_norm_backward(x, x, n_threads=1)[0])
+        np.testing.assert_array_equal(rn.add_rms_norm(x, x, n_threads=n_threads)[0],
+                                      rn.add_rms_norm(x, x, n_threads=1)[0])
+
+
 def test_small_calls_stay_serial():
     assert _core.team_size(work=4096) == 1
     assert _core.team_size(work=32 * 4096) == 1  # (32, 4096): the largest decode batch
