@@ -121,8 +121,8 @@ def test_zero_size_backward():
 
 @pytest.mark.usefixtures("isa")
 def test_param_grad_overflow_is_silent_inf():
-    # Regression (found by test_properties): a float16 weight's gradient that
-    # overflows float16 is inf like an overflowing dx, not a RuntimeWarning.
+    # A float16 weight's gradient that overflows float16 is inf like an
+    # overflowing dx, not a RuntimeWarning.
     x = np.ones((64, 8), np.float16)
     dy = np.full((64, 8), 60000, np.float16)
     _, dw, db = rn.rms_norm_backward(dy, x, np.ones(8, np.float16), np.zeros(8, np.float16))

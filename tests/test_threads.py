@@ -41,9 +41,8 @@ def test_bitwise_same_for_any_thread_count_and_batch(rng, dtype):
 
 
 def test_n_threads_above_the_default_is_capped(rng):
-    # Regression: n_threads=100000 on a parallel-sized input asked OpenMP for a
-    # team of 100000 threads and crashed the process (SIGSEGV); 2**40 overflowed
-    # the C int.  A request above the OpenMP default now runs the default.
+    # A team of 100000 threads would crash the process and 2**40 overflows a C
+    # int: a request above the OpenMP default runs the default.
     x = rng.standard_normal((300, 512)).astype(np.float32)
     expected = rn.rms_norm(x, n_threads=1)
     for n_threads in (100_000, 2**40):
