@@ -1,4 +1,4 @@
-"""Thread scaling and the serial threshold, measured (issue 4).
+"""Thread scaling and the serial threshold, measured.
 
 1. Threshold calibration: for (rows, 4096) float32 with rows from 1 to 256, the
    time of one call on 1 thread and on a forced team of 2 (threshold lowered to

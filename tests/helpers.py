@@ -1,4 +1,6 @@
-"""Assertions shared by the numeric tests."""
+"""What the test files share: dtypes, the reference assertion, the README's tables."""
+
+import pathlib
 
 import numpy as np
 
@@ -45,3 +47,17 @@ def assert_matches_reference(y, ref, scale, n, x_dtype=None):
     assert not bad.any(), (
         f"{bad.sum()} elements off: worst at {np.unravel_index(np.argmax(err - bound), err.shape)}, "
         f"got {y64[bad][:4]}, expected {ref[bad][:4]}")
+
+
+X = np.arange(24, dtype=np.float32).reshape(4, 6)  # the x of the README's bad-input table
+
+
+def readme_table_rows():
+    """The (first cell, second cell) pairs of every table row in the README."""
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    rows = set()
+    for line in readme.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3:
+            rows.add((cells[0], cells[1]))
+    return rows

@@ -9,8 +9,10 @@ da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
 import dask
-from helpers import BF16
-from test_errors import BAD_ADD_CALLS, BAD_BACKWARD_CALLS, BAD_CALLS, X
+from helpers import BF16, X
+from test_add import BAD_ADD_CALLS
+from test_backward import BAD_BACKWARD_CALLS
+from test_forward import BAD_CALLS
 
 import rmsnorm_cpu as rn
 from rmsnorm_cpu import _api

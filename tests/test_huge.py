@@ -34,9 +34,9 @@ def _needs(nbytes):
 @pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_long_slice_sums_do_not_saturate(dtype):
-    # Regression: a float32 running sum stops growing at 2**24 times its
-    # terms, so the rms of np.ones(2**27, float16) came out sqrt(2) and y 1.414.
-    # The kernels now sum blocks of 4096 and add the block sums in double.
+    # A float32 running sum stops growing at 2**24 times its terms (the rms of
+    # np.ones(2**27, float16) would come out sqrt(2)): the kernels sum blocks
+    # of 4096 and add the block sums in double.
     n = 1 << 25
     x = np.ones(n, dtype)
     x[::2] = 3
@@ -94,10 +94,9 @@ def test_batch_of_more_than_2_31_elements():
 
 @pytest.mark.usefixtures("isa")
 def test_weight_gradient_of_many_rows_keeps_precision():
-    # Regression: dweight/dbias were summed over at most 64 fixed row blocks,
-    # each a float32 running sum over 2**16 rows here: 6e-4 off (0.25% at
-    # 2**24 rows).  Blocks now hold at most 1024 rows and their sums are added
-    # in double.
+    # A float32 running sum of dweight/dbias over 2**16 rows would be 6e-4 off
+    # here (0.25% at 2**24 rows): blocks hold at most 1024 rows and their sums
+    # are added in double.
     rows = 1 << 22
     x = np.ones((rows, 2), np.float32)
     dy = np.full((rows, 2), 0.1, np.float32)

@@ -100,6 +100,16 @@ def test_unknown_isa_at_import_names_the_choices():
     assert "valid choices: scalar, avx2, avx512, neon" in proc.stderr
 
 
+def test_isa_env_errors():
+    from rmsnorm_cpu import _runtime
+    with pytest.raises(RuntimeError, match="valid choices"):
+        _runtime.set_isa("sse9")
+    missing = [t for t in _runtime.TIER_NAMES if t not in _runtime.build_info()["isa_supported"]]
+    for tier in missing:
+        with pytest.raises(RuntimeError, match=tier):
+            _runtime.set_isa(tier)
+
+
 @pytest.mark.parametrize("tier", TIERS)
 def test_forced_tier_at_import(tier):
     env = dict(os.environ, RMSNORM_CPU_ISA=tier)

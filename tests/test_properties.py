@@ -314,9 +314,9 @@ def _assert_within(got, ref, bound):
 
 
 def test_subnormal_results_within_bound():
-    # Found by the long profile: y = 1.24e-40 (a float32 subnormal) is one
-    # subnormal quantum from the exact value, as x * rstd and * w each round
-    # there; the tolerance helper allows a few quanta.
+    # y = 1.24e-40 (a float32 subnormal) is one subnormal quantum from the exact
+    # value, as x * rstd and * w each round there; the tolerance helper allows a
+    # few quanta.
     x, w = np.array([3.456e-42], np.float32), np.float16(1.137)
     ref, _, scale = rms_ref(x, w, eps=1e-3, axis=())
     assert_matches_reference(rn.rms_norm(x, w, eps=1e-3, axis=()), ref, scale, 1, x.dtype)
