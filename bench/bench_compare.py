@@ -71,9 +71,9 @@ print(json.dumps(out))
 """
 
 
-def run_build(src, min_time):
+def run_build(src, cases, min_time):
     env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(CASES), str(min_time)], env=env,
+    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cases), str(min_time)], env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout)
 
@@ -84,15 +84,17 @@ def main():
     parser.add_argument("new")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.2)
+    parser.add_argument("--only", nargs="+", help="run the cases whose names contain one of these")
     args = parser.parse_args()
+    cases = {name: setup for name, setup in CASES.items() if not args.only or any(s in name for s in args.only)}
     best = {"base": {}, "new": {}}
     for r in range(args.rounds):
         order = [("base", args.base), ("new", args.new)]
         for label, src in order if r % 2 == 0 else order[::-1]:
-            for name, t in run_build(src, args.min_time).items():
+            for name, t in run_build(src, cases, args.min_time).items():
                 best[label][name] = min(t, best[label].get(name, t))
-    print(f"| call | base | new | base / new |\n|---|---|---|---|")
-    for name in CASES:
+    print("| call | base | new | base / new |\n|---|---|---|---|")
+    for name in cases:
         if name in best["base"] and name in best["new"]:
             b, n = best["base"][name], best["new"][name]
             print(f"| {name} | {b * 1e6:.1f} us | {n * 1e6:.1f} us | {b / n:.2f}x |")

@@ -64,9 +64,12 @@ def _tensor(a, dtype=None):
     return t.view(_BF16) if dtype == _BF16 else t
 
 
+# The dtype the kernels compute in, and take weight and bias in, by the data's dtype (_spec.acc_dtype).
+_ACC = {t: getattr(torch, _spec.acc_dtype(code).name) for t, code in _CODES.items()}
+
+
 def _acc(dtype):
-    """The dtype the kernels compute in, and take weight and bias in (_spec.acc_dtype)."""
-    return getattr(torch, _spec.acc_dtype(_CODES.get(dtype)).name)
+    return _ACC.get(dtype, torch.float32)
 
 
 def _kernel_param(p, acc, offset=0.0):
