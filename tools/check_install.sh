@@ -21,7 +21,8 @@ echo "check_install.sh: built $(basename "$sdist") and $(basename "$wheel")"
 
 tar -tzf "$sdist" >"$WORK/sdist.txt"
 for f in include/rmsnorm_cpu/rmsnorm.h include/rmsnorm_cpu/ops.h include/rmsnorm_cpu/dispatch.h include/rmsnorm_cpu/kernels/slice.h \
-         src/rmsnorm_cpu/_core.pyx src/rmsnorm_cpu/_core.pxd src/rmsnorm_cpu/_openmp_helpers.h \
+         src/rmsnorm_cpu/_runtime.pyx src/rmsnorm_cpu/_runtime.pxd src/rmsnorm_cpu/_core.pyx src/rmsnorm_cpu/_gufunc.pyx \
+         src/rmsnorm_cpu/_openmp_helpers.h \
          src/rmsnorm_cpu/py.typed src/rmsnorm_cpu/_api.pyi setup.py pyproject.toml; do
     grep -q "/$f\$" "$WORK/sdist.txt" || { echo "check_install.sh: sdist lacks $f" >&2; exit 1; }
 done
