@@ -116,3 +116,69 @@ def test_jit_trace_records_the_op():
         traced = torch.jit.trace(model, x)
         assert "rmsnorm_cpu::rms_norm" in str(traced.inlined_graph)
         assert torch.equal(traced(x), model(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_the_gated_and_quantized_ops(dtype):
+    x, gate = _randn(3, 8, dtype=dtype, requires_grad=True), _randn(3, 8, dtype=dtype, seed=1, requires_grad=True)
+    w = _randn(8, seed=2, requires_grad=True)
+    for args in [(x, gate, w, 1, 1e-5, True, "silu", "fused"), (x, gate, w, 2, 1e-5, False, "sigmoid", "llama"),
+                 (x, None, w, 4, 1e-5, True, "silu", "llama"), (x, _randn(3, 8, seed=3), None, 1, 1e-5, False,
+                                                                  "silu", "fused")]:
+        torch.library.opcheck(ops.rms_norm_gated.default, args)
+    xd, gd, wd = x.detach(), gate.detach(), w.detach()
+    _, rstd = ops.rms_norm_gated(xd, gd, wd, 2, 1e-5, False, "silu", "fused")
+    dy = _randn(3, 8, dtype=dtype, seed=4)
+    torch.library.opcheck(ops.rms_norm_gated_backward.default, (dy, xd, gd, wd, rstd, 2, 1e-5, False, "silu"))
+    torch.library.opcheck(ops.rms_norm_gated_backward.default, (dy, xd, None, None, None, 1, 1e-5, True, "silu"))
+    for quant_dtype in (torch.int8, torch.float8_e4m3fn):
+        torch.library.opcheck(ops.rms_norm_quant.default, (xd, wd, 2, 1e-5, quant_dtype, None))
+        torch.library.opcheck(ops.add_rms_norm_quant.default, (xd, gd, None, 1, 1e-5, quant_dtype, 2.0))
+
+
+class GatedBlock(torch.nn.Module):
+    """The gated norm (gate before and after, in groups) and the quantized outputs."""
+
+    def __init__(self, n, dtype):
+        super().__init__()
+        self.after = rt.RMSNormGated(n, 1e-5, cast_mode="llama", dtype=dtype)
+        self.weight = torch.nn.Parameter(_randn(n, dtype=dtype, seed=7))
+
+    def forward(self, x, gate):
+        h = self.after(x, gate)
+        h = rt.rms_norm_gated(h, gate * 1, self.weight, group_size=4, norm_before_gate=False, activation="sigmoid")
+        q, scale = rt.rms_norm_quant(h.detach(), self.weight.detach())
+        q8, scale8, r = rt.rms_norm_quant(x.detach(), self.weight.detach(), residual=h.detach(),
+                                          quant_dtype=torch.float8_e4m3fn, scale_ub=4.0)
+        return h, q, scale, q8.view(torch.uint8), scale8, r
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_gated_and_quant_equal_eager_bitwise(backend):
+    import torch._inductor.config
+
+    for dtype in (torch.float32, torch.bfloat16):
+        torch._dynamo.reset()
+        model = GatedBlock(16, dtype)
+        x, gate = _randn(4, 16, dtype=dtype, seed=1), _randn(4, 16, dtype=dtype, seed=2)
+
+        def run(m):
+            xg, gg = x.clone().requires_grad_(), gate.clone().requires_grad_()
+            outputs = m(xg, gg)
+            grads = torch.autograd.grad(outputs[0], [xg, gg, *model.parameters()], torch.ones_like(outputs[0]))
+            return [o.detach() for o in outputs] + list(grads)
+
+        with torch._inductor.config.patch(emulate_precision_casts=True):
+            got = run(torch.compile(model, backend=backend, fullgraph=True))
+        assert all(torch.equal(g, e) for g, e in zip(got, run(model))), dtype
+
+
+def test_export_names_the_gated_and_quant_ops():
+    model = GatedBlock(16, torch.float32)
+    x, gate = _randn(4, 16, seed=1), _randn(4, 16, seed=2)
+    exported = torch.export.export(model, (x, gate))
+    targets = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
+    assert targets.count("rmsnorm_cpu.rms_norm_gated.default") == 2
+    assert {"rmsnorm_cpu.rms_norm_quant.default", "rmsnorm_cpu.add_rms_norm_quant.default"} <= set(targets)
+    with torch.no_grad():
+        assert all(torch.equal(g, e) for g, e in zip(exported.module()(x, gate), model(x, gate)))

@@ -1,7 +1,7 @@
 """PyTorch adapter: registered ops, autograd, an ``nn.Module`` drop-in, model patching.
 
 Importing this module imports torch (``import rmsnorm_cpu`` does not) and
-registers four ops in the ``rmsnorm_cpu`` namespace, each with a fake (meta)
+registers eight ops in the ``rmsnorm_cpu`` namespace, each with a fake (meta)
 implementation, so that ``torch.compile(fullgraph=True)`` and ``torch.export``
 see one op per call::
 
@@ -12,11 +12,21 @@ see one op per call::
     torch.ops.rmsnorm_cpu.add_rms_norm(x, residual, weight, bias, dims, eps, eps_mode, weight_offset,
                                        cast_mode) -> (y, new_residual)
     torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, ...)   # in place: y into x, new_residual into residual
+    torch.ops.rmsnorm_cpu.rms_norm_gated(x, gate, weight, groups, eps, norm_before_gate, activation, cast_mode)
+        -> (y, rstd)
+    torch.ops.rmsnorm_cpu.rms_norm_gated_backward(dy, x, gate, weight, rstd, groups, eps, norm_before_gate,
+                                                  activation) -> (dx, dgate, dweight)
+    torch.ops.rmsnorm_cpu.rms_norm_quant(x, weight, groups, eps, quant_dtype, scale_ub) -> (q, scale)
+    torch.ops.rmsnorm_cpu.add_rms_norm_quant(x, residual, weight, groups, eps, quant_dtype, scale_ub)
+        -> (q, scale, new_residual)
 
 ``dims`` is the number of trailing dimensions normalized together.  The
 forward and the functional add are differentiable (``register_autograd``; the
 gradient is the ``rms_norm_backward`` op, which reuses the forward's ``rstd``).
 ``dweight``/``dbias`` are empty tensors where ``weight``/``bias`` is None.
+The gated ops normalize the last dim in ``groups``; a gate of None is the
+plain norm.  The gated forward is differentiable through the gated backward
+op; the quantized ops are not differentiable.
 
 The public functions (:func:`rms_norm`, :func:`add_rms_norm`, :class:`RMSNorm`)
 call the ops while compiling, exporting or tracing.  In eager mode they skip
@@ -35,7 +45,8 @@ import torch
 
 from . import _api, _core, _runtime, _spec
 
-__all__ = ["RMSNorm", "add_rms_norm", "replace_rms_norms", "rms_norm"]
+__all__ = ["RMSNorm", "RMSNormGated", "add_rms_norm", "replace_rms_norms", "rms_norm", "rms_norm_gated",
+           "rms_norm_quant"]
 
 _BF16 = torch.bfloat16
 _ROUND_MID = _spec.CAST_MODES  # the kernels' flag for each cast_mode
@@ -160,6 +171,101 @@ def _records(x, weight, bias, residual=None):
                                         or (residual is not None and residual.requires_grad))
 
 
+def _gated_inputs(x, gate):
+    """x and gate in one dtype, the wider of the two (the kernels read the gate
+    in x's dtype), as _api-ready arrays, and the output dtype to ask for."""
+    common = x.dtype if gate is None else torch.promote_types(x.dtype, gate.dtype)
+    xs = x if x.dtype == common else x.to(common)
+    gs = gate if gate is None or gate.dtype == common else gate.to(common)
+    return xs, gs, None if common == x.dtype else x.dtype
+
+
+def _gated(x, gate, weight, groups, eps, norm_before_gate, activation, cast_mode):
+    """(y, rstd) of the gated norm for CPU tensors; gate None is the plain norm
+    in groups.  y has x's dtype whatever the gate's."""
+    xs, gs, y_dtype = _gated_inputs(x, gate)
+    w = _kernel_param(weight, _acc(xs.dtype))
+    if gs is None:
+        y = torch.empty(x.shape, dtype=x.dtype)
+        rstd = _api.rms_norm(_array(x), w, groups=groups, eps=eps, cast_mode=cast_mode,
+                             dtype="bfloat16" if x.dtype == _BF16 else None, out=_array(y), return_rstd=True)[1]
+        return y, torch.from_numpy(rstd)
+    # A bfloat16 result of a wider computation is rounded by torch: NumPy has no bfloat16 without ml_dtypes.
+    name = None if y_dtype in (None, _BF16) else str(y_dtype).removeprefix("torch.")
+    y, rstd = _api.rms_norm_gated(_bits_or_array(xs), _bits_or_array(gs), w, groups=groups, eps=eps,
+                                  norm_before_gate=norm_before_gate, activation=activation, cast_mode=cast_mode,
+                                  dtype=name, return_rstd=True)
+    y = _tensor(y, xs.dtype if name is None else y_dtype)
+    return y.to(x.dtype).contiguous(), torch.from_numpy(rstd)
+
+
+def _gated_backward(dy, x, gate, weight, rstd, groups, eps, norm_before_gate, activation):
+    """(dx, dgate, dweight) for CPU tensors, each in its input's dtype; empty
+    tensors for a gate or weight that is None."""
+    xs, gs, _ = _gated_inputs(x, gate)
+    w = _kernel_param(weight, _acc(xs.dtype))
+    args = dict(rstd=None if rstd is None else _array(rstd), groups=groups, eps=eps)
+    dy = _bits_or_array(dy.to(xs.dtype))
+    if gs is None:
+        dx, dw, _ = _api.rms_norm_backward(dy, _bits_or_array(xs), w, **args)
+        dgate = x.new_empty(0)
+    else:
+        dx, dgate, dw, _ = _api.rms_norm_gated_backward(dy, _bits_or_array(xs), _bits_or_array(gs), w,
+                                                        norm_before_gate=norm_before_gate, activation=activation,
+                                                        **args)
+        dgate = _tensor(dgate, gs.dtype).to(gate.dtype).contiguous()
+    return (_tensor(dx, xs.dtype).to(x.dtype).contiguous(), dgate,
+            x.new_empty(0) if dw is None else torch.from_numpy(dw).to(weight.dtype))
+
+
+# What rms_norm_quant writes, by torch dtype: its name in _api and how its bytes are viewed in NumPy.
+_QUANT_NAMES = {torch.int8: "int8", torch.float8_e4m3fn: "float8_e4m3fn"}
+
+
+def _quant_array(q):
+    """A quantized tensor's memory as the ndarray _api writes: int8, or
+    float8_e4m3fn through its bytes (ml_dtypes' type, which _api needs for it)."""
+    if q.dtype == torch.int8:
+        return q.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("quant_dtype=torch.float8_e4m3fn needs the ml_dtypes package "
+                        "(pip install 'rmsnorm_cpu[bf16]')") from None
+    return q.view(torch.uint8).numpy().view(ml_dtypes.float8_e4m3fn)
+
+
+def _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub):
+    """(q, scale) or (q, scale, new_residual) for CPU tensors."""
+    q = torch.empty(x.shape, dtype=quant_dtype)
+    scale = torch.empty(x.shape[:-1] + (groups,), dtype=torch.float32)
+    outputs = dict(out=_quant_array(q), scale_out=scale.numpy())
+    if residual is not None:
+        new_residual = torch.empty(residual.shape, dtype=residual.dtype)
+        outputs.update(residual=_bits_or_array(residual), residual_out=_array(new_residual))
+    w = _kernel_param(weight, _acc(x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)))
+    _api.rms_norm_quant(_bits_or_array(x), w, groups=groups, eps=eps, quant_dtype=_QUANT_NAMES[quant_dtype],
+                        scale_ub=scale_ub, **outputs)
+    return (q, scale) if residual is None else (q, scale, new_residual)
+
+
+def _quant_options(eps, quant_dtype, scale_ub):
+    _spec.options(eps)
+    if quant_dtype not in _QUANT_NAMES:
+        raise ValueError(f"quant_dtype must be torch.int8 or torch.float8_e4m3fn, got {quant_dtype}")
+    if scale_ub is not None and not (type(scale_ub) is float and 0.0 < scale_ub < math.inf):
+        raise ValueError(f"scale_ub must be a finite float > 0 or None, got {scale_ub!r}")
+
+
+_ACTIVATIONS = ("silu", "sigmoid")
+
+
+def _gated_options(eps, activation, cast_mode):
+    _spec.options(eps, "sqrt", cast_mode)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be 'silu' or 'sigmoid', got {activation!r}")
+
+
 # ---- the ops ------------------------------------------------------------------
 
 @torch.library.custom_op("rmsnorm_cpu::rms_norm", mutates_args=(), device_types="cpu")
@@ -224,6 +330,65 @@ def _(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
     _spec.options(eps, eps_mode, cast_mode)
 
 
+@torch.library.custom_op("rmsnorm_cpu::rms_norm_gated", mutates_args=(), device_types="cpu")
+def _rms_norm_gated_op(x: torch.Tensor, gate: Optional[torch.Tensor], weight: Optional[torch.Tensor], groups: int,
+                       eps: float, norm_before_gate: bool, activation: str,
+                       cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _gated(x, gate, weight, groups, eps, norm_before_gate, activation, cast_mode)
+
+
+@_rms_norm_gated_op.register_fake
+def _(x, gate, weight, groups, eps, norm_before_gate, activation, cast_mode):
+    _gated_options(eps, activation, cast_mode)
+    common = x.dtype if gate is None else torch.promote_types(x.dtype, gate.dtype)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty(x.shape[:-1] + (groups,), dtype=_acc(common)))
+
+
+@torch.library.custom_op("rmsnorm_cpu::rms_norm_gated_backward", mutates_args=(), device_types="cpu")
+def _rms_norm_gated_backward_op(dy: torch.Tensor, x: torch.Tensor, gate: Optional[torch.Tensor],
+                                weight: Optional[torch.Tensor], rstd: Optional[torch.Tensor], groups: int, eps: float,
+                                norm_before_gate: bool,
+                                activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _gated_backward(dy, x, gate, weight, rstd, groups, eps, norm_before_gate, activation)
+
+
+@_rms_norm_gated_backward_op.register_fake
+def _(dy, x, gate, weight, rstd, groups, eps, norm_before_gate, activation):
+    def grad(p):
+        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(gate), grad(weight)
+
+
+@torch.library.custom_op("rmsnorm_cpu::rms_norm_quant", mutates_args=(), device_types="cpu")
+def _rms_norm_quant_op(x: torch.Tensor, weight: Optional[torch.Tensor], groups: int, eps: float,
+                       quant_dtype: torch.dtype, scale_ub: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    return _quant(x, None, weight, groups, eps, quant_dtype, scale_ub)
+
+
+def _quant_fakes(x, groups, eps, quant_dtype, scale_ub):
+    _quant_options(eps, quant_dtype, scale_ub)
+    return x.new_empty(x.shape, dtype=quant_dtype), x.new_empty(x.shape[:-1] + (groups,), dtype=torch.float32)
+
+
+@_rms_norm_quant_op.register_fake
+def _(x, weight, groups, eps, quant_dtype, scale_ub):
+    return _quant_fakes(x, groups, eps, quant_dtype, scale_ub)
+
+
+@torch.library.custom_op("rmsnorm_cpu::add_rms_norm_quant", mutates_args=(), device_types="cpu")
+def _add_rms_norm_quant_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor], groups: int,
+                           eps: float, quant_dtype: torch.dtype,
+                           scale_ub: Optional[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub)
+
+
+@_add_rms_norm_quant_op.register_fake
+def _(x, residual, weight, groups, eps, quant_dtype, scale_ub):
+    return _quant_fakes(x, groups, eps, quant_dtype, scale_ub) + (
+        torch.empty_like(residual, memory_format=torch.contiguous_format),)
+
+
 # ---- autograd -------------------------------------------------------------------
 
 def _setup_forward(ctx, inputs, output):
@@ -257,8 +422,22 @@ def _backward_add(ctx, dy, dnew_residual):
              db if bias is not None else None) + (None,) * 5)
 
 
+def _setup_gated(ctx, inputs, output):
+    x, gate, weight, *args = inputs
+    ctx.save_for_backward(x, gate, weight, output[1])
+    ctx.args = args[:-1]  # groups, eps, norm_before_gate, activation
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward_gated(ctx, dy, _drstd):
+    x, gate, weight, rstd = ctx.saved_tensors
+    dx, dgate, dw = torch.ops.rmsnorm_cpu.rms_norm_gated_backward(dy, x, gate, weight, rstd, *ctx.args)
+    return (dx, dgate if gate is not None else None, dw if weight is not None else None) + (None,) * 5
+
+
 torch.library.register_autograd("rmsnorm_cpu::rms_norm", _backward_forward, setup_context=_setup_forward)
 torch.library.register_autograd("rmsnorm_cpu::add_rms_norm", _backward_add, setup_context=_setup_add)
+torch.library.register_autograd("rmsnorm_cpu::rms_norm_gated", _backward_gated, setup_context=_setup_gated)
 
 
 # The ops' autograd in eager mode, without the dispatcher.  forward(ctx, ...)
@@ -432,6 +611,167 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplac
     return x, residual
 
 
+def _groups(x, weight, group_size):
+    """The number of groups the last dim of x splits into, the weight's shape
+    checked against that dim."""
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension")
+    n = x.shape[-1]
+    if weight is not None and tuple(weight.shape) != (n,):
+        raise ValueError(f"weight has shape {tuple(weight.shape)}, expected ({n},)")
+    if group_size is None:
+        return 1
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or n % group_size:
+        raise ValueError(f"group_size must be a positive int dividing the last dimension {n}, got {group_size!r}")
+    return n // group_size
+
+
+def _plain_cpu(t):
+    return t is None or (type(t) is torch.Tensor and t.is_cpu)
+
+
+def rms_norm_gated(x, gate, weight=None, eps=1e-6, *, group_size=None, norm_before_gate=True, activation="silu",
+                   cast_mode="fused"):
+    """RMSNorm of the last dim multiplied by an activation of ``gate``
+    (Mamba2's ``RMSNormGated``, FLA's ``FusedRMSNormGated``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        CPU tensor, float16/bfloat16/float32/float64, normalized over its last
+        dimension (in groups with ``group_size``).
+    gate : torch.Tensor or None
+        Of x's shape, any float dtype; may require grad.  With a gate of
+        another dtype both are converted to the wider of the two first (the
+        result keeps x's dtype).  None is the plain norm (in groups).
+    weight : torch.Tensor, optional
+        Of shape ``(x.shape[-1],)``; may require grad.
+    eps : float or None, default 1e-6
+        ``None`` means ``torch.finfo(x.dtype).eps``.
+    group_size : int, optional
+        Normalize each run of ``group_size`` elements of the last dim apart
+        (Mamba's ``group_size``; it must divide the last dim).
+    norm_before_gate : bool, default True
+        Gate after normalizing, or normalize ``x * act(gate)``.
+    activation : {"silu", "sigmoid"}
+    cast_mode : {"fused", "llama"}
+        For float16/bfloat16 data: "fused" rounds once; "llama" rounds where
+        the Hugging Face gated classes do (see Notes).
+
+    Returns
+    -------
+    torch.Tensor
+        Of x's shape and dtype, a new contiguous tensor.  Differentiable in
+        x, gate and weight.
+
+    Raises
+    ------
+    ValueError
+        A gate of another shape, a weight not of the last dim's length, a
+        ``group_size`` that does not divide it, a bad ``eps``,
+        ``activation`` or ``cast_mode``.
+
+    Notes
+    -----
+    With ``act(g) = g * sigmoid(g)`` ("silu") or ``sigmoid(g)``, per group
+    ``v`` of x, in float32 (float64 for float64 data)::
+
+        y = v * rstd(v) * weight * act(g)          # norm_before_gate=True
+        y = u * rstd(u) * weight, u = v * act(g)   # norm_before_gate=False
+
+    ``cast_mode="llama"`` rounds ``t = u * rstd(u)`` and then ``t * weight``
+    to x's dtype before the gate, as ``Qwen3NextRMSNormGated`` and
+    ``MambaRMSNormGated`` do.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rmsnorm_cpu.torch import rms_norm_gated
+    >>> rms_norm_gated(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 20.0]]), eps=0.0, activation="sigmoid")
+    tensor([[0.4243, 1.1314]])
+    """
+    groups = _groups(x, weight, group_size)
+    if gate is not None and gate.shape != x.shape:
+        raise ValueError(f"gate of shape {tuple(gate.shape)} and x of shape {tuple(x.shape)} differ")
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps
+    _gated_options(eps, activation, cast_mode)
+    args = x, gate, weight, groups, float(eps), bool(norm_before_gate), activation, cast_mode
+    if _eager(x) and _plain_cpu(gate) and not _records(x, weight, None, gate):
+        return _gated(*args)[0]
+    return torch.ops.rmsnorm_cpu.rms_norm_gated(*args)[0]
+
+
+def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch.int8, scale_ub=None,
+                   group_size=None):
+    """RMSNorm of the last dim quantized to int8 or float8 e4m3 with one
+    float32 scale per row or group (vLLM's ``rms_norm_dynamic_per_token_quant``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        CPU tensor, float16/bfloat16/float32/float64.
+    weight : torch.Tensor, optional
+        Of shape ``(x.shape[-1],)``.
+    eps : float or None, default 1e-6
+        ``None`` means ``torch.finfo(x.dtype).eps``.
+    residual : torch.Tensor, optional
+        Of x's shape: normalize ``new_residual = x + residual`` (rounded to
+        residual's dtype, as :func:`add_rms_norm`) and return it too.
+    quant_dtype : torch.int8 or torch.float8_e4m3fn
+        float8 needs the ``ml_dtypes`` package (the ``bf16`` extra).
+    scale_ub : float, optional
+        Upper bound of each slice's absolute maximum (finite, > 0).
+    group_size : int, optional
+        One scale per run of ``group_size`` elements of the last dim.
+
+    Returns
+    -------
+    (q, scale) or (q, scale, new_residual)
+        ``q`` of x's shape and ``quant_dtype``; ``scale`` float32 of shape
+        ``x.shape[:-1] + (groups,)``: ``(T, 1)`` for ``(T, D)``.  Not
+        differentiable.
+
+    Raises
+    ------
+    ValueError
+        A weight or residual of another shape, a ``group_size`` that does not
+        divide the last dim, a bad ``eps``, ``quant_dtype`` or ``scale_ub``.
+    TypeError
+        float8 without ml_dtypes.
+
+    Notes
+    -----
+    With ``y = rms_norm(x)`` in float32 and ``QMAX`` 127 (int8) or 448
+    (float8), per row or group::
+
+        amax  = min(max(|y|), scale_ub)
+        scale = max(amax / QMAX, 1 / (QMAX * 512))
+        q     = saturate(round_half_even(y / scale))
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rmsnorm_cpu.torch import rms_norm_quant
+    >>> q, scale = rms_norm_quant(torch.tensor([[3.0, 4.0]]), eps=0.0)
+    >>> q, scale
+    (tensor([[ 95, 127]], dtype=torch.int8), tensor([[0.0089]]))
+    """
+    groups = _groups(x, weight, group_size)
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"x of shape {tuple(x.shape)} and residual of shape {tuple(residual.shape)} differ")
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps
+    scale_ub = None if scale_ub is None or isinstance(scale_ub, bool) else \
+        float(scale_ub) if isinstance(scale_ub, (int, float)) else scale_ub
+    _quant_options(eps, quant_dtype, scale_ub)
+    if _eager(x) and _plain_cpu(residual):
+        return _quant(x, residual, weight, groups, float(eps), quant_dtype, scale_ub)
+    if residual is None:
+        return torch.ops.rmsnorm_cpu.rms_norm_quant(x, weight, groups, float(eps), quant_dtype, scale_ub)
+    return torch.ops.rmsnorm_cpu.add_rms_norm_quant(x, residual, weight, groups, float(eps), quant_dtype, scale_ub)
+
+
 class RMSNorm(torch.nn.Module):
     """Drop-in for ``torch.nn.RMSNorm`` (same arguments, parameter and state
     dict), with Gemma's weight offset and Llama's rounding as options.
@@ -514,6 +854,54 @@ class RMSNorm(torch.nn.Module):
         return text
 
 
+class RMSNormGated(torch.nn.Module):
+    """The module :func:`replace_rms_norms` puts in place of a gated Hugging
+    Face norm: :func:`rms_norm_gated` with a learnable ``weight``, called as
+    ``norm(hidden_states, gate=None)``.
+
+    Parameters
+    ----------
+    hidden_size : int
+        The length of the last dim; the weight starts at ones.
+    eps : float, default 1e-6
+    group_size, norm_before_gate, activation, cast_mode
+        As in :func:`rms_norm_gated`.
+    device, dtype
+        Of the weight.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rmsnorm_cpu.torch import RMSNormGated
+    >>> norm = RMSNormGated(2, eps=0.0, activation="sigmoid")
+    >>> with torch.no_grad():
+    ...     norm(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 20.0]]))
+    tensor([[0.4243, 1.1314]])
+    """
+
+    def __init__(self, hidden_size, eps=1e-6, *, group_size=None, norm_before_gate=True, activation="silu",
+                 cast_mode="fused", device=None, dtype=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        _groups(self.weight, None, group_size)
+        _gated_options(eps, activation, cast_mode)
+        self.eps = eps
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+        self.activation = activation
+        self.cast_mode = cast_mode
+
+    def forward(self, hidden_states, gate=None):
+        return rms_norm_gated(hidden_states, gate, self.weight, self.eps, group_size=self.group_size,
+                              norm_before_gate=self.norm_before_gate, activation=self.activation,
+                              cast_mode=self.cast_mode)
+
+    def extra_repr(self):
+        return (f"{self.weight.shape[0]}, eps={self.eps}, group_size={self.group_size}, "
+                f"norm_before_gate={self.norm_before_gate}, activation={self.activation!r}, "
+                f"cast_mode={self.cast_mode!r}")
+
+
 # ---- model patching ---------------------------------------------------------------
 
 _Recipe = namedtuple("_Recipe", "eps_attribute weight_offset cast_mode")
@@ -530,16 +918,44 @@ _TRANSFORMERS = {
     _LLAMA: ["llama.LlamaRMSNorm", "mistral.MistralRMSNorm", "mixtral.MixtralRMSNorm", "qwen2.Qwen2RMSNorm",
              "qwen2_moe.Qwen2MoeRMSNorm", "qwen3.Qwen3RMSNorm", "qwen3_moe.Qwen3MoeRMSNorm", "phi3.Phi3RMSNorm",
              "deepseek_v3.DeepseekV3RMSNorm", "granite.GraniteRMSNorm", "smollm3.SmolLM3RMSNorm",
-             "t5.T5LayerNorm"],
+             "t5.T5LayerNorm", "mamba2.Mamba2RMSNorm"],
     _Recipe("eps", 0.0, "llama"): ["llama4.Llama4TextRMSNorm"],
     _OLMO2: ["olmo2.Olmo2RMSNorm", "olmo3.Olmo3RMSNorm", "gpt_oss.GptOssRMSNorm"],
     _GEMMA: ["gemma.GemmaRMSNorm", "gemma2.Gemma2RMSNorm", "gemma3.Gemma3RMSNorm", "qwen3_next.Qwen3NextRMSNorm"],
 }
+
+
+def _transformers_classes(table):
+    return {f"transformers.models.{model}.modeling_{model}.{name}": recipe
+            for recipe, names in table.items() for model, name in (n.split(".") for n in names)}
+
+
 RECOGNIZED = {
     "torch.nn.modules.normalization.RMSNorm": _Recipe("eps", 0.0, "fused"),  # F.rms_norm
-    **{f"transformers.models.{model}.modeling_{model}.{name}": recipe
-       for recipe, names in _TRANSFORMERS.items() for model, name in (n.split(".") for n in names)},
+    **_transformers_classes(_TRANSFORMERS),
 }
+
+# The gated classes (forward(hidden_states, gate=None)), all with a weight of
+# ones and eps in variance_epsilon: where they round, and whether the gate
+# comes after the norm.  The activation is the module's ``activation``
+# attribute (silu where there is none); groups come from ``group_size`` or
+# ``n_groups``, the gate's place from ``norm_before_gate`` where a module has
+# one (Falcon-H1).  Checked in tests/test_torch_gated.py as the plain ones.
+_GatedRecipe = namedtuple("_GatedRecipe", "cast_mode norm_before_gate")
+RECOGNIZED_GATED = _transformers_classes({
+    # round(weight * round(x * rstd)) * act(gate), rounded
+    _GatedRecipe("llama", True): ["qwen3_next.Qwen3NextRMSNormGated", "qwen3_5.Qwen3_5RMSNormGated",
+                                  "qwen3_5_moe.Qwen3_5MoeRMSNormGated", "qwen4_exp.Qwen4ExpTextRMSNormGated",
+                                  "olmo_hybrid.OlmoHybridRMSNormGated"],
+    # weight * round(u * rstd(u)) in x's dtype, u = x * silu(gate) in float32, in groups
+    _GatedRecipe("llama", False): ["mamba2.MambaRMSNormGated", "bamba.BambaRMSNormGated",
+                                   "granitemoehybrid.GraniteMoeHybridRMSNormGated",
+                                   "nemotron_h.NemotronHRMSNormGated", "zamba2.Zamba2RMSNormGated"],
+    # everything in float32, rounded once
+    _GatedRecipe("fused", True): ["kimi_linear.KimiLinearRMSNormGated", "bailing_hybrid.BailingHybridRMSNormGated",
+                                  "glm5_next.Glm5NextTextRMSNormGated", "lara_mini.LaraMiniRMSNormGated",
+                                  "falcon_h1.FalconH1RMSNormGated"],
+})
 
 
 def _qualified_name(cls):
@@ -551,7 +967,8 @@ def _replacement(module):
     that behaves as its recipe says, else (None, why not)."""
     recipe = RECOGNIZED.get(_qualified_name(type(module)))
     if recipe is None:
-        return None, "not a recognized class"
+        gated = RECOGNIZED_GATED.get(_qualified_name(type(module)))
+        return (None, "not a recognized class") if gated is None else _gated_replacement(module, gated)
     weight = getattr(module, "weight", None)
     if weight is not None and not isinstance(weight, torch.nn.Parameter):
         return None, "its weight is not a Parameter"
@@ -566,6 +983,33 @@ def _replacement(module):
     return (ours, None) if _behaves_alike(module, ours) else (None, "its results differ from its recipe's")
 
 
+def _gated_replacement(module, recipe):
+    """(our RMSNormGated sharing module's weight, None) for a gated module
+    that behaves as its recipe says, else (None, why not)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.nn.Parameter) or weight.dim() != 1:
+        return None, "its weight is not a 1-d Parameter"
+    if weight.device.type != "cpu":
+        return None, f"its weight is on {weight.device}, not the CPU"
+    eps = getattr(module, "variance_epsilon", None)
+    activation = getattr(module, "activation", "silu")
+    if not isinstance(eps, (int, float)) or activation not in _ACTIVATIONS:
+        return None, f"no float variance_epsilon, or an activation {activation!r} other than silu and sigmoid"
+    n = weight.shape[0]
+    n_groups = getattr(module, "n_groups", 1)
+    group_size = getattr(module, "group_size", n // n_groups if isinstance(n_groups, int) and n_groups > 0 else 0)
+    if not isinstance(group_size, int) or group_size < 1 or n % group_size:
+        return None, f"its groups do not divide its {n} elements"
+    ours = RMSNormGated(n, float(eps), group_size=group_size, activation=activation, cast_mode=recipe.cast_mode,
+                        norm_before_gate=bool(getattr(module, "norm_before_gate", recipe.norm_before_gate)),
+                        device="meta")
+    ours.weight = weight
+    x, gate = (torch.randn(2, n, generator=torch.Generator().manual_seed(seed)).to(weight.dtype) for seed in (0, 1))
+    with torch.no_grad():
+        agree = _agree(module(x, gate), ours(x, gate), weight.dtype)
+    return (ours, None) if agree else (None, "its results differ from its recipe's")
+
+
 def _behaves_alike(theirs, ours):
     """Whether two norms agree on a probe in the weight's dtype: a row of
     normal values, and one with a mean square of eps, where eps's place shows."""
@@ -576,7 +1020,11 @@ def _behaves_alike(theirs, ours):
     x[1] *= math.sqrt(eps) if eps > 0 else 1.0
     x = x.to(dtype)
     with torch.no_grad():
-        expected, got = theirs(x), ours(x)
+        return _agree(theirs(x), ours(x), dtype)
+
+
+def _agree(expected, got, dtype):
+    """Whether a probe's results agree within a few units of dtype's precision."""
     if expected.dtype != got.dtype or expected.shape != got.shape:
         return False
     tol = max(4 * torch.finfo(dtype).eps, 1e-5)
@@ -592,7 +1040,9 @@ def replace_rms_norms(model, *, strict=False):
     (``torch.nn.RMSNorm`` and Hugging Face ``transformers`` classes: Llama,
     Mistral, Qwen2/3 with Qwen3's ``q_norm``/``k_norm``, Gemma 1-3, OLMo2,
     Phi3, T5, ...) becomes an :class:`RMSNorm` with the same numerics that
-    holds the same ``weight`` Parameter object (not a copy).  Before a
+    holds the same ``weight`` Parameter object (not a copy); each of a gated
+    class in :data:`RECOGNIZED_GATED` (Qwen3-Next, Mamba2, Kimi Linear,
+    Falcon-H1, ...) becomes an :class:`RMSNormGated` likewise.  Before a
     module is replaced, both are run on a small probe input and must agree.
 
     Parameters
@@ -634,14 +1084,15 @@ def replace_rms_norms(model, *, strict=False):
     for parent_name, parent in model.named_modules():
         for name, child in parent.named_children():
             qualified = f"{parent_name}.{name}" if parent_name else name
-            if isinstance(child, RMSNorm):
+            if isinstance(child, (RMSNorm, RMSNormGated)):
                 continue
             if id(child) not in made:
                 made[id(child)] = _replacement(child)
             ours, why = made[id(child)]
             if ours is not None:
                 swaps.append((parent, name, qualified, ours))
-            elif "RMSNorm" in type(child).__name__ or _qualified_name(type(child)) in RECOGNIZED:
+            elif "RMSNorm" in type(child).__name__ or _qualified_name(type(child)) in RECOGNIZED \
+                    or _qualified_name(type(child)) in RECOGNIZED_GATED:
                 left.append(f"{qualified} ({_qualified_name(type(child))}: {why})")
     if left:
         message = f"replace_rms_norms left {len(left)} RMSNorm-like submodule(s) alone: " + "; ".join(left)
