@@ -163,7 +163,8 @@ def test_quant_matches_its_twin(dtype, quant_dtype, group_size):
     expected_q, expected_scale = _quant_twin(y, groups, quant_dtype)
     assert q.dtype == quant_dtype and scale.dtype == torch.float32 and scale.shape == (5, groups)
     torch.testing.assert_close(scale, expected_scale, rtol=2 ** -18, atol=0)
-    step = 1.0 if quant_dtype == torch.int8 else 2 ** -3 * expected_q.abs()  # one step of the format
+    # one step of the format: 1 for int8, 3 mantissa bits (subnormals 2**-9 apart) for float8
+    step = 1.0 if quant_dtype == torch.int8 else (2 ** -3 * expected_q.abs()).clamp(min=2 ** -9)
     assert ((q.double() - expected_q).abs() <= step).all()
     assert (q[2].double() == 0).all() and (scale[2] == 1 / (QMAX[quant_dtype] * 512)).all()
 

@@ -243,7 +243,7 @@ def _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub):
     if residual is not None:
         new_residual = torch.empty(residual.shape, dtype=residual.dtype)
         outputs.update(residual=_bits_or_array(residual), residual_out=_array(new_residual))
-    w = _kernel_param(weight, _acc(x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)))
+    w = _kernel_param(weight, _acc(x.dtype if residual is None else residual.dtype))  # the norm is of new_residual
     _api.rms_norm_quant(_bits_or_array(x), w, groups=groups, eps=eps, quant_dtype=_QUANT_NAMES[quant_dtype],
                         scale_ub=scale_ub, **outputs)
     return (q, scale) if residual is None else (q, scale, new_residual)
