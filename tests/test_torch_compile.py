@@ -134,6 +134,7 @@ def test_opcheck_the_gated_and_quantized_ops(dtype):
     for quant_dtype in (torch.int8, torch.float8_e4m3fn):
         torch.library.opcheck(ops.rms_norm_quant.default, (xd, wd, 2, 1e-5, quant_dtype, None))
         torch.library.opcheck(ops.add_rms_norm_quant.default, (xd, gd, None, 1, 1e-5, quant_dtype, 2.0))
+        torch.library.opcheck(ops.add_rms_norm_quant_.default, (xd, gd.clone(), wd, 4, 1e-5, quant_dtype, None))
 
 
 class GatedBlock(torch.nn.Module):
@@ -150,7 +151,9 @@ class GatedBlock(torch.nn.Module):
         q, scale = rt.rms_norm_quant(h.detach(), self.weight.detach())
         q8, scale8, r = rt.rms_norm_quant(x.detach(), self.weight.detach(), residual=h.detach(),
                                           quant_dtype=torch.float8_e4m3fn, scale_ub=4.0)
-        return h, q, scale, q8.view(torch.uint8), scale8, r
+        r = r * 1
+        qr, scale_r, r = rt.rms_norm_quant(x.detach(), None, residual=r, inplace=True)
+        return h, q, scale, q8.view(torch.uint8), scale8, qr, scale_r, r
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -179,6 +182,7 @@ def test_export_names_the_gated_and_quant_ops():
     exported = torch.export.export(model, (x, gate))
     targets = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
     assert targets.count("rmsnorm_cpu.rms_norm_gated.default") == 2
-    assert {"rmsnorm_cpu.rms_norm_quant.default", "rmsnorm_cpu.add_rms_norm_quant.default"} <= set(targets)
+    assert {"rmsnorm_cpu.rms_norm_quant.default", "rmsnorm_cpu.add_rms_norm_quant.default",
+            "rmsnorm_cpu.add_rms_norm_quant_.default"} <= set(targets)
     with torch.no_grad():
         assert all(torch.equal(g, e) for g, e in zip(exported.module()(x, gate), model(x, gate)))

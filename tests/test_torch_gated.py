@@ -124,6 +124,7 @@ def test_gradients_keep_each_inputs_dtype():
     (lambda x: rt.rms_norm_quant(x, scale_ub=float("inf")), "scale_ub"),
     (lambda x: rt.rms_norm_quant(x, group_size=3), "group_size"),
     (lambda x: rt.rms_norm_quant(x, eps=float("nan")), "eps"),
+    (lambda x: rt.rms_norm_quant(x, inplace=True), "residual"),
 ])
 def test_bad_arguments_raise_value_errors_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
@@ -187,6 +188,10 @@ def test_the_residual_is_added_as_add_rms_norm_adds_it(x_dtype, residual_dtype):
     assert torch.equal(new_residual, expected_residual) and torch.equal(residual, before)
     plain_q, plain_scale = rt.rms_norm_quant(expected_residual, weight)
     assert torch.equal(scale, plain_scale) and (q.int() - plain_q.int()).abs().max() <= 1
+    x_before = x.clone()
+    in_place = rt.rms_norm_quant(x, weight, residual=residual, inplace=True)
+    assert in_place[2] is residual and torch.equal(residual, expected_residual) and torch.equal(x, x_before)
+    assert torch.equal(in_place[0], q) and torch.equal(in_place[1], scale)
 
 
 # ---- the gated Hugging Face classes ----------------------------------------------------

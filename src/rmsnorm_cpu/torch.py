@@ -1,7 +1,7 @@
 """PyTorch adapter: registered ops, autograd, an ``nn.Module`` drop-in, model patching.
 
 Importing this module imports torch (``import rmsnorm_cpu`` does not) and
-registers eight ops in the ``rmsnorm_cpu`` namespace, each with a fake (meta)
+registers nine ops in the ``rmsnorm_cpu`` namespace, each with a fake (meta)
 implementation, so that ``torch.compile(fullgraph=True)`` and ``torch.export``
 see one op per call::
 
@@ -19,6 +19,7 @@ see one op per call::
     torch.ops.rmsnorm_cpu.rms_norm_quant(x, weight, groups, eps, quant_dtype, scale_ub) -> (q, scale)
     torch.ops.rmsnorm_cpu.add_rms_norm_quant(x, residual, weight, groups, eps, quant_dtype, scale_ub)
         -> (q, scale, new_residual)
+    torch.ops.rmsnorm_cpu.add_rms_norm_quant_(x, residual, ...) -> (q, scale)   # new_residual into residual
 
 ``dims`` is the number of trailing dimensions normalized together.  The
 forward and the functional add are differentiable (``register_autograd``; the
@@ -235,13 +236,14 @@ def _quant_array(q):
     return q.view(torch.uint8).numpy().view(ml_dtypes.float8_e4m3fn)
 
 
-def _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub):
-    """(q, scale) or (q, scale, new_residual) for CPU tensors."""
+def _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub, inplace=False):
+    """(q, scale) or (q, scale, new_residual) for CPU tensors; new_residual is
+    residual, written over, when inplace."""
     q = torch.empty(x.shape, dtype=quant_dtype)
     scale = torch.empty(x.shape[:-1] + (groups,), dtype=torch.float32)
     outputs = dict(out=_quant_array(q), scale_out=scale.numpy())
     if residual is not None:
-        new_residual = torch.empty(residual.shape, dtype=residual.dtype)
+        new_residual = residual if inplace else torch.empty(residual.shape, dtype=residual.dtype)
         outputs.update(residual=_bits_or_array(residual), residual_out=_array(new_residual))
     w = _kernel_param(weight, _acc(x.dtype if residual is None else residual.dtype))  # the norm is of new_residual
     _api.rms_norm_quant(_bits_or_array(x), w, groups=groups, eps=eps, quant_dtype=_QUANT_NAMES[quant_dtype],
@@ -387,6 +389,18 @@ def _add_rms_norm_quant_op(x: torch.Tensor, residual: torch.Tensor, weight: Opti
 def _(x, residual, weight, groups, eps, quant_dtype, scale_ub):
     return _quant_fakes(x, groups, eps, quant_dtype, scale_ub) + (
         torch.empty_like(residual, memory_format=torch.contiguous_format),)
+
+
+@torch.library.custom_op("rmsnorm_cpu::add_rms_norm_quant_", mutates_args=("residual",), device_types="cpu")
+def _add_rms_norm_quant_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor],
+                                   groups: int, eps: float, quant_dtype: torch.dtype,
+                                   scale_ub: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    return _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub, True)[:2]
+
+
+@_add_rms_norm_quant_inplace_op.register_fake
+def _(x, residual, weight, groups, eps, quant_dtype, scale_ub):
+    return _quant_fakes(x, groups, eps, quant_dtype, scale_ub)
 
 
 # ---- autograd -------------------------------------------------------------------
@@ -703,7 +717,7 @@ def rms_norm_gated(x, gate, weight=None, eps=1e-6, *, group_size=None, norm_befo
 
 
 def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch.int8, scale_ub=None,
-                   group_size=None):
+                   group_size=None, inplace=False):
     """RMSNorm of the last dim quantized to int8 or float8 e4m3 with one
     float32 scale per row or group (vLLM's ``rms_norm_dynamic_per_token_quant``).
 
@@ -724,6 +738,10 @@ def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch
         Upper bound of each slice's absolute maximum (finite, > 0).
     group_size : int, optional
         One scale per run of ``group_size`` elements of the last dim.
+    inplace : bool, default False
+        Write ``new_residual`` into ``residual`` and return ``residual`` as
+        it (vLLM's residual update); ``x`` is not written (``q`` has another
+        dtype).  Needs ``residual``.
 
     Returns
     -------
@@ -736,7 +754,8 @@ def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch
     ------
     ValueError
         A weight or residual of another shape, a ``group_size`` that does not
-        divide the last dim, a bad ``eps``, ``quant_dtype`` or ``scale_ub``.
+        divide the last dim, a bad ``eps``, ``quant_dtype`` or ``scale_ub``,
+        ``inplace`` without ``residual``.
     TypeError
         float8 without ml_dtypes.
 
@@ -765,11 +784,16 @@ def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch
     scale_ub = None if scale_ub is None or isinstance(scale_ub, bool) else \
         float(scale_ub) if isinstance(scale_ub, (int, float)) else scale_ub
     _quant_options(eps, quant_dtype, scale_ub)
+    if inplace and residual is None:
+        raise ValueError("inplace=True writes new_residual into residual; pass residual")
+    args = weight, groups, float(eps), quant_dtype, scale_ub
     if _eager(x) and _plain_cpu(residual):
-        return _quant(x, residual, weight, groups, float(eps), quant_dtype, scale_ub)
+        return _quant(x, residual, *args, inplace)
     if residual is None:
-        return torch.ops.rmsnorm_cpu.rms_norm_quant(x, weight, groups, float(eps), quant_dtype, scale_ub)
-    return torch.ops.rmsnorm_cpu.add_rms_norm_quant(x, residual, weight, groups, float(eps), quant_dtype, scale_ub)
+        return torch.ops.rmsnorm_cpu.rms_norm_quant(x, *args)
+    if inplace:
+        return torch.ops.rmsnorm_cpu.add_rms_norm_quant_(x, residual, *args) + (residual,)
+    return torch.ops.rmsnorm_cpu.add_rms_norm_quant(x, residual, *args)
 
 
 class RMSNorm(torch.nn.Module):
