@@ -287,3 +287,26 @@ def test_tiny_mamba2_gives_the_same_logits():
     assert "backbone.layers.0.mixer.norm" in replaced
     assert isinstance(dict(model.named_modules())["backbone.layers.1.mixer.norm"], rt.RMSNormGated)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-4 * before.abs().max().item())
+
+
+def test_tiny_qwen3_next_gives_the_same_logits():
+    config = transformers.Qwen3NextConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+        linear_value_head_dim=16, linear_conv_kernel_dim=4, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=32, shared_expert_intermediate_size=32, layer_types=["linear_attention", "full_attention"],
+        max_position_embeddings=64, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").to(torch.bfloat16)
+    with torch.no_grad():
+        for m in model.eval().modules():
+            if "Norm" in type(m).__name__ and getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape) + 0.5)
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = model(ids).logits
+        replaced = rt.replace_rms_norms(model, strict=True)
+        after = model(ids).logits
+    assert isinstance(dict(model.named_modules())["model.layers.0.linear_attn.norm"], rt.RMSNormGated)
+    assert "model.layers.1.self_attn.q_norm" in replaced
+    torch.testing.assert_close(after, before, rtol=0, atol=2e-2 * before.abs().max().item())
