@@ -479,6 +479,21 @@ class _AddRMSNormFunction(torch.autograd.Function):
     backward = staticmethod(_backward_add)
 
 
+def _functorch_involved(x, weight, bias, residual=None):
+    """Whether a functorch transform is active or a tensor is functorch's:
+    only then is the Python wrapper of Function.apply needed."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return torch._C._are_functorch_transforms_active() or wrapped(x) or any(
+        t is not None and wrapped(t) for t in (weight, bias, residual))
+
+
+# Function.apply's Python wrapper costs a fifth of a decode call: forward takes
+# *inputs, so it binds no signature, and its functorch cases are checked by
+# _functorch_involved.  Otherwise eager calls take the C apply directly.
+_rms_norm_apply = super(torch.autograd.Function, _RMSNormFunction).apply
+_add_rms_norm_apply = super(torch.autograd.Function, _AddRMSNormFunction).apply
+
+
 # ---- public functions -------------------------------------------------------------
 
 def _dims(x, normalized_shape, weight, bias):
@@ -558,7 +573,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-6, *, bias=None, eps_mode=
     if not _eager(x):
         return torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
     if _records(x, weight, bias):
-        return _RMSNormFunction.apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
+        apply = _RMSNormFunction.apply if _functorch_involved(x, weight, bias) else _rms_norm_apply
+        return apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
     return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)[0]
 
 
@@ -612,7 +628,8 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplac
     if _eager(x) and type(residual) is torch.Tensor and residual.is_cpu:
         if not _records(x, weight, bias, residual):
             return _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace)
-        y, new_residual = _AddRMSNormFunction.apply(x, residual, weight, bias, *args)
+        apply = _AddRMSNormFunction.apply if _functorch_involved(x, weight, bias, residual) else _add_rms_norm_apply
+        y, new_residual = apply(x, residual, weight, bias, *args)
     elif inplace and not _records(x, weight, bias, residual):
         torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, weight, bias, *args)
         return x, residual
