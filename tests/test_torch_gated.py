@@ -122,6 +122,7 @@ def test_gradients_keep_each_inputs_dtype():
     (lambda x: rt.rms_norm_quant(x, quant_dtype=torch.float16), "quant_dtype"),
     (lambda x: rt.rms_norm_quant(x, scale_ub=0.0), "scale_ub"),
     (lambda x: rt.rms_norm_quant(x, scale_ub=float("inf")), "scale_ub"),
+    (lambda x: rt.rms_norm_quant(x, scale_ub=True), "scale_ub"),
     (lambda x: rt.rms_norm_quant(x, group_size=3), "group_size"),
     (lambda x: rt.rms_norm_quant(x, eps=float("nan")), "eps"),
     (lambda x: rt.rms_norm_quant(x, inplace=True), "residual"),

@@ -38,6 +38,7 @@ same kernels inside a ``torch.autograd.Function`` with the ops' own formula.
 """
 
 import math
+import numbers
 from collections import namedtuple
 from typing import Optional
 
@@ -173,8 +174,9 @@ def _records(x, weight, bias, residual=None):
 
 
 def _gated_inputs(x, gate):
-    """x and gate in one dtype, the wider of the two (the kernels read the gate
-    in x's dtype), as _api-ready arrays, and the output dtype to ask for."""
+    """(x, gate, y dtype): x and gate in one dtype, the wider of the two (the
+    kernels read the gate in x's dtype), and x's dtype to ask for when that
+    is not x's (else None)."""
     common = x.dtype if gate is None else torch.promote_types(x.dtype, gate.dtype)
     xs = x if x.dtype == common else x.to(common)
     gs = gate if gate is None or gate.dtype == common else gate.to(common)
@@ -252,6 +254,7 @@ def _quant(x, residual, weight, groups, eps, quant_dtype, scale_ub, inplace=Fals
 
 
 def _quant_options(eps, quant_dtype, scale_ub):
+    """Raise what rms_norm_quant raises for these options (the fakes check them too)."""
     _spec.options(eps)
     if quant_dtype not in _QUANT_NAMES:
         raise ValueError(f"quant_dtype must be torch.int8 or torch.float8_e4m3fn, got {quant_dtype}")
@@ -263,6 +266,7 @@ _ACTIVATIONS = ("silu", "sigmoid")
 
 
 def _gated_options(eps, activation, cast_mode):
+    """Raise what rms_norm_gated raises for these options (the fakes check them too)."""
     _spec.options(eps, "sqrt", cast_mode)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be 'silu' or 'sigmoid', got {activation!r}")
@@ -798,8 +802,8 @@ def rms_norm_quant(x, weight=None, eps=1e-6, *, residual=None, quant_dtype=torch
         raise ValueError(f"x of shape {tuple(x.shape)} and residual of shape {tuple(residual.shape)} differ")
     if eps is None:
         eps = torch.finfo(x.dtype).eps
-    scale_ub = None if scale_ub is None or isinstance(scale_ub, bool) else \
-        float(scale_ub) if isinstance(scale_ub, (int, float)) else scale_ub
+    if isinstance(scale_ub, numbers.Real) and not isinstance(scale_ub, bool):
+        scale_ub = float(scale_ub)  # the op's schema takes a float (NumPy and int scalars too here)
     _quant_options(eps, quant_dtype, scale_ub)
     if inplace and residual is None:
         raise ValueError("inplace=True writes new_residual into residual; pass residual")
