@@ -108,6 +108,20 @@ def test_gradients_keep_each_inputs_dtype():
         torch.testing.assert_close(got.double(), exact, rtol=2 ** -6, atol=2 ** -6 * exact.abs().max().item())
 
 
+def test_the_module_is_the_function_with_a_learnable_weight():
+    norm = rt.RMSNormGated(16, 1e-5, group_size=4, norm_before_gate=False, activation="sigmoid", dtype=torch.float64)
+    assert torch.equal(norm.weight, torch.ones(16, dtype=torch.float64))
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(3))
+    x, gate = _randn(3, 16, dtype=torch.float64), _randn(3, 16, dtype=torch.float64, seed=1)
+    y = norm(x, gate)
+    assert torch.equal(y, rt.rms_norm_gated(x, gate, norm.weight.detach(), 1e-5, group_size=4, norm_before_gate=False,
+                                            activation="sigmoid"))
+    y.sum().backward()
+    assert norm.weight.grad.shape == (16,)
+    assert "group_size=4" in repr(norm) and "activation='sigmoid'" in repr(norm)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda x: rt.rms_norm_gated(x, x[:, :4]), "gate"),
     (lambda x: rt.rms_norm_gated(x, x, torch.ones(4)), "weight"),
@@ -295,7 +309,8 @@ def test_tiny_qwen3_next_gives_the_same_logits():
         vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
         linear_value_head_dim=16, linear_conv_kernel_dim=4, num_experts=4, num_experts_per_tok=2,
-        moe_intermediate_size=32, shared_expert_intermediate_size=32, layer_types=["linear_attention", "full_attention"],
+        moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        layer_types=["linear_attention", "full_attention"],
         max_position_embeddings=64, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").to(torch.bfloat16)
