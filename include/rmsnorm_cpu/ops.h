@@ -150,25 +150,37 @@ typedef void (*rmsn_gated_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *d
          rmsn_bwd_f32_avx512bf16, rmsn_bwd_f32_neon)                                                                                   \
     SIMD(ARG, bwd, f64, f64, f64, rmsn_bwd_f64_scalar, rmsn_bwd_f64_avx2, rmsn_bwd_f64_avx512,                                         \
          rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon)                                                                                   \
-    SCALAR(ARG, gated, f16, f16, f32, rmsn_gated_f16_f16_scalar) \
-    SCALAR(ARG, gated, f16, bf16, f32, rmsn_gated_f16_bf16_scalar) \
-    SCALAR(ARG, gated, f16, f32, f32, rmsn_gated_f16_f32_scalar) \
+    SIMD(ARG, gated, f16, f16, f32, rmsn_gated_f16_f16_scalar, rmsn_gated_f16_f16_avx2, rmsn_gated_f16_f16_avx512, \
+         rmsn_gated_f16_f16_avx512bf16, rmsn_gated_f16_f16_neon) \
+    SIMD(ARG, gated, f16, bf16, f32, rmsn_gated_f16_bf16_scalar, rmsn_gated_f16_bf16_avx2, rmsn_gated_f16_bf16_avx512, \
+         rmsn_gated_f16_bf16_avx512bf16, rmsn_gated_f16_bf16_neon) \
+    SIMD(ARG, gated, f16, f32, f32, rmsn_gated_f16_f32_scalar, rmsn_gated_f16_f32_avx2, rmsn_gated_f16_f32_avx512, \
+         rmsn_gated_f16_f32_avx512bf16, rmsn_gated_f16_f32_neon) \
     SCALAR(ARG, gated, f16, f64, f64, rmsn_gated_f16_f64_scalar) \
-    SCALAR(ARG, gated, bf16, f16, f32, rmsn_gated_bf16_f16_scalar) \
-    SCALAR(ARG, gated, bf16, bf16, f32, rmsn_gated_bf16_bf16_scalar) \
-    SCALAR(ARG, gated, bf16, f32, f32, rmsn_gated_bf16_f32_scalar) \
+    SIMD(ARG, gated, bf16, f16, f32, rmsn_gated_bf16_f16_scalar, rmsn_gated_bf16_f16_avx2, rmsn_gated_bf16_f16_avx512, \
+         rmsn_gated_bf16_f16_avx512bf16, rmsn_gated_bf16_f16_neon) \
+    SIMD(ARG, gated, bf16, bf16, f32, rmsn_gated_bf16_bf16_scalar, rmsn_gated_bf16_bf16_avx2, rmsn_gated_bf16_bf16_avx512, \
+         rmsn_gated_bf16_bf16_avx512bf16, rmsn_gated_bf16_bf16_neon) \
+    SIMD(ARG, gated, bf16, f32, f32, rmsn_gated_bf16_f32_scalar, rmsn_gated_bf16_f32_avx2, rmsn_gated_bf16_f32_avx512, \
+         rmsn_gated_bf16_f32_avx512bf16, rmsn_gated_bf16_f32_neon) \
     SCALAR(ARG, gated, bf16, f64, f64, rmsn_gated_bf16_f64_scalar) \
-    SCALAR(ARG, gated, f32, f16, f32, rmsn_gated_f32_f16_scalar) \
-    SCALAR(ARG, gated, f32, bf16, f32, rmsn_gated_f32_bf16_scalar) \
-    SCALAR(ARG, gated, f32, f32, f32, rmsn_gated_f32_f32_scalar) \
+    SIMD(ARG, gated, f32, f16, f32, rmsn_gated_f32_f16_scalar, rmsn_gated_f32_f16_avx2, rmsn_gated_f32_f16_avx512, \
+         rmsn_gated_f32_f16_avx512bf16, rmsn_gated_f32_f16_neon) \
+    SIMD(ARG, gated, f32, bf16, f32, rmsn_gated_f32_bf16_scalar, rmsn_gated_f32_bf16_avx2, rmsn_gated_f32_bf16_avx512, \
+         rmsn_gated_f32_bf16_avx512bf16, rmsn_gated_f32_bf16_neon) \
+    SIMD(ARG, gated, f32, f32, f32, rmsn_gated_f32_f32_scalar, rmsn_gated_f32_f32_avx2, rmsn_gated_f32_f32_avx512, \
+         rmsn_gated_f32_f32_avx512bf16, rmsn_gated_f32_f32_neon) \
     SCALAR(ARG, gated, f32, f64, f64, rmsn_gated_f32_f64_scalar) \
     SCALAR(ARG, gated, f64, f16, f64, rmsn_gated_f64_f16_scalar) \
     SCALAR(ARG, gated, f64, bf16, f64, rmsn_gated_f64_bf16_scalar) \
     SCALAR(ARG, gated, f64, f32, f64, rmsn_gated_f64_f32_scalar) \
     SCALAR(ARG, gated, f64, f64, f64, rmsn_gated_f64_f64_scalar) \
-    SCALAR(ARG, gated_bwd, f16, f16, f32, rmsn_gated_bwd_f16_scalar) \
-    SCALAR(ARG, gated_bwd, bf16, bf16, f32, rmsn_gated_bwd_bf16_scalar) \
-    SCALAR(ARG, gated_bwd, f32, f32, f32, rmsn_gated_bwd_f32_scalar) \
+    SIMD(ARG, gated_bwd, f16, f16, f32, rmsn_gated_bwd_f16_scalar, rmsn_gated_bwd_f16_avx2, rmsn_gated_bwd_f16_avx512, \
+         rmsn_gated_bwd_f16_avx512bf16, rmsn_gated_bwd_f16_neon) \
+    SIMD(ARG, gated_bwd, bf16, bf16, f32, rmsn_gated_bwd_bf16_scalar, rmsn_gated_bwd_bf16_avx2, rmsn_gated_bwd_bf16_avx512, \
+         rmsn_gated_bwd_bf16_avx512bf16, rmsn_gated_bwd_bf16_neon) \
+    SIMD(ARG, gated_bwd, f32, f32, f32, rmsn_gated_bwd_f32_scalar, rmsn_gated_bwd_f32_avx2, rmsn_gated_bwd_f32_avx512, \
+         rmsn_gated_bwd_f32_avx512bf16, rmsn_gated_bwd_f32_neon) \
     SCALAR(ARG, gated_bwd, f64, f64, f64, rmsn_gated_bwd_f64_scalar)
 
 /* The acc column against the rule of rmsnorm.h. */
