@@ -192,6 +192,22 @@ def test_deterministic_over_batch_and_threads(rng):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_decode_path_equals_general_path(rng, dtype):
+    """The short path of small C-contiguous calls gives the general path's bits (axis=(1,) and a
+    list weight take the general one), out= included."""
+    x, gate = _data(rng, (2, 4096), dtype), _data(rng, (2, 4096), dtype)
+    w = rng.standard_normal(4096).astype(np.float64 if dtype == np.float64 else np.float32)
+    for nbg, activation, cast_mode in [(True, "silu", "fused"), (False, "sigmoid", "llama")]:
+        kw = dict(norm_before_gate=nbg, activation=activation, cast_mode=cast_mode)
+        general = rn.rms_norm_gated(x, gate, list(w), axis=(1,), **kw)
+        np.testing.assert_array_equal(rn.rms_norm_gated(x, gate, w, **kw), general)
+        out = gate.copy()
+        assert rn.rms_norm_gated(x, out, w, out=out, **kw) is out
+        np.testing.assert_array_equal(out, general)
+
+
 def test_empty():
     x = np.empty((0, 8), np.float32)
     y, rstd = rn.rms_norm_gated(x, x, return_rstd=True)

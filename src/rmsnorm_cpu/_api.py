@@ -285,6 +285,16 @@ def rms_norm_gated(x, gate, weight=None, bias=None, *, axis=-1, eps=1e-6, groups
     >>> rn.rms_norm_gated(np.array([[3.0, 4.0]]), np.array([[0.0, 50.0]]), eps=0.0, activation="sigmoid")
     array([[0.42426407, 1.13137085]])
     """
+    # Short path: the decode call (a small C-contiguous x and gate of one
+    # dtype, the default options); _core.gated_rows returns None for anything
+    # else, which takes the general path below.
+    if dtype is None and return_rstd is False and type(norm_before_gate) is bool and type(activation) is str:
+        round_mid = _spec.short_path_options(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads)
+        silu = _spec.ACTIVATIONS.get(activation)
+        if round_mid is not None and silu is not None:
+            y = _core.gated_rows(x, gate, weight, eps, out, norm_before_gate, silu, round_mid)
+            if y is not None:
+                return y
     if _spec.is_dask(x) or _spec.is_dask(gate):  # lazy, block by block
         from . import _dask
         return _dask.rms_norm_gated(rms_norm_gated, x, gate, weight, bias, axis=axis, eps=eps, groups=groups,

@@ -734,6 +734,49 @@ def gated_forward(call):
     _finish(made)
 
 
+def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bint round_mid):
+    """The short path of rms_norm_gated's common call (see _api.rms_norm_gated):
+    as forward_rows, for a gate like x (same shape and dtype; may be x), out
+    None, x, gate, or a C-contiguous writable array like x disjoint from both
+    and from w.  Returns y, or None for anything else."""
+    cdef cnp.ndarray xa, ga, y
+    cdef int code = _small_rows_code(x, False, False)
+    cdef Py_ssize_t n, i, rows, row_bytes
+    cdef rmsn_opts o
+    cdef rmsn_gated_fn fn
+    cdef const char *xp
+    cdef const char *gp
+    cdef char *yp
+    cdef const void *wp
+    if code < 0 or _small_rows_code(gate, False, False) != code or not _same_shape(<cnp.ndarray>gate, <cnp.ndarray>x):
+        return None
+    xa, ga = <cnp.ndarray>x, <cnp.ndarray>gate
+    n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
+    if not _short_weight(w, n, _acc_f64(code, code)):
+        return None
+    if out is None:
+        y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+    else:
+        if _small_rows_code(out, True, False) != code or not _same_shape(<cnp.ndarray>out, xa):
+            return None
+        y = <cnp.ndarray>out
+        if (y is not xa and _overlap(y, xa)) or (y is not ga and _overlap(y, ga)) or \
+                (w is not None and _overlap(y, <cnp.ndarray>w)):
+            return None
+    rows = cnp.PyArray_SIZE(xa) // n
+    row_bytes = n * <Py_ssize_t>rmsn_itemsize[code]
+    fn = active_kernels().gated[code][code]
+    _set_opts(&o, eps, 0, round_mid, False, False)
+    o.norm_before_gate = norm_before_gate
+    o.act_silu = silu
+    xp, gp, yp = <const char*>cnp.PyArray_DATA(xa), <const char*>cnp.PyArray_DATA(ga), <char*>cnp.PyArray_DATA(y)
+    wp = _ptr_or_null(w)
+    with nogil:
+        for i in range(rows):
+            fn(&o, n, xp + i * row_bytes, 1, gp + i * row_bytes, 1, yp + i * row_bytes, 1, wp, NULL, NULL)
+    return y
+
+
 cdef struct GatedBwd:
     Layout L                  # operands: dy, x, gate, dx, dgate
     rmsn_opts opts
