@@ -61,3 +61,26 @@ def ulp(values, dtype):
         e = np.floor(np.log2(np.where(v > 0, v, 1.0)))
     e = np.maximum(e, emin)
     return np.ldexp(1.0, (e - mant).astype(int))
+
+
+def act_ref(gate, activation):
+    """(act(gate), d act / d gate) in float64: silu = g * sigmoid(g), or sigmoid."""
+    g = np.asarray(gate, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        s = 1.0 / (1.0 + np.exp(-g))
+        if activation == "silu":
+            return g * s, s + g * s * (1 - s)
+        return s, s * (1 - s)
+
+
+def gated_ref(x, gate, weight=None, bias=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt", weight_offset=0.0,
+              norm_before_gate=True, activation="silu"):
+    """(y, rstd, scale) of rms_norm_gated in float64, as rms_ref."""
+    a, _ = act_ref(gate, activation)
+    kw = dict(axis=axis, eps=eps, groups=groups, eps_mode=eps_mode, weight_offset=weight_offset)
+    if not norm_before_gate:
+        with np.errstate(all="ignore"):
+            return rms_ref(np.asarray(x, dtype=np.float64) * a, weight, bias, **kw)
+    y, rstd, scale = rms_ref(x, weight, bias, **kw)
+    with np.errstate(all="ignore"):
+        return y * a, rstd, scale * np.abs(a)

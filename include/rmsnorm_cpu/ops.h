@@ -29,6 +29,11 @@ typedef void (*rmsn_add_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrd
                             void *ro, ptrdiff_t sro, void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd);
 typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x,
                             ptrdiff_t sx, void *dx, ptrdiff_t sdx, const void *w, const void *rstd, void *dw, void *db);
+typedef void (*rmsn_gated_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *g,
+                              ptrdiff_t sg, void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd);
+typedef void (*rmsn_gated_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x,
+                                  ptrdiff_t sx, const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg,
+                                  ptrdiff_t sdg, const void *w, const void *b, const void *rstd, void *dw, void *db);
 
 /* The ops: X(op, dimensions of its slots in the table).  A pair op's slots are
  * [input][output] ([x][residual] for add); bwd has one dtype for dy, x, dx. */
@@ -36,13 +41,17 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
     X(fwd, [RMSN_NDTYPES][RMSN_NDTYPES])                                        \
     X(fwd_cols, [RMSN_NDTYPES][RMSN_NDTYPES])                                   \
     X(add, [RMSN_NDTYPES][RMSN_NDTYPES])                                        \
-    X(bwd, [RMSN_NDTYPES])
+    X(bwd, [RMSN_NDTYPES])                                                      \
+    X(gated, [RMSN_NDTYPES][RMSN_NDTYPES])                                      \
+    X(gated_bwd, [RMSN_NDTYPES])
 
 /* The table slot of an entry's kernel. */
 #define RMSN_SLOT_fwd(TIN, TOUT) fwd[RMSN_DT_##TIN][RMSN_DT_##TOUT]
 #define RMSN_SLOT_fwd_cols(TIN, TOUT) fwd_cols[RMSN_DT_##TIN][RMSN_DT_##TOUT]
 #define RMSN_SLOT_add(TIN, TOUT) add[RMSN_DT_##TIN][RMSN_DT_##TOUT]
 #define RMSN_SLOT_bwd(TIN, TOUT) bwd[RMSN_DT_##TIN]
+#define RMSN_SLOT_gated(TIN, TOUT) gated[RMSN_DT_##TIN][RMSN_DT_##TOUT]
+#define RMSN_SLOT_gated_bwd(TIN, TOUT) gated_bwd[RMSN_DT_##TIN]
 
 /* The kernels.  Each entry is one of
  *   SCALAR(ARG, op, input, output, acc, scalar name)
@@ -51,7 +60,9 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
  * kernel in that slot); SIMD: every SIMD tier does.  ARG is passed through
  * (a tier's name, for the definitions and the install functions).
  * Order: all fwd entries before the add entries (the fused add writes with
- * the forward's scale primitive of the reversed pair). */
+ * the forward's scale primitive of the reversed pair); all gated entries
+ * before the gated_bwd ones, a SIMD gated_bwd T with a SIMD gated T -> T (it
+ * sums the squares of x * act(g) with that entry's primitive). */
 #define RMSN_FOR_EACH_KERNEL(SCALAR, SIMD, ARG)                                                                                        \
     SIMD(ARG, fwd, f16, f16, f32, rmsn_fwd_f16_f16_scalar, rmsn_fwd_f16_f16_avx2, rmsn_fwd_f16_f16_avx512,                             \
          rmsn_fwd_f16_f16_avx512bf16, rmsn_fwd_f16_f16_neon)                                                                           \
@@ -138,7 +149,39 @@ typedef void (*rmsn_bwd_fn)(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptr
     SIMD(ARG, bwd, f32, f32, f32, rmsn_bwd_f32_scalar, rmsn_bwd_f32_avx2, rmsn_bwd_f32_avx512,                                         \
          rmsn_bwd_f32_avx512bf16, rmsn_bwd_f32_neon)                                                                                   \
     SIMD(ARG, bwd, f64, f64, f64, rmsn_bwd_f64_scalar, rmsn_bwd_f64_avx2, rmsn_bwd_f64_avx512,                                         \
-         rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon)
+         rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon)                                                                                   \
+    SIMD(ARG, gated, f16, f16, f32, rmsn_gated_f16_f16_scalar, rmsn_gated_f16_f16_avx2, rmsn_gated_f16_f16_avx512, \
+         rmsn_gated_f16_f16_avx512bf16, rmsn_gated_f16_f16_neon) \
+    SIMD(ARG, gated, f16, bf16, f32, rmsn_gated_f16_bf16_scalar, rmsn_gated_f16_bf16_avx2, rmsn_gated_f16_bf16_avx512, \
+         rmsn_gated_f16_bf16_avx512bf16, rmsn_gated_f16_bf16_neon) \
+    SIMD(ARG, gated, f16, f32, f32, rmsn_gated_f16_f32_scalar, rmsn_gated_f16_f32_avx2, rmsn_gated_f16_f32_avx512, \
+         rmsn_gated_f16_f32_avx512bf16, rmsn_gated_f16_f32_neon) \
+    SCALAR(ARG, gated, f16, f64, f64, rmsn_gated_f16_f64_scalar) \
+    SIMD(ARG, gated, bf16, f16, f32, rmsn_gated_bf16_f16_scalar, rmsn_gated_bf16_f16_avx2, rmsn_gated_bf16_f16_avx512, \
+         rmsn_gated_bf16_f16_avx512bf16, rmsn_gated_bf16_f16_neon) \
+    SIMD(ARG, gated, bf16, bf16, f32, rmsn_gated_bf16_bf16_scalar, rmsn_gated_bf16_bf16_avx2, rmsn_gated_bf16_bf16_avx512, \
+         rmsn_gated_bf16_bf16_avx512bf16, rmsn_gated_bf16_bf16_neon) \
+    SIMD(ARG, gated, bf16, f32, f32, rmsn_gated_bf16_f32_scalar, rmsn_gated_bf16_f32_avx2, rmsn_gated_bf16_f32_avx512, \
+         rmsn_gated_bf16_f32_avx512bf16, rmsn_gated_bf16_f32_neon) \
+    SCALAR(ARG, gated, bf16, f64, f64, rmsn_gated_bf16_f64_scalar) \
+    SIMD(ARG, gated, f32, f16, f32, rmsn_gated_f32_f16_scalar, rmsn_gated_f32_f16_avx2, rmsn_gated_f32_f16_avx512, \
+         rmsn_gated_f32_f16_avx512bf16, rmsn_gated_f32_f16_neon) \
+    SIMD(ARG, gated, f32, bf16, f32, rmsn_gated_f32_bf16_scalar, rmsn_gated_f32_bf16_avx2, rmsn_gated_f32_bf16_avx512, \
+         rmsn_gated_f32_bf16_avx512bf16, rmsn_gated_f32_bf16_neon) \
+    SIMD(ARG, gated, f32, f32, f32, rmsn_gated_f32_f32_scalar, rmsn_gated_f32_f32_avx2, rmsn_gated_f32_f32_avx512, \
+         rmsn_gated_f32_f32_avx512bf16, rmsn_gated_f32_f32_neon) \
+    SCALAR(ARG, gated, f32, f64, f64, rmsn_gated_f32_f64_scalar) \
+    SCALAR(ARG, gated, f64, f16, f64, rmsn_gated_f64_f16_scalar) \
+    SCALAR(ARG, gated, f64, bf16, f64, rmsn_gated_f64_bf16_scalar) \
+    SCALAR(ARG, gated, f64, f32, f64, rmsn_gated_f64_f32_scalar) \
+    SCALAR(ARG, gated, f64, f64, f64, rmsn_gated_f64_f64_scalar) \
+    SIMD(ARG, gated_bwd, f16, f16, f32, rmsn_gated_bwd_f16_scalar, rmsn_gated_bwd_f16_avx2, rmsn_gated_bwd_f16_avx512, \
+         rmsn_gated_bwd_f16_avx512bf16, rmsn_gated_bwd_f16_neon) \
+    SIMD(ARG, gated_bwd, bf16, bf16, f32, rmsn_gated_bwd_bf16_scalar, rmsn_gated_bwd_bf16_avx2, rmsn_gated_bwd_bf16_avx512, \
+         rmsn_gated_bwd_bf16_avx512bf16, rmsn_gated_bwd_bf16_neon) \
+    SIMD(ARG, gated_bwd, f32, f32, f32, rmsn_gated_bwd_f32_scalar, rmsn_gated_bwd_f32_avx2, rmsn_gated_bwd_f32_avx512, \
+         rmsn_gated_bwd_f32_avx512bf16, rmsn_gated_bwd_f32_neon) \
+    SCALAR(ARG, gated_bwd, f64, f64, f64, rmsn_gated_bwd_f64_scalar)
 
 /* The acc column against the rule of rmsnorm.h. */
 #define RMSN_CHECK_ACC(ARG, OP, TIN, TOUT, ACC, ...)                                                     \

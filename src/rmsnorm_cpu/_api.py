@@ -1,4 +1,5 @@
-"""The public functions: rms_norm, add_rms_norm, rms_norm_backward, output_spec.
+"""The public functions: rms_norm, add_rms_norm, rms_norm_backward, rms_norm_gated,
+rms_norm_gated_backward, output_spec.
 
 Each turns its arguments into a ``_spec.Call`` (every check, before anything
 is written) and runs it on ``_core``; the common small calls first try the
@@ -12,7 +13,8 @@ import numpy as np
 
 from . import _core, _spec
 
-__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "output_spec"]
+__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "rms_norm_gated", "rms_norm_gated_backward",
+           "output_spec"]
 
 
 def _run(op, call):
@@ -232,6 +234,131 @@ def rms_norm_backward(dy, x, weight=None, bias=None, *, rstd=None, axis=-1, eps=
                                n_threads)
     _run(_core.backward, call)
     return (call.arrays[2], None if weight is None else _spec.param_grad(call.dweight, weight, call.plan),
+            None if bias is None else _spec.param_grad(call.dbias, bias, call.plan))
+
+
+def rms_norm_gated(x, gate, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
+                   weight_offset=0.0, norm_before_gate=True, activation="silu", cast_mode="fused", dtype=None,
+                   out=None, return_rstd=False, n_threads=None):
+    """Gated RMS normalization (Mamba2 ``RMSNormGated``, FLA ``FusedRMSNormGated``).
+
+    With ``act = silu`` (``g * sigmoid(g)``) or ``sigmoid``::
+
+        norm_before_gate=True:   y = rms_norm(x, weight, bias) * act(gate)
+        norm_before_gate=False:  y = rms_norm(x * act(gate), weight, bias)
+
+    Parameters
+    ----------
+    x, gate : array_like
+        The same shape, any float dtypes.  With a gate of another dtype than
+        x both are converted to their common dtype (``numpy.result_type``)
+        and the math runs in it.
+    weight, bias, axis, eps, groups, eps_mode, weight_offset, dtype, return_rstd, n_threads
+        As in :func:`rms_norm`; ``dtype`` defaults to x's.  Mamba's
+        ``group_size`` is ``n // groups``.
+    norm_before_gate : bool, default True
+        Normalize x and then gate, or gate and then normalize.
+    activation : {"silu", "sigmoid"}
+    cast_mode : {"fused", "llama"}
+        "fused" rounds float16/bfloat16 results once.  "llama" reproduces the
+        Hugging Face gated classes: ``t = round_x(v * rstd)``,
+        ``p = round_x(t * weight + bias)``, then ``y = round_out(p * act(gate))``
+        when ``norm_before_gate`` (else ``y = p``).
+    out : ndarray, optional
+        Output of x's shape and the output dtype; may be ``x`` or ``gate``.
+
+    Returns
+    -------
+    y : ndarray
+        Or ``(y, rstd)`` with ``return_rstd=True``; ``rstd`` is that of the
+        normalized quantity (``x`` or ``x * act(gate)``).
+
+    Raises
+    ------
+    TypeError, ValueError, numpy.exceptions.AxisError
+        As :func:`rms_norm`, and for a gate of another shape or an unknown
+        activation; all before anything is written.
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> rn.rms_norm_gated(np.array([[3.0, 4.0]]), np.array([[0.0, 50.0]]), eps=0.0, activation="sigmoid")
+    array([[0.42426407, 1.13137085]])
+    """
+    # Short path: the decode call (a small C-contiguous x and gate of one
+    # dtype, the default options); _core.gated_rows returns None for anything
+    # else, which takes the general path below.
+    if dtype is None and return_rstd is False and type(norm_before_gate) is bool and type(activation) is str:
+        round_mid = _spec.short_path_options(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads)
+        silu = _spec.ACTIVATIONS.get(activation)
+        if round_mid is not None and silu is not None:
+            y = _core.gated_rows(x, gate, weight, eps, out, norm_before_gate, silu, round_mid)
+            if y is not None:
+                return y
+    if _spec.is_dask(x) or _spec.is_dask(gate):  # lazy, block by block
+        from . import _dask
+        return _dask.rms_norm_gated(rms_norm_gated, x, gate, weight, bias, axis=axis, eps=eps, groups=groups,
+                                    eps_mode=eps_mode, weight_offset=weight_offset,
+                                    norm_before_gate=norm_before_gate, activation=activation,
+                                    cast_mode=cast_mode, dtype=dtype, out=out, return_rstd=return_rstd,
+                                    n_threads=n_threads)
+    call = _spec.gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset, norm_before_gate,
+                            activation, cast_mode, dtype, out, return_rstd, n_threads)
+    _run(_core.gated_forward, call)
+    y, rstd = call.arrays[2], call.rstd
+    if rstd is not None and not y.size:
+        rstd.fill(np.nan)
+    return (y, rstd) if return_rstd else y
+
+
+def rms_norm_gated_backward(dy, x, gate, weight=None, bias=None, *, rstd=None, axis=-1, eps=1e-6, groups=1,
+                            eps_mode="sqrt", weight_offset=0.0, norm_before_gate=True, activation="silu",
+                            n_threads=None):
+    """Gradient of :func:`rms_norm_gated` with respect to x, gate, weight and bias.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the output, x's shape.
+    x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset, norm_before_gate, activation, n_threads
+        The forward's arguments.
+    rstd : array_like, optional
+        The forward's ``rstd`` for the same arguments; recomputed when absent.
+
+    Returns
+    -------
+    (dx, dgate, dweight, dbias)
+        ``dx`` in x's dtype, ``dgate`` in gate's; ``dweight``/``dbias`` as in
+        :func:`rms_norm_backward` (None where that argument is None).
+
+    Notes
+    -----
+    The exact gradient of the forward computed in float32 (float64 for
+    float64 data), ``cast_mode="fused"``; dweight and dbias are reduced in a
+    fixed order as in :func:`rms_norm_backward`: bitwise the same for any
+    thread count.
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> dx, dgate, dw, db = rn.rms_norm_gated_backward(np.ones((1, 2)), np.array([[3.0, 4.0]]),
+    ...                                                np.zeros((1, 2)), activation="sigmoid", eps=0.0)
+    >>> dgate
+    array([[0.21213203, 0.28284271]])
+    """
+    if _spec.is_dask(dy) or _spec.is_dask(x) or _spec.is_dask(gate):  # lazy, block by block
+        from . import _dask
+        return _dask.rms_norm_gated_backward(rms_norm_gated_backward, dy, x, gate, weight, bias, rstd=rstd,
+                                             axis=axis, eps=eps, groups=groups, eps_mode=eps_mode,
+                                             weight_offset=weight_offset, norm_before_gate=norm_before_gate,
+                                             activation=activation, n_threads=n_threads)
+    call, x_dtype, gate_dtype = _spec.gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups,
+                                                          eps_mode, weight_offset, norm_before_gate, activation,
+                                                          n_threads)
+    _run(_core.gated_backward, call)
+    dx, dgate = call.arrays[3], call.arrays[4]
+    return (dx.astype(x_dtype, copy=False), dgate.astype(gate_dtype, copy=False),
+            None if weight is None else _spec.param_grad(call.dweight, weight, call.plan),
             None if bias is None else _spec.param_grad(call.dbias, bias, call.plan))
 
 

@@ -1,7 +1,8 @@
 """The call description: every entry point's arguments, checked once, in kernel form.
 
-``forward_call``, ``add_call`` and ``backward_call`` turn the arguments of
-``rms_norm``, ``add_rms_norm`` and ``rms_norm_backward`` into one frozen
+``forward_call``, ``add_call``, ``backward_call``, ``gated_call`` and
+``gated_backward_call`` turn the arguments of ``rms_norm``, ``add_rms_norm``,
+``rms_norm_backward``, ``rms_norm_gated`` and ``rms_norm_gated_backward`` into one frozen
 :class:`Call`: the operands in the op's kernel order, their kernel dtype
 codes (the numbers of ``rmsnorm.h``, read from ``_core``), the normalized
 axes (:class:`Plan`), the weight and bias in the accumulator type, and the
@@ -384,16 +385,52 @@ def _unshared(param, outputs):
 
 # ---- the call description -------------------------------------------------------
 
-Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options out_given")
+Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options out_given gate",
+                  defaults=(None,))
 Call.__doc__ = """One checked call, what _core runs.
 
 arrays: the operands in the op's kernel order, inputs first: forward (x, y),
 add (x, residual, residual_out, y), backward (dy, x, dx); n_inputs of them
-are read.  codes: their kernel dtype codes, forward (x, y), add (x,
-residual), backward (x,).  plan: the normalized axes.  acc: the accumulator
+are read; gated (x, gate, y), gated backward (dy, x, gate, dx, dgate).
+codes: their kernel dtype codes, forward and gated (x, y), add (x,
+residual), backward and gated backward (x,).  plan: the normalized axes.  acc: the accumulator
 dtype, that of weight/bias (flat, weight_offset added), rstd and the
 backward's dweight/dbias partial sums (or None).  options: Options.
-out_given: the caller preallocated every output (the store policy)."""
+out_given: the caller preallocated every output (the store policy).
+gate: the gated ops' GateOptions, else None."""
+
+
+GateOptions = namedtuple("GateOptions", "norm_before_gate silu")
+ACTIVATIONS = {"silu": True, "sigmoid": False}
+
+
+def gate_options(norm_before_gate, activation):
+    """The GateOptions of these arguments, or the error the gated functions raise."""
+    silu = ACTIVATIONS.get(activation) if isinstance(activation, str) else None
+    if silu is None:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(norm_before_gate, (bool, np.bool_)):
+        raise TypeError(f"norm_before_gate must be a bool, got {norm_before_gate!r}")
+    return GateOptions(bool(norm_before_gate), silu)
+
+
+def _x_and_gate(x, gate):
+    """(x, gate, code, (x's own dtype, its code), gate's own dtype): both as
+    float arrays of one dtype, the result_type of the two when they differ
+    (the kernels read the gate in x's dtype), gate of x's shape."""
+    x, tx = float_array(x, "x")
+    gate, tg = float_array(gate, "gate")
+    if gate.shape != x.shape:
+        raise ValueError(f"gate of shape {gate.shape} does not match x of shape {x.shape}")
+    own = (x.dtype, tx), gate.dtype
+    if tg != tx:
+        common = np.result_type(x.dtype, gate.dtype)
+        code = dtype_code(common)
+        if code is None:  # a pairing NumPy has no float type for (bfloat16 with float16)
+            common = _F64_DTYPE if F64 in (tx, tg) else _F32_DTYPE
+            code = _CODES[common]
+        x, gate, tx = x.astype(common), gate.astype(common), code
+    return x, gate, tx, own[0], own[1]
 
 
 def forward_call(x, weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, dtype, out, return_rstd,
@@ -475,6 +512,55 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
     dw = np.zeros((blocks, p.size), acc) if weight is not None else None
     db = np.zeros((blocks, p.size), acc) if bias is not None else None
     return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts, dx_out is not None)
+
+
+def gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset, norm_before_gate, activation,
+               cast_mode, dtype, out, return_rstd, n_threads):
+    """The Call of rms_norm_gated(x, gate, ...)."""
+    x_in, gate_in = x, gate
+    x, gate, tin, (x_dtype, x_code), _ = _x_and_gate(x, gate)
+    y_dtype, tout = result_dtype(dtype, x_dtype, x_code)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(tin, tout)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, cast_mode, n_threads)
+    gopts = gate_options(norm_before_gate, activation)
+    if out is None:
+        y = np.empty(x.shape, y_dtype)
+    else:
+        inputs = tuple(a for a in (x_in, gate_in, x, gate) if isinstance(a, np.ndarray))
+        y = check_output(out, "out", x.shape, y_dtype, inputs)
+        w, b = _unshared(w, (y,)), _unshared(b, (y,))
+    rstd = np.empty(p.rstd_shape(), acc) if return_rstd else None
+    return Call((x, gate, y), 2, (tin, tout), p, acc, w, b, rstd, None, None, opts, out is not None, gopts)
+
+
+def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset,
+                        norm_before_gate, activation, n_threads):
+    """(Call, x's dtype, gate's dtype) of rms_norm_gated_backward(dy, x, gate,
+    ...): the kernels write dx and dgate in the common dtype, the caller
+    converts them to x's and gate's when the two differ."""
+    x, gate, t, (x_dtype, _), gate_dtype = _x_and_gate(x, gate)
+    dy, _ = float_array(dy, "dy")
+    if dy.shape != x.shape:
+        raise ValueError(f"dy of shape {dy.shape} does not match x of shape {x.shape}")
+    if dy.dtype != x.dtype:
+        dy = dy.astype(x.dtype)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(t)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, "fused", n_threads)
+    gopts = gate_options(norm_before_gate, activation)
+    if rstd is not None:
+        r, _ = float_array(rstd, "rstd")
+        if r.shape != p.rstd_shape():
+            raise ValueError(f"rstd has shape {r.shape}, expected {p.rstd_shape()} (the forward's)")
+        rstd = np.ascontiguousarray(r, dtype=acc)
+    blocks = _core.grad_blocks(math.prod(p.rstd_shape()), p.size)
+    dw = np.zeros((blocks, p.size), acc) if weight is not None else None
+    db = np.zeros((blocks, p.size), acc) if bias is not None else None
+    return Call((dy, x, gate, np.empty_like(x), np.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
+                False, gopts), x_dtype, gate_dtype
 
 
 def check_call(shape, dtype, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",

@@ -3,7 +3,7 @@
  * scalar tier, straight through the dispatch table (no Python): every kernel
  * of ops.h that the tier has of its own (the scalar tier: all of them, against
  * themselves for determinism and the guards), and first that the names in
- * ops.h are rmsn_<op>_<input>_<output>_<tier> (bwd: rmsn_bwd_<dtype>_<tier>).
+ * ops.h are rmsn_<op>_<input>_<output>_<tier> (bwd, gated_bwd: rmsn_<op>_<dtype>_<tier>).
  * Built and run by tools/check_kernels.sh natively (x86: avx2, avx512) and
  * for AArch64 under qemu-user (neon), where the Python suite does not run.
  *
@@ -259,7 +259,8 @@ static void check_y_rstd(arr y[3], double *bnd, arr rstd[3], int acc, ptrdiff_t 
 /* Options cycled over the cases, so every combination meets every shape. */
 static rmsn_opts case_opts(long c, int misalign)
 {
-    rmsn_opts o = {EPS, (int)(c % 3), (int)(c / 3 % 2), (int)(c / 6 % 2), (int)(c / 12 % 2)};
+    rmsn_opts o = {.eps = EPS, .eps_mode = (int)(c % 3), .round_mid = (int)(c / 3 % 2), .stream = (int)(c / 6 % 2),
+                   .prefetch_next = (int)(c / 12 % 2)};
     describe(" eps_mode=%d round_mid=%d stream=%d prefetch_next=%d misalign=%d", o.eps_mode, o.round_mid, o.stream,
              o.prefetch_next, misalign);
     return o;
@@ -419,6 +420,98 @@ static void check_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int 
     arr_free(&x), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
 }
 
+/* Gate options cycled over the cases (independent of case_opts' cycle). */
+static void gate_opts(rmsn_opts *o)
+{
+    o->norm_before_gate = (int)(n_cases / 36 % 2);
+    o->act_silu = (int)(n_cases / 72 % 2) == 0;
+    describe(" norm_before_gate=%d silu=%d", o->norm_before_gate, o->act_silu);
+}
+
+static double act(const rmsn_opts *o, double g, double *s, double *da)
+{
+    double a = rmsn_gate_f64(g, o->act_silu, s);
+    *da = o->act_silu ? *s + g * *s * (1 - *s) : *s * (1 - *s);
+    return a;
+}
+
+/* y of type tout from x and the gate g of type tin; act(g) has the same bits
+ * on every tier (rmsnorm.h), so y is bitwise where the rstd is. */
+static void check_gated(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(tin, tout), misalign = (int)(n_cases % 5), r;
+    arr x = input(tin, n, kind), g = input(tin, n, KIND_NORMAL), w, b, y[3], rstd[3];
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n), s, da, a, v, rs;
+    ptrdiff_t i;
+    gate_opts(&o);
+    weight_bias(wb, acc, tout, n, &w, &b);
+    outputs(y, tout, n, misalign);
+    outputs(rstd, acc, 1, 0);
+    for (r = 0; r < 3; r++) k[r]->gated[tin][tout](&o, n, x.p, 1, g.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
+    rs = at(&rstd[0], 0);
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        v = o.norm_before_gate ? at(&x, i) : at(&x, i) * a;
+        bnd[i] = bits_equal(&rstd[0], &rstd[1], 0) ? (n_same_rstd++, -1)
+                 : bound(tout, acc, n, at(&y[0], i),
+                         (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * (o.norm_before_gate ? fabs(a) : 1));
+        if (bnd[i] >= 0 && o.round_mid && DT[tin].size == 2)
+            bnd[i] += 2 * ulp(v * rs * w_at(&w, i), tin) * (o.norm_before_gate ? fabs(a) : 1);
+    }
+    check_y_rstd(y, bnd, rstd, acc, n);
+    arr_free(&x), arr_free(&g), arr_free(&w), arr_free(&b);
+}
+
+/* dx, dg of type t; dw, db partial sums or none; rstd given or recomputed. */
+static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), misalign = (int)(n_cases % 5), r;
+    int sums = (int)(n_cases / 12 % 2), given = (int)(n_cases / 24 % 2);
+    arr x = input(t, n, kind), g = input(t, n, KIND_NORMAL), dy = input(t, n, KIND_NORMAL), w, b;
+    arr dx[3], dg[3], dw[3], db[3], y = arr_new(t, n, 0), rstd = arr_new(acc, 1, 0);
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bdx = bounds_new(n), *bdg = bounds_new(n), *bdw = bounds_new(n), rs, kabs = 0, s, da, a, v, e, du;
+    ptrdiff_t i;
+    (void)t_;
+    gate_opts(&o);
+    describe(" dw/db=%d rstd_given=%d", sums, given);
+    weight_bias(wb, acc, t, n, &w, &b);
+    k[0]->gated[t][t](&o, n, x.p, 1, g.p, 1, y.p, 1, NULL, NULL, rstd.p);
+    rs = at(&rstd, 0);
+    outputs(dx, t, n, misalign);
+    outputs(dg, t, n, 0);
+    outputs(dw, acc, sums ? n : 0, 0);
+    outputs(db, acc, sums ? n : 0, 0);
+    for (r = 0; r < 3; r++) {
+        arr_zero(&dw[r]), arr_zero(&db[r]);
+        k[r]->gated_bwd[t](&o, n, dy.p, 1, x.p, 1, g.p, 1, dx[r].p, 1, dg[r].p, 1, w.p, b.p, given ? rstd.p : NULL,
+                           sums ? dw[r].p : NULL, sums ? db[r].p : NULL);
+    }
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        kabs += fabs(at(&dy, i) * w_at(&w, i) * at(&x, i) * a);
+    }
+    kabs *= fabs(rs * rs * rs / (double)n) * (o.eps_mode == RMSN_EPS_ADD ? 4 : 1); /* coef: at most ~rstd^3 / n */
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        v = at(&x, i);
+        e = o.norm_before_gate ? at(&dy, i) * a : at(&dy, i);
+        du = fabs(rs * e * w_at(&w, i)) + kabs * fabs(o.norm_before_gate ? v : v * a);
+        bdx[i] = bound(t, acc, n, at(&dx[0], i), o.norm_before_gate ? du : du * fabs(a));
+        bdg[i] = bound(t, acc, n, at(&dg[0], i),
+                       o.norm_before_gate ? fabs(at(&dy, i)) * (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * fabs(da)
+                                          : du * fabs(v * da));
+        bdw[i] = bound(acc, acc, n, sums ? at(&dw[0], i) : 0, fabs(e * (o.norm_before_gate ? v : v * a) * rs));
+    }
+    check_output("dx", dx, bdx);
+    check_output("dg", dg, bdg);
+    check_output("dw", dw, bdw);
+    check_output("db", db, NULL);
+    free(bdx), free(bdg), free(bdw);
+    arr_free(&x), arr_free(&g), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
+}
+
 /* ---- the kernels of ops.h ------------------------------------------------- */
 
 enum {
@@ -436,7 +529,8 @@ static const char *const OP_NAMES[NOPS] = {
 /* Each op's check of one case (a slice length, an input kind, weight/bias). */
 typedef void (*check_fn)(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t length, int kind, int wb);
 static const check_fn CHECKS[NOPS] = {
-    [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd};
+    [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd,
+    [OP_gated] = check_gated, [OP_gated_bwd] = check_gated_bwd};
 
 /* The name columns of an entry; a scalar-only entry has the first only. */
 enum { NCOLUMNS = 5 };
@@ -470,8 +564,8 @@ static int check_entries(void)
             bad++;
         }
         for (c = 0; c < NCOLUMNS && en->names[c]; c++) {
-            if (en->op == OP_bwd)
-                snprintf(want, sizeof want, "rmsn_bwd_%s_%s", DT[en->tin].name, COLUMNS[c]);
+            if (en->op == OP_bwd || en->op == OP_gated_bwd)
+                snprintf(want, sizeof want, "rmsn_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, COLUMNS[c]);
             else
                 snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, DT[en->tout].name,
                          COLUMNS[c]);
@@ -502,7 +596,7 @@ static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
         for (j = 0; j < NLENGTHS; j++)
             for (kind = 0; kind < NKINDS; kind++)
                 for (wb = 0; wb < NWB; wb++) {
-                    if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in the backward */
+                    if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in rms_norm's backward */
                     case_name[0] = 0;
                     describe("%s %s %s->%s n=%td %s %s", rmsn_tier_names[tier->tier], OP_NAMES[en->op],
                              DT[en->tin].name, DT[en->tout].name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);

@@ -11,6 +11,10 @@
  *   rmsn_addsq_<TX>_<TR>_<ISA>(n, x, sx, r, sr, ro, sro)         ro = round(x + r); -> sum ro^2
  *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
  *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
+ *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg)          -> sum (x * act(g))^2
+ *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r)
+ *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, w)      -> the gated backward's sum(g * x)
+ *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
  *
  * The per-dtype ones (sumsq, colsumsq) come from the tier's list of (storage,
  * acc) types, the others with the entry that uses them (RMSN_SCALAR_PRIM_<op>
@@ -153,6 +157,63 @@
         rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                        \
                                   wt, r, (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw, \
                                   (rmsn_##ACC *)db, o);                                                             \
+    }
+
+/* Gated forward of one slice, the gate g read in x's type TIN, act(g) as
+ * rmsnorm.h defines it:
+ *   norm_before_gate:  y = affine((x * pre) * r) * act(g), r from sum x^2
+ *   else:              y = affine((u * pre) * r), u = x * act(g), r from sum u^2
+ * (affine: * w + b; with round_mid the result of x*rstd and of the affine
+ * are each rounded to TIN).  Gate first, the squares of u are summed by
+ * rmsn_gatedsq and the second pass recomputes act(g) (cheaper than a buffer
+ * for rows in cache); its robust path recomputes u in f64. */
+#define RMSN_SLICE_gated(NAME, ISA, TIN, TOUT, ACC)                                                                 \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *g, ptrdiff_t sg,     \
+                     void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd)                               \
+    {                                                                                                               \
+        const rmsn_##TIN *xt = (const rmsn_##TIN *)x, *gt = (const rmsn_##TIN *)g;                                  \
+        rmsn_##ACC ss, pre, r;                                                                                      \
+        if (o->norm_before_gate)                                                                                    \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                     \
+        else                                                                                                        \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##TIN##_##TOUT##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg)); \
+        r = rmsn_gated_rstd_##TIN##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, NULL);                                    \
+        rmsn_gatedscale_##TIN##_##TOUT##_##ISA(o, n, xt, sx, gt, sg, (rmsn_##TOUT *)y, sy, (const rmsn_##ACC *)w,   \
+                                               (const rmsn_##ACC *)b, pre, r);                                      \
+        if (rstd) *(rmsn_##ACC *)rstd = pre * r;                                                                    \
+    }
+
+/* Gated backward of one slice (dy, x, g, dx, dg of type T), the exact
+ * gradient of the fused forward.  With a = act(g), a' = d act / d g:
+ *   norm_before_gate:  dp = dy * a, dx = rstd * dp * w - k * x,
+ *                      dg = dy * (xhat * w + b) * a', dw += dp * xhat, db += dp
+ *   else:              u = x * a, du = rstd * dy * w - k * u,
+ *                      dx = du * a, dg = du * x * a', dw += dy * u * rstd, db += dy
+ * with k = coef * sum(g_eff * v) as in RMSN_SLICE_bwd (v = x or u, g_eff =
+ * dp * w or dy * w).  rstd given or recomputed the forward's way. */
+#define RMSN_SLICE_gated_bwd(NAME, ISA, T, T_, ACC)                                                                 \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x, ptrdiff_t sx,   \
+                     const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg, ptrdiff_t sdg, const void *w,  \
+                     const void *b, const void *rstd, void *dw, void *db)                                           \
+    {                                                                                                               \
+        const rmsn_##T *xt = (const rmsn_##T *)x, *gt = (const rmsn_##T *)g;                                        \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
+        rmsn_##ACC ss, r = 0, pre, gx;                                                                              \
+        double rms = 1.0;                                                                                           \
+        RMSN_BLOCKED_SUM(ACC, gx, rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
+                                                            xt + i0 * sx, sx, gt + i0 * sg, sg, wt ? wt + i0 : NULL)); \
+        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
+            if (o->norm_before_gate)                                                                                \
+                RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
+            else                                                                                                    \
+                RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##T##_##T##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg)); \
+            r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                            \
+        }                                                                                                           \
+        if (rstd) r = *(const rmsn_##ACC *)rstd;                                                                    \
+        rmsn_gatedbwdwrite_##T##_##ISA(o, n, (const rmsn_##T *)dy, sdy, xt, sx, gt, sg, (rmsn_##T *)dx, sdx,        \
+                                       (rmsn_##T *)dg, sdg, wt, (const rmsn_##ACC *)b, r,                           \
+                                       (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw,   \
+                                       (rmsn_##ACC *)db);                                                           \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */
