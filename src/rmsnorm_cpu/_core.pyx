@@ -18,9 +18,10 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
-from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, active_kernels, may_stream, rmsn_add_fn,
-                        rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn, rmsn_itemsize, rmsn_opts, rmsn_to_acc,
-                        run_units, serial_work)
+from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, RMSN_Q_E4M3, RMSN_Q_I8,
+                        active_kernels, may_stream, rmsn_add_fn, rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn,
+                        rmsn_itemsize, rmsn_opts, rmsn_quant_add_fn, rmsn_quant_fn, rmsn_to_acc, run_units,
+                        serial_work)
 
 cnp.import_array()
 
@@ -680,4 +681,65 @@ def backward(call):
     g.accsize = 8 if _acc_f64(t, t) else 4
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    _finish(made)
+
+
+# ---- quantized output --------------------------------------------------------
+
+# The quantized output kinds by name, with ops.h's codes (_spec reads it).
+QUANT_CODES = {"int8": RMSN_Q_I8, "float8_e4m3fn": RMSN_Q_E4M3}
+
+
+cdef struct Quant:
+    Layout L                  # operands: x, q; or x, residual, residual_out, q (fused add)
+    rmsn_opts opts
+    rmsn_quant_fn fn          # NULL when fused
+    rmsn_quant_add_fn add_fn
+    const char *w
+    const char *b
+    float *scale              # one per slice, C order
+    float scale_ub
+    Py_ssize_t accsize
+
+
+cdef void _quant_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
+    cdef const Quant *u = <const Quant*>ctx
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &u.L
+    _slice_ptrs(L, s, p)
+    if u.fn != NULL:
+        u.fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], _group_param(u.w, L, s, u.accsize),
+             _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+    else:
+        u.add_fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+                 _group_param(u.w, L, s, u.accsize), _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+
+
+def quant(call):
+    """q and the per-slice scales (and new_residual) for a _spec.QuantCall of
+    rms_norm_quant: operands (x, q), or (x, residual, residual_out, q) of one
+    dtype; call.pre, when set, is the add_rms_norm Call that makes
+    new_residual first (residual of another dtype than x), and the operands
+    are then (new_residual, q)."""
+    cdef Quant u
+    cdef Py_ssize_t k, operand_bytes = 0
+    cdef int t = call.codes[0], kind = call.codes[1]
+    cdef cnp.ndarray scale = call.scale
+    cdef list made
+    if call.pre is not None:
+        add_forward(call.pre)
+    made = _layout(&u.L, call.arrays, call.n_inputs, call.plan)
+    options = call.options
+    for k in range(u.L.nops):
+        operand_bytes += _operand_bytes(&u.L, k)
+    # Plain stores: q is a quarter or half of x's bytes, written from cache.
+    _set_opts(&u.opts, options.eps, options.eps_mode, False, False, False)
+    u.fn = active_kernels().quant[t][kind] if u.L.nops == 2 else NULL
+    u.add_fn = active_kernels().quant_add[t][kind]
+    u.w = _ptr_or_null(call.weight)
+    u.b = _ptr_or_null(call.bias)
+    u.scale = <float*>cnp.PyArray_DATA(scale)
+    u.scale_ub = call.scale_ub
+    u.accsize = 8 if _acc_f64(t, t) else 4
+    run_units(_quant_unit, &u, u.L.nslices, options.n_threads, u.L.nslices * u.L.n, &u.opts, operand_bytes)
     _finish(made)
