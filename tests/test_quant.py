@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import rmsnorm_cpu as rn
-from helpers import FLOAT_DTYPES, X
+from helpers import FLOAT_DTYPES, X, readme_table_rows
 from reference import e4m3_step, ml_dtypes, quant_ref
 
 QUANT_DTYPES = ["int8"] + (["float8_e4m3fn"] if ml_dtypes is not None else [])
@@ -190,39 +190,62 @@ def test_quant_dtype_spellings():
         assert rn.rms_norm_quant(x, quant_dtype=spelling)[0].dtype == np.int8
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(quant_dtype="int4"), ValueError),
-    (dict(quant_dtype=np.float16), ValueError),
-    (dict(quant_dtype=None), ValueError),
-    (dict(scale_ub=0.0), ValueError),
-    (dict(scale_ub=-1.0), ValueError),
-    (dict(scale_ub=float("inf")), ValueError),
-    (dict(scale_ub=float("nan")), ValueError),
-    (dict(scale_ub="big"), ValueError),
-    (dict(out=np.empty((4, 6), np.int16)), TypeError),
-    (dict(out=np.empty((4, 5), np.int8)), ValueError),
-    (dict(scale_out=np.empty((4, 1), np.float64)), TypeError),
-    (dict(scale_out=np.empty((4,), np.float32)), ValueError),
-    (dict(residual_out=np.empty((4, 6), np.float32)), ValueError),
-    (dict(inplace=True), ValueError),
-    (dict(residual=np.zeros((4, 5), np.float32)), ValueError),
-    (dict(residual=np.zeros((4, 6), np.float32), inplace=True, residual_out=np.empty((4, 6), np.float32)),
-     ValueError),
-    (dict(residual=[[0.0] * 6] * 4, inplace=True), TypeError),
-    (dict(eps=-1.0), ValueError),
-    (dict(groups=5), ValueError),
-    (dict(weight=np.ones(5)), ValueError),
-])
-def test_errors_before_anything_is_written(kwargs, error):
+R = np.ones((4, 6), np.float32)
+
+BAD_QUANT_CALLS = [
+    # (id, () -> kwargs for rms_norm_quant(x=X, out=..., scale_out=..., ...), exception, message fragment)
+    ("unknown quant_dtype", lambda: dict(quant_dtype="int4"), ValueError, "quant_dtype"),
+    ("float quant_dtype", lambda: dict(quant_dtype=np.float16), ValueError, "quant_dtype"),
+    ("None quant_dtype", lambda: dict(quant_dtype=None), ValueError, "quant_dtype"),
+    ("zero scale_ub", lambda: dict(scale_ub=0.0), ValueError, "scale_ub"),
+    ("negative scale_ub", lambda: dict(scale_ub=-1.0), ValueError, "scale_ub"),
+    ("inf scale_ub", lambda: dict(scale_ub=float("inf")), ValueError, "scale_ub"),
+    ("nan scale_ub", lambda: dict(scale_ub=float("nan")), ValueError, "scale_ub"),
+    ("string scale_ub", lambda: dict(scale_ub="big"), ValueError, "scale_ub"),
+    ("out wrong dtype", lambda: dict(out=np.empty((4, 6), np.int16)), TypeError, "out has dtype"),
+    ("out wrong shape", lambda: dict(out=np.empty((4, 5), np.int8)), ValueError, "out has shape"),
+    ("scale_out wrong dtype", lambda: dict(scale_out=np.empty((4, 1), np.float64)), TypeError,
+     "scale_out has dtype"),
+    ("scale_out wrong shape", lambda: dict(scale_out=np.empty((4,), np.float32)), ValueError,
+     "scale_out has shape"),
+    ("scale_out read-only", lambda: dict(scale_out=np.broadcast_to(np.float32(0), (4, 1))), ValueError,
+     "scale_out is read-only"),
+    ("residual_out without residual", lambda: dict(residual_out=np.empty((4, 6), np.float32)), ValueError,
+     "residual_out"),
+    ("inplace without residual", lambda: dict(inplace=True), ValueError, "pass residual"),
+    ("residual other shape", lambda: dict(residual=R[:, :5]), ValueError, "differ"),
+    ("residual complex", lambda: dict(residual=R.astype(np.complex64)), TypeError, "residual must hold"),
+    ("inplace with residual_out", lambda: dict(residual=R.copy(), inplace=True, residual_out=R.copy()),
+     ValueError, "inplace"),
+    ("inplace on a list", lambda: dict(residual=R.tolist(), inplace=True), TypeError, "inplace=True needs"),
+    ("complex x", lambda: dict(x=X.astype(np.complex64)), TypeError, "x must hold"),
+    ("negative eps", lambda: dict(eps=-1.0), ValueError, "eps"),
+    ("groups not dividing", lambda: dict(groups=5), ValueError, "groups"),
+    ("weight wrong length", lambda: dict(weight=np.ones(5)), ValueError, "weight of shape"),
+    ("cast_mode keyword", lambda: dict(cast_mode="llama"), TypeError, "cast_mode"),
+]
+
+
+@pytest.mark.parametrize("call", BAD_QUANT_CALLS, ids=[c[0] for c in BAD_QUANT_CALLS])
+def test_bad_input_raises_before_anything_is_written(call):
+    _, make, error, fragment = call
     out = np.full((4, 6), 7, np.int8)
     scale_out = np.full((4, 1), 7, np.float32)
-    kwargs = dict(kwargs)
-    kwargs.setdefault("out", out)
-    kwargs.setdefault("scale_out", scale_out)
-    weight = kwargs.pop("weight", None)
-    with pytest.raises(error):
-        rn.rms_norm_quant(X, weight, **kwargs)
+    kwargs = dict(out=out, scale_out=scale_out)
+    kwargs.update(make())
+    x = kwargs.pop("x", X)
+    residual = kwargs.get("residual")
+    before = None if not isinstance(residual, np.ndarray) else residual.copy()
+    with pytest.raises(error, match=fragment):
+        rn.rms_norm_quant(x, **kwargs)
     assert (out == 7).all() and (scale_out == 7).all()
+    if before is not None:
+        np.testing.assert_array_equal(residual, before)
+
+
+def test_readme_bad_input_table_lists_every_row():
+    missing = [c[0] for c in BAD_QUANT_CALLS if ("rms_norm_quant", c[0]) not in readme_table_rows()]
+    assert not missing, f"README's bad input table lacks rows for rms_norm_quant: {missing}"
 
 
 def test_float8_without_ml_dtypes(monkeypatch):

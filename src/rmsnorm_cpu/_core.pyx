@@ -91,11 +91,11 @@ cdef int _norm_stride(cnp.ndarray a, tuple norm_axes, Py_ssize_t *stride) except
     return 1
 
 
-cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
+cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan, bint unit_stride=False):
     """Describe same-shape arrays as batch dims x one normalized dim.
 
     An array whose normalized axes do not flatten to one stride (or that is
-    unaligned) is replaced: an input by a contiguous copy, an output by a
+    unaligned), or with unit_stride one whose stride is not 1, is replaced: an input by a contiguous copy, an output by a
     temporary that _finish copies into it afterwards.  Batch dims of one
     element are dropped and neighbours merged where every operand allows it.
     Returns the list of (output, temporary) pairs; L refers to the arrays and
@@ -138,7 +138,7 @@ cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
             L.nb += 1
     for k in range(L.nops):
         a = <cnp.ndarray>arrays[k]
-        copied = not _norm_stride(a, norm_axes, &ns)
+        copied = not _norm_stride(a, norm_axes, &ns) or (unit_stride and ns != 1)
         if copied:
             view = a.transpose(perm)
             if k < n_inputs:
@@ -728,7 +728,9 @@ def quant(call):
     cdef list made
     if call.pre is not None:
         add_forward(call.pre)
-    made = _layout(&u.L, call.arrays, call.n_inputs, call.plan)
+    # Unit strides: the SIMD primitives' sum of squares on every layout, so
+    # q and scale are those of the contiguous call.
+    made = _layout(&u.L, call.arrays, call.n_inputs, call.plan, True)
     options = call.options
     for k in range(u.L.nops):
         operand_bytes += _operand_bytes(&u.L, k)

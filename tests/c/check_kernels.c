@@ -435,20 +435,21 @@ static double q_value(int qkind, const unsigned char *q, ptrdiff_t i)
 }
 
 /* The three runs' q (n bytes after PAD guard bytes) and scales: the tier's
- * two runs bitwise equal, each within one quantization step (q) and 2^-20
- * relative (scale) of the scalar run: the tiers' rstds may differ in the
- * last bit, which moves y / scale across a rounding boundary at most once. */
+ * two runs bitwise equal, each within one quantization step (q) and the
+ * rstd's bound (scale: relative, from the order of the sum of squares) of the
+ * scalar run; rstds a few ulps apart move y / scale across a rounding
+ * boundary at most once. */
 static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float scale[3])
 {
+    double rel = (8 + 2 * sqrt((double)n)) * 0x1p-24;
     ptrdiff_t i;
     int r;
     for (r = 0; r < 3; r++)
         for (i = 0; i < PAD; i++)
             if (q[r][i] != 0xa5 || q[r][PAD + n + i] != 0xa5) mismatch("q guard", i, 0, 0, 0);
     if (memcmp(&scale[1], &scale[2], sizeof *scale)) mismatch("scale (two runs)", 0, scale[1], scale[2], 0);
-    if (!(fabs((double)scale[1] - scale[0]) <= 0x1p-20 * fabs((double)scale[0])) &&
-        !(isnan(scale[1]) && isnan(scale[0])))
-        mismatch("scale", 0, scale[1], scale[0], 0x1p-20 * fabs((double)scale[0]));
+    if (!(fabs((double)scale[1] - scale[0]) <= rel * fabs((double)scale[0])) && !(isnan(scale[1]) && isnan(scale[0])))
+        mismatch("scale", 0, scale[1], scale[0], rel * fabs((double)scale[0]));
     for (i = 0; i < n; i++) {
         double got = q_value(qkind, q[1] + PAD, i), ref = q_value(qkind, q[0] + PAD, i);
         double step = qkind == RMSN_Q_I8 ? 1 : fmax(ulp(fmax(fabs(got), fabs(ref)), RMSN_F16) * 128, 0x1p-9);
