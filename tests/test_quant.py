@@ -250,6 +250,34 @@ def test_readme_bad_input_table_lists_every_row():
 
 def test_float8_without_ml_dtypes(monkeypatch):
     import sys
+    from rmsnorm_cpu import _spec
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    monkeypatch.setattr(_spec, "QUANT_BY_NAME", {"int8": _spec.QUANT_BY_NAME["int8"]})
     with pytest.raises(TypeError, match=r"rmsnorm_cpu\[bf16\]"):
         rn.rms_norm_quant(X, quant_dtype="float8_e4m3fn")
+
+
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("quant_dtype", QUANT_DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_short_path_is_the_general_path(rng, dtype, quant_dtype):
+    """Small C-contiguous calls without outputs (the decode call) take the short
+    path; preallocated outputs take the general one: the same bits."""
+    x = rng.standard_normal((2, 3, 40)).astype(dtype)
+    r = rng.standard_normal((2, 3, 40)).astype(dtype)
+    w = rng.standard_normal(40).astype(np.float64 if dtype == np.float64 else np.float32)
+    q_dtype = np.int8 if quant_dtype == "int8" else ml_dtypes.float8_e4m3fn
+    for kw in (dict(), dict(residual=r), dict(scale_ub=0.5)):
+        short = rn.rms_norm_quant(x, w, quant_dtype=quant_dtype, **kw)
+        out, scale_out = np.empty(x.shape, q_dtype), np.empty((2, 3, 1), np.float32)
+        general = rn.rms_norm_quant(x, w, quant_dtype=quant_dtype, out=out, scale_out=scale_out, **kw)
+        assert general[0] is out and len(short) == len(general)
+        for a, b in zip(short, general):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(bits(a), bits(b))
+    r_copy, x_copy = r.copy(), x.copy()
+    q, scale, new_r = rn.rms_norm_quant(x, w, residual=r, inplace=True, quant_dtype=quant_dtype)
+    _, _, expected_r = rn.rms_norm_quant(x_copy, w, residual=r_copy, quant_dtype=quant_dtype)
+    assert new_r is r
+    np.testing.assert_array_equal(bits(r), bits(expected_r))
+    np.testing.assert_array_equal(bits(x), bits(x_copy))

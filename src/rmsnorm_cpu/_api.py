@@ -12,6 +12,8 @@ import numpy as np
 
 from . import _core, _spec
 
+_INF = float("inf")
+
 __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "rms_norm_quant", "output_spec"]
 
 
@@ -296,6 +298,17 @@ def rms_norm_quant(x, weight=None, bias=None, *, residual=None, axis=-1, eps=1e-
     >>> q
     array([[ 32, -64, 127]], dtype=int8)
     """
+    # Short path (decode: one call per token and layer): as rms_norm's, for a
+    # quant_dtype name already seen, scale_ub None or a float, no outputs given.
+    if out is None and scale_out is None and residual_out is None and type(inplace) is bool \
+            and type(quant_dtype) is str and (scale_ub is None or type(scale_ub) is float and 0.0 < scale_ub < _INF):
+        kind = _spec.QUANT_BY_NAME.get(quant_dtype)
+        if kind is not None and _spec.short_path_options(bias, axis, eps, groups, eps_mode, weight_offset, "fused",
+                                                         n_threads) is not None:
+            result = _core.quant_rows(x, weight, eps, kind[0], kind[1], _INF if scale_ub is None else scale_ub,
+                                      residual, inplace)
+            if result is not None:
+                return result
     if _spec.is_dask(x) or _spec.is_dask(residual):  # lazy, block by block
         from . import _dask
         return _dask.rms_norm_quant(rms_norm_quant, x, weight, bias, residual=residual, axis=axis, eps=eps,

@@ -745,3 +745,68 @@ def quant(call):
     u.accsize = 8 if _acc_f64(t, t) else 4
     run_units(_quant_unit, &u, u.L.nslices, options.n_threads, u.L.nslices * u.L.n, &u.opts, operand_bytes)
     _finish(made)
+
+
+def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bint inplace):
+    """The short path of rms_norm_quant's common call (see _api.rms_norm_quant):
+    as forward_rows, for q of kind `kind` (NumPy dtype q_dtype) and one scale a
+    row; residual None, or an array of x's shape and dtype disjoint from x
+    (from w too when inplace), written in place when inplace; no outputs
+    given.  Returns (q, scale), (q, scale, new_residual) or None."""
+    cdef cnp.ndarray xa, ra, q, scale, ro = None
+    cdef int code = _small_rows_code(x, False, False)
+    cdef Py_ssize_t n, rows, i, xbytes
+    cdef cnp.npy_intp dims[64]
+    cdef int d, ndim
+    cdef rmsn_opts o
+    cdef rmsn_quant_fn fn
+    cdef rmsn_quant_add_fn add_fn
+    cdef const char *xp
+    cdef const char *rp = NULL
+    cdef char *rop = NULL
+    cdef char *qp
+    cdef float *sp
+    cdef const void *wp
+    if code < 0:
+        return None
+    xa = <cnp.ndarray>x
+    ndim = cnp.PyArray_NDIM(xa)
+    n = cnp.PyArray_DIM(xa, ndim - 1)
+    if not _short_weight(w, n, _acc_f64(code, code)):
+        return None
+    if residual is not None:
+        if _small_rows_code(residual, inplace, False) != code:
+            return None
+        ra = <cnp.ndarray>residual
+        if not _same_shape(xa, ra) or _overlap(xa, ra) or (inplace and w is not None and
+                                                          _overlap(ra, <cnp.ndarray>w)):
+            return None
+        ro = ra if inplace else cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
+        rp = <const char*>cnp.PyArray_DATA(ra)
+        rop = <char*>cnp.PyArray_DATA(ro)
+    if kind == RMSN_Q_I8:
+        q = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.NPY_INT8, 0)
+    else:
+        q = np.empty(x.shape, q_dtype)
+    for d in range(ndim - 1):
+        dims[d] = cnp.PyArray_DIM(xa, d)
+    dims[ndim - 1] = 1
+    scale = cnp.PyArray_EMPTY(ndim, dims, cnp.NPY_FLOAT32, 0)
+    rows = cnp.PyArray_SIZE(xa) // n
+    xbytes = n * <Py_ssize_t>rmsn_itemsize[code]
+    xp = <const char*>cnp.PyArray_DATA(xa)
+    qp = <char*>cnp.PyArray_DATA(q)
+    sp = <float*>cnp.PyArray_DATA(scale)
+    wp = <const void*>_ptr_or_null(w)
+    fn = active_kernels().quant[code][kind]
+    add_fn = active_kernels().quant_add[code][kind]
+    _set_opts(&o, eps, 0, False, False, False)  # as quant
+    with nogil:
+        if rp == NULL:
+            for i in range(rows):
+                fn(&o, n, xp + i * xbytes, 1, qp + i * n, 1, wp, NULL, scale_ub, sp + i)
+        else:
+            for i in range(rows):
+                add_fn(&o, n, xp + i * xbytes, 1, rp + i * xbytes, 1, rop + i * xbytes, 1, qp + i * n, 1, wp, NULL,
+                       scale_ub, sp + i)
+    return (q, scale) if ro is None else (q, scale, ro)

@@ -514,6 +514,10 @@ _QMAX = {"int8": 127.0, "float8_e4m3fn": 448.0}
 QUANT_KINDS = {name: (code, _QMAX[name]) for name, code in _core.QUANT_CODES.items()}
 
 
+# quant_dtype names already resolved: name -> (kernel code, NumPy dtype), for the short path.
+QUANT_BY_NAME = {"int8": (QUANT_KINDS["int8"][0], np.dtype(np.int8))}
+
+
 def quant_dtype(value):
     """(name, NumPy dtype) of rms_norm_quant's quant_dtype: "int8" or
     "float8_e4m3fn" (a name or the dtype; float8 is ml_dtypes' type)."""
@@ -533,7 +537,8 @@ def quant_dtype(value):
     except ImportError:
         raise TypeError("quant_dtype='float8_e4m3fn' needs the ml_dtypes package: "
                         "pip install 'rmsnorm_cpu[bf16]' (or ml_dtypes)") from None
-    return name, np.dtype(ml_dtypes.float8_e4m3fn)
+    QUANT_BY_NAME[name] = (QUANT_KINDS[name][0], np.dtype(ml_dtypes.float8_e4m3fn))
+    return name, QUANT_BY_NAME[name][1]
 
 
 def scale_bound(scale_ub):
