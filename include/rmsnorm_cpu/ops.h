@@ -161,34 +161,34 @@ typedef void (*rmsn_quant_add_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x
     SIMD(ARG, bwd, f32, f32, f32, rmsn_bwd_f32_scalar, rmsn_bwd_f32_avx2, rmsn_bwd_f32_avx512,                                         \
          rmsn_bwd_f32_avx512bf16, rmsn_bwd_f32_neon)                                                                                   \
     SIMD(ARG, bwd, f64, f64, f64, rmsn_bwd_f64_scalar, rmsn_bwd_f64_avx2, rmsn_bwd_f64_avx512,                                         \
-         rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon) \
-    SIMD(ARG, quant, f16, i8, f32, rmsn_quant_f16_i8_scalar, rmsn_quant_f16_i8_avx2, rmsn_quant_f16_i8_avx512, \
-         rmsn_quant_f16_i8_avx512bf16, rmsn_quant_f16_i8_neon) \
-    SIMD(ARG, quant, f16, e4m3, f32, rmsn_quant_f16_e4m3_scalar, rmsn_quant_f16_e4m3_avx2, rmsn_quant_f16_e4m3_avx512, \
-         rmsn_quant_f16_e4m3_avx512bf16, rmsn_quant_f16_e4m3_neon) \
-    SIMD(ARG, quant, bf16, i8, f32, rmsn_quant_bf16_i8_scalar, rmsn_quant_bf16_i8_avx2, rmsn_quant_bf16_i8_avx512, \
-         rmsn_quant_bf16_i8_avx512bf16, rmsn_quant_bf16_i8_neon) \
-    SIMD(ARG, quant, bf16, e4m3, f32, rmsn_quant_bf16_e4m3_scalar, rmsn_quant_bf16_e4m3_avx2, rmsn_quant_bf16_e4m3_avx512, \
-         rmsn_quant_bf16_e4m3_avx512bf16, rmsn_quant_bf16_e4m3_neon) \
-    SIMD(ARG, quant, f32, i8, f32, rmsn_quant_f32_i8_scalar, rmsn_quant_f32_i8_avx2, rmsn_quant_f32_i8_avx512, \
-         rmsn_quant_f32_i8_avx512bf16, rmsn_quant_f32_i8_neon) \
-    SIMD(ARG, quant, f32, e4m3, f32, rmsn_quant_f32_e4m3_scalar, rmsn_quant_f32_e4m3_avx2, rmsn_quant_f32_e4m3_avx512, \
-         rmsn_quant_f32_e4m3_avx512bf16, rmsn_quant_f32_e4m3_neon) \
-    SCALAR(ARG, quant, f64, i8, f64, rmsn_quant_f64_i8_scalar) \
-    SCALAR(ARG, quant, f64, e4m3, f64, rmsn_quant_f64_e4m3_scalar) \
-    SIMD(ARG, quant_add, f16, i8, f32, rmsn_quant_add_f16_i8_scalar, rmsn_quant_add_f16_i8_avx2, rmsn_quant_add_f16_i8_avx512, \
-         rmsn_quant_add_f16_i8_avx512bf16, rmsn_quant_add_f16_i8_neon) \
+         rmsn_bwd_f64_avx512bf16, rmsn_bwd_f64_neon)                                                                                   \
+    SIMD(ARG, quant, f16, i8, f32, rmsn_quant_f16_i8_scalar, rmsn_quant_f16_i8_avx2, rmsn_quant_f16_i8_avx512,                         \
+         rmsn_quant_f16_i8_avx512bf16, rmsn_quant_f16_i8_neon)                                                                         \
+    SIMD(ARG, quant, f16, e4m3, f32, rmsn_quant_f16_e4m3_scalar, rmsn_quant_f16_e4m3_avx2, rmsn_quant_f16_e4m3_avx512,                 \
+         rmsn_quant_f16_e4m3_avx512bf16, rmsn_quant_f16_e4m3_neon)                                                                     \
+    SIMD(ARG, quant, bf16, i8, f32, rmsn_quant_bf16_i8_scalar, rmsn_quant_bf16_i8_avx2, rmsn_quant_bf16_i8_avx512,                     \
+         rmsn_quant_bf16_i8_avx512bf16, rmsn_quant_bf16_i8_neon)                                                                       \
+    SIMD(ARG, quant, bf16, e4m3, f32, rmsn_quant_bf16_e4m3_scalar, rmsn_quant_bf16_e4m3_avx2, rmsn_quant_bf16_e4m3_avx512,             \
+         rmsn_quant_bf16_e4m3_avx512bf16, rmsn_quant_bf16_e4m3_neon)                                                                   \
+    SIMD(ARG, quant, f32, i8, f32, rmsn_quant_f32_i8_scalar, rmsn_quant_f32_i8_avx2, rmsn_quant_f32_i8_avx512,                         \
+         rmsn_quant_f32_i8_avx512bf16, rmsn_quant_f32_i8_neon)                                                                         \
+    SIMD(ARG, quant, f32, e4m3, f32, rmsn_quant_f32_e4m3_scalar, rmsn_quant_f32_e4m3_avx2, rmsn_quant_f32_e4m3_avx512,                 \
+         rmsn_quant_f32_e4m3_avx512bf16, rmsn_quant_f32_e4m3_neon)                                                                     \
+    SCALAR(ARG, quant, f64, i8, f64, rmsn_quant_f64_i8_scalar)                                                                         \
+    SCALAR(ARG, quant, f64, e4m3, f64, rmsn_quant_f64_e4m3_scalar)                                                                     \
+    SIMD(ARG, quant_add, f16, i8, f32, rmsn_quant_add_f16_i8_scalar, rmsn_quant_add_f16_i8_avx2, rmsn_quant_add_f16_i8_avx512,         \
+         rmsn_quant_add_f16_i8_avx512bf16, rmsn_quant_add_f16_i8_neon)                                                                 \
     SIMD(ARG, quant_add, f16, e4m3, f32, rmsn_quant_add_f16_e4m3_scalar, rmsn_quant_add_f16_e4m3_avx2, rmsn_quant_add_f16_e4m3_avx512, \
-         rmsn_quant_add_f16_e4m3_avx512bf16, rmsn_quant_add_f16_e4m3_neon) \
-    SIMD(ARG, quant_add, bf16, i8, f32, rmsn_quant_add_bf16_i8_scalar, rmsn_quant_add_bf16_i8_avx2, rmsn_quant_add_bf16_i8_avx512, \
-         rmsn_quant_add_bf16_i8_avx512bf16, rmsn_quant_add_bf16_i8_neon) \
+         rmsn_quant_add_f16_e4m3_avx512bf16, rmsn_quant_add_f16_e4m3_neon)                                                             \
+    SIMD(ARG, quant_add, bf16, i8, f32, rmsn_quant_add_bf16_i8_scalar, rmsn_quant_add_bf16_i8_avx2, rmsn_quant_add_bf16_i8_avx512,     \
+         rmsn_quant_add_bf16_i8_avx512bf16, rmsn_quant_add_bf16_i8_neon)                                                               \
     SIMD(ARG, quant_add, bf16, e4m3, f32, rmsn_quant_add_bf16_e4m3_scalar, rmsn_quant_add_bf16_e4m3_avx2, rmsn_quant_add_bf16_e4m3_avx512, \
-         rmsn_quant_add_bf16_e4m3_avx512bf16, rmsn_quant_add_bf16_e4m3_neon) \
-    SIMD(ARG, quant_add, f32, i8, f32, rmsn_quant_add_f32_i8_scalar, rmsn_quant_add_f32_i8_avx2, rmsn_quant_add_f32_i8_avx512, \
-         rmsn_quant_add_f32_i8_avx512bf16, rmsn_quant_add_f32_i8_neon) \
+         rmsn_quant_add_bf16_e4m3_avx512bf16, rmsn_quant_add_bf16_e4m3_neon)                                                           \
+    SIMD(ARG, quant_add, f32, i8, f32, rmsn_quant_add_f32_i8_scalar, rmsn_quant_add_f32_i8_avx2, rmsn_quant_add_f32_i8_avx512,         \
+         rmsn_quant_add_f32_i8_avx512bf16, rmsn_quant_add_f32_i8_neon)                                                                 \
     SIMD(ARG, quant_add, f32, e4m3, f32, rmsn_quant_add_f32_e4m3_scalar, rmsn_quant_add_f32_e4m3_avx2, rmsn_quant_add_f32_e4m3_avx512, \
-         rmsn_quant_add_f32_e4m3_avx512bf16, rmsn_quant_add_f32_e4m3_neon) \
-    SCALAR(ARG, quant_add, f64, i8, f64, rmsn_quant_add_f64_i8_scalar) \
+         rmsn_quant_add_f32_e4m3_avx512bf16, rmsn_quant_add_f32_e4m3_neon)                                                             \
+    SCALAR(ARG, quant_add, f64, i8, f64, rmsn_quant_add_f64_i8_scalar)                                                                 \
     SCALAR(ARG, quant_add, f64, e4m3, f64, rmsn_quant_add_f64_e4m3_scalar)
 
 /* The acc column against the rule of rmsnorm.h. */

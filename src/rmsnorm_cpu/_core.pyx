@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The ops: the loop over slices of forward, fused add and backward, over the C kernels.
+"""The ops: the loop over slices of forward, fused add, backward and quantized output, over the C kernels.
 
 ``_spec`` turns a public call into a ``Call``.  ``forward``, ``add_forward``
 and ``backward`` take it, lay its operands out (``_layout``: batch dimensions,
@@ -9,7 +9,8 @@ groups), pick the row or column kernel, cut the slices into units and hand
 them to ``_runtime.run_units`` (GIL released, one static ``prange``, so a
 slice's result never depends on the thread count).
 
-The short paths (``forward_rows``, ``add_rows``, and ``forward_at``/``add_at``
+``quant`` takes a ``_spec.QuantCall`` the same way.  The short paths
+(``forward_rows``, ``add_rows``, ``quant_rows``, and ``forward_at``/``add_at``
 for adapters holding raw memory) run small C-contiguous calls with the
 default options on the same row kernel, with their checks done in the C API.
 """

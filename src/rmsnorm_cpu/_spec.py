@@ -5,7 +5,8 @@
 :class:`Call`: the operands in the op's kernel order, their kernel dtype
 codes (the numbers of ``rmsnorm.h``, read from ``_core``), the normalized
 axes (:class:`Plan`), the weight and bias in the accumulator type, and the
-options.  All checks run here, before anything is written; the adapters
+options; ``quant_call`` does the same for ``rms_norm_quant`` (a
+:class:`QuantCall`).  All checks run here, before anything is written; the adapters
 (layer, scikit-learn, torch, Dask) validate through the same functions.
 ``_core`` takes a Call as it is and lays its operands out for the kernels.
 """
