@@ -418,3 +418,39 @@ def test_rms_norm_gated_backward_errors_as_eager(call, lazy):
     kwargs = _arguments(call, lazy, GATED_BACKWARD_DEFAULTS)
     with pytest.raises(call[2], match=call[3]):
         rn.rms_norm_gated_backward(kwargs.pop("dy"), kwargs.pop("x"), kwargs.pop("gate"), **kwargs)
+
+
+# -- rms_norm_quant ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("residual_dtype", [None, np.float32, np.float16])
+def test_rms_norm_quant_equals_eager(local_scheduler, rng, residual_dtype):
+    x = rng.standard_normal((10, 3, 16)).astype(np.float32)
+    kw = dict(axis=-1, groups=2, quant_dtype="int8", scale_ub=2.0)
+    if residual_dtype is None:
+        q, scale = rn.rms_norm_quant(da.from_array(x, chunks=(3, 2, 16)), **kw)
+        expected = rn.rms_norm_quant(x, **kw)
+        got = (q, scale)
+    else:
+        r = rng.standard_normal(x.shape).astype(residual_dtype)
+        got = rn.rms_norm_quant(da.from_array(x, chunks=(4, 3, 16)), residual=r, **kw)
+        expected = rn.rms_norm_quant(x, residual=r, **kw)
+    assert all(dask.is_dask_collection(a) for a in got)
+    for lazy, eager in zip(got, expected):
+        assert lazy.shape == eager.shape and lazy.dtype == eager.dtype
+        np.testing.assert_array_equal(lazy.compute(), eager)
+
+
+def test_rms_norm_quant_is_lazy_and_checks_now(local_scheduler):
+    big = _exploding((8, 1024), (2, 1024))
+    results = rn.rms_norm_quant(big, residual=big)
+    with pytest.raises(RuntimeError, match="a block was computed"):
+        results[0].compute()
+    with pytest.raises(ValueError, match="quant_dtype"):
+        rn.rms_norm_quant(big, quant_dtype="int4")
+    with pytest.raises(ValueError, match="scale_ub"):
+        rn.rms_norm_quant(big, scale_ub=0.0)
+    with pytest.raises(TypeError, match="not supported for Dask"):
+        rn.rms_norm_quant(big, out=np.empty((8, 1024), np.int8))
+    with pytest.raises(ValueError, match="rechunk"):
+        rn.rms_norm_quant(da.zeros((8, 1024), chunks=(2, 512)))

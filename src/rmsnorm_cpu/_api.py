@@ -1,5 +1,5 @@
 """The public functions: rms_norm, add_rms_norm, rms_norm_backward, rms_norm_gated,
-rms_norm_gated_backward, output_spec.
+rms_norm_gated_backward, rms_norm_quant, output_spec.
 
 Each turns its arguments into a ``_spec.Call`` (every check, before anything
 is written) and runs it on ``_core``; the common small calls first try the
@@ -13,8 +13,10 @@ import numpy as np
 
 from . import _core, _spec
 
+_INF = float("inf")
+
 __all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "rms_norm_gated", "rms_norm_gated_backward",
-           "output_spec"]
+           "rms_norm_quant", "output_spec"]
 
 
 def _run(op, call):
@@ -360,6 +362,96 @@ def rms_norm_gated_backward(dy, x, gate, weight=None, bias=None, *, rstd=None, a
     return (dx.astype(x_dtype, copy=False), dgate.astype(gate_dtype, copy=False),
             None if weight is None else _spec.param_grad(call.dweight, weight, call.plan),
             None if bias is None else _spec.param_grad(call.dbias, bias, call.plan))
+
+
+def rms_norm_quant(x, weight=None, bias=None, *, residual=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
+                   weight_offset=0.0, quant_dtype="int8", scale_ub=None, out=None, scale_out=None, residual_out=None,
+                   inplace=False, n_threads=None):
+    """RMS normalization with a dynamically quantized output (int8 or float8_e4m3fn).
+
+    ``y = rms_norm(x)`` (or of ``x + residual``, added as :func:`add_rms_norm`
+    does) is computed in float32 (float64 for float64 data) and never rounded
+    to a storage dtype; per slice (a row, or a group with ``groups``)::
+
+        amax  = max|y|, then min(amax, scale_ub) if scale_ub is given
+        scale = max(amax / QMAX, 1 / (QMAX * 512))             # float32
+        q     = saturate(round_half_even(y * (1 / scale)))     # float32 reciprocal
+
+    QMAX is 127 for int8 (q in [-128, 127]) and 448 for float8_e4m3fn
+    (saturating to +-448, subnormals kept).
+
+    Parameters
+    ----------
+    x : array_like
+        As in :func:`rms_norm`.
+    weight, bias, axis, eps, groups, eps_mode, weight_offset, n_threads
+        As in :func:`rms_norm`.
+    residual : ndarray, optional
+        Added to x first; ``new_residual`` is bitwise :func:`add_rms_norm`'s.
+    quant_dtype : {"int8", "float8_e4m3fn"}
+        float8_e4m3fn arrays are ``ml_dtypes.float8_e4m3fn`` (the ``bf16`` extra).
+    scale_ub : float, optional
+        Upper bound on amax (finite, > 0); larger values saturate.
+    out, scale_out : ndarray, optional
+        Preallocated ``q`` (x's shape, the quant dtype) and ``scale`` (float32,
+        ``batch_shape + (groups,)``); any strides.
+    residual_out : ndarray, optional
+        Where to write ``new_residual`` (residual's shape and dtype).
+    inplace : bool, default False
+        Write ``new_residual`` into ``residual`` (x is never overwritten: q has
+        another dtype).
+
+    Returns
+    -------
+    (q, scale) or, with ``residual``, (q, scale, new_residual)
+
+    Raises
+    ------
+    TypeError
+        Bad x, an output of the wrong dtype, float8_e4m3fn without ml_dtypes.
+    ValueError
+        A bad ``quant_dtype``, ``scale_ub``, ``eps``, mode, ``groups``, shape,
+        or output; all before anything is written.
+
+    Notes
+    -----
+    A NaN in a slice's y makes its scale NaN; NaN elements become 0 in int8
+    and the NaN encoding in float8_e4m3fn.
+
+    Examples
+    --------
+    >>> import numpy as np, rmsnorm_cpu as rn
+    >>> q, scale = rn.rms_norm_quant(np.array([[1.0, -2.0, 4.0]], np.float32), eps=0.0)
+    >>> q
+    array([[ 32, -64, 127]], dtype=int8)
+    """
+    # Short path (decode: one call per token and layer): as rms_norm's, for a
+    # quant_dtype name already seen, scale_ub None or a float, no outputs given.
+    if out is None and scale_out is None and residual_out is None and type(inplace) is bool \
+            and type(quant_dtype) is str and (scale_ub is None or type(scale_ub) is float and 0.0 < scale_ub < _INF):
+        kind = _spec.QUANT_BY_NAME.get(quant_dtype)
+        if kind is not None and _spec.short_path_options(bias, axis, eps, groups, eps_mode, weight_offset, "fused",
+                                                         n_threads) is not None:
+            result = _core.quant_rows(x, weight, eps, kind[0], kind[1], _INF if scale_ub is None else scale_ub,
+                                      residual, inplace)
+            if result is not None:
+                return result
+    if _spec.is_dask(x) or _spec.is_dask(residual):  # lazy, block by block
+        from . import _dask
+        return _dask.rms_norm_quant(rms_norm_quant, x, weight, bias, residual=residual, axis=axis, eps=eps,
+                                    groups=groups, eps_mode=eps_mode, weight_offset=weight_offset,
+                                    quant_dtype=quant_dtype, scale_ub=scale_ub, out=out, scale_out=scale_out,
+                                    residual_out=residual_out, inplace=inplace, n_threads=n_threads)
+    call = _spec.quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_offset, quant_dtype,
+                            scale_ub, out, scale_out, residual_out, inplace, n_threads)
+    q = call.arrays[-1]
+    if q.size:
+        _core.quant(call)
+    else:
+        call.scale.fill(_spec.smallest_scale(call.quant_name))
+    if call.scale_out is not call.scale:
+        call.scale_out[...] = call.scale
+    return (q, call.scale_out) if call.new_residual is None else (q, call.scale_out, call.new_residual)
 
 
 def output_spec(shape, dtype, *, axis=-1, groups=1, out_dtype=None):

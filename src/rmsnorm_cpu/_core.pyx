@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The ops: the loop over slices of forward, fused add, backward and the gated norm, over the C kernels.
+"""The ops: the loop over slices of forward, fused add, backward, the gated norm and the quantized output, over
+the C kernels.
 
 ``_spec`` turns a public call into a ``Call``.  ``forward``, ``add_forward``
 and ``backward`` take it, lay its operands out (``_layout``: batch dimensions,
@@ -9,7 +10,8 @@ groups), pick the row or column kernel, cut the slices into units and hand
 them to ``_runtime.run_units`` (GIL released, one static ``prange``, so a
 slice's result never depends on the thread count).
 
-The short paths (``forward_rows``, ``add_rows``, and ``forward_at``/``add_at``
+``quant`` takes a ``_spec.QuantCall`` the same way.  The short paths
+(``forward_rows``, ``add_rows``, ``quant_rows``, and ``forward_at``/``add_at``
 for adapters holding raw memory) run small C-contiguous calls with the
 default options on the same row kernel, with their checks done in the C API.
 """
@@ -18,9 +20,10 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
-from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, active_kernels, may_stream, rmsn_add_fn,
-                        rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn, rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize,
-                        rmsn_opts, rmsn_to_acc, run_units, serial_work)
+from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, RMSN_Q_E4M3, RMSN_Q_I8,
+                        active_kernels, may_stream, rmsn_add_fn, rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn,
+                        rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize, rmsn_opts, rmsn_quant_add_fn, rmsn_quant_fn,
+                        rmsn_to_acc, run_units, serial_work)
 
 cnp.import_array()
 
@@ -90,11 +93,11 @@ cdef int _norm_stride(cnp.ndarray a, tuple norm_axes, Py_ssize_t *stride) except
     return 1
 
 
-cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
+cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan, bint unit_stride=False):
     """Describe same-shape arrays as batch dims x one normalized dim.
 
     An array whose normalized axes do not flatten to one stride (or that is
-    unaligned) is replaced: an input by a contiguous copy, an output by a
+    unaligned), or with unit_stride one whose stride is not 1, is replaced: an input by a contiguous copy, an output by a
     temporary that _finish copies into it afterwards.  Batch dims of one
     element are dropped and neighbours merged where every operand allows it.
     Returns the list of (output, temporary) pairs; L refers to the arrays and
@@ -137,7 +140,7 @@ cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
             L.nb += 1
     for k in range(L.nops):
         a = <cnp.ndarray>arrays[k]
-        copied = not _norm_stride(a, norm_axes, &ns)
+        copied = not _norm_stride(a, norm_axes, &ns) or (unit_stride and ns != 1)
         if copied:
             view = a.transpose(perm)
             if k < n_inputs:
@@ -828,3 +831,131 @@ def gated_backward(call):
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_gated_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
     _finish(made)
+
+
+# ---- quantized output --------------------------------------------------------
+
+# The quantized output kinds by name, with ops.h's codes (_spec reads it).
+QUANT_CODES = {"int8": RMSN_Q_I8, "float8_e4m3fn": RMSN_Q_E4M3}
+
+
+cdef struct Quant:
+    Layout L                  # operands: x, q; or x, residual, residual_out, q (fused add)
+    rmsn_opts opts
+    rmsn_quant_fn fn          # NULL when fused
+    rmsn_quant_add_fn add_fn
+    const char *w
+    const char *b
+    float *scale              # one per slice, C order
+    float scale_ub
+    Py_ssize_t accsize
+
+
+cdef void _quant_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
+    cdef const Quant *u = <const Quant*>ctx
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &u.L
+    _slice_ptrs(L, s, p)
+    if u.fn != NULL:
+        u.fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], _group_param(u.w, L, s, u.accsize),
+             _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+    else:
+        u.add_fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+                 _group_param(u.w, L, s, u.accsize), _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+
+
+def quant(call):
+    """q and the per-slice scales (and new_residual) for a _spec.QuantCall of
+    rms_norm_quant: operands (x, q), or (x, residual, residual_out, q) of one
+    dtype; call.pre, when set, is the add_rms_norm Call that makes
+    new_residual first (residual of another dtype than x), and the operands
+    are then (new_residual, q)."""
+    cdef Quant u
+    cdef Py_ssize_t k, operand_bytes = 0
+    cdef int t = call.codes[0], kind = call.codes[1]
+    cdef cnp.ndarray scale = call.scale
+    cdef list made
+    if call.pre is not None:
+        add_forward(call.pre)
+    # Unit strides: the SIMD primitives' sum of squares on every layout, so
+    # q and scale are those of the contiguous call.
+    made = _layout(&u.L, call.arrays, call.n_inputs, call.plan, True)
+    options = call.options
+    for k in range(u.L.nops):
+        operand_bytes += _operand_bytes(&u.L, k)
+    # Plain stores: q is a quarter or half of x's bytes, written from cache.
+    _set_opts(&u.opts, options.eps, options.eps_mode, False, False, False)
+    u.fn = active_kernels().quant[t][kind] if u.L.nops == 2 else NULL
+    u.add_fn = active_kernels().quant_add[t][kind]
+    u.w = _ptr_or_null(call.weight)
+    u.b = _ptr_or_null(call.bias)
+    u.scale = <float*>cnp.PyArray_DATA(scale)
+    u.scale_ub = call.scale_ub
+    u.accsize = 8 if _acc_f64(t, t) else 4
+    run_units(_quant_unit, &u, u.L.nslices, options.n_threads, u.L.nslices * u.L.n, &u.opts, operand_bytes)
+    _finish(made)
+
+
+def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bint inplace):
+    """The short path of rms_norm_quant's common call (see _api.rms_norm_quant):
+    as forward_rows, for q of kind `kind` (NumPy dtype q_dtype) and one scale a
+    row; residual None, or an array of x's shape and dtype disjoint from x
+    (from w too when inplace), written in place when inplace; no outputs
+    given.  Returns (q, scale), (q, scale, new_residual) or None."""
+    cdef cnp.ndarray xa, ra, q, scale, ro = None
+    cdef int code = _small_rows_code(x, False, False)
+    cdef Py_ssize_t n, rows, i, xbytes
+    cdef cnp.npy_intp dims[64]
+    cdef int d, ndim
+    cdef rmsn_opts o
+    cdef rmsn_quant_fn fn
+    cdef rmsn_quant_add_fn add_fn
+    cdef const char *xp
+    cdef const char *rp = NULL
+    cdef char *rop = NULL
+    cdef char *qp
+    cdef float *sp
+    cdef const void *wp
+    if code < 0:
+        return None
+    xa = <cnp.ndarray>x
+    ndim = cnp.PyArray_NDIM(xa)
+    n = cnp.PyArray_DIM(xa, ndim - 1)
+    if not _short_weight(w, n, _acc_f64(code, code)):
+        return None
+    if residual is not None:
+        if _small_rows_code(residual, inplace, False) != code:
+            return None
+        ra = <cnp.ndarray>residual
+        if not _same_shape(xa, ra) or _overlap(xa, ra) or (inplace and w is not None and
+                                                          _overlap(ra, <cnp.ndarray>w)):
+            return None
+        ro = ra if inplace else cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
+        rp = <const char*>cnp.PyArray_DATA(ra)
+        rop = <char*>cnp.PyArray_DATA(ro)
+    if kind == RMSN_Q_I8:
+        q = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.NPY_INT8, 0)
+    else:
+        q = np.empty(x.shape, q_dtype)
+    for d in range(ndim - 1):
+        dims[d] = cnp.PyArray_DIM(xa, d)
+    dims[ndim - 1] = 1
+    scale = cnp.PyArray_EMPTY(ndim, dims, cnp.NPY_FLOAT32, 0)
+    rows = cnp.PyArray_SIZE(xa) // n
+    xbytes = n * <Py_ssize_t>rmsn_itemsize[code]
+    xp = <const char*>cnp.PyArray_DATA(xa)
+    qp = <char*>cnp.PyArray_DATA(q)
+    sp = <float*>cnp.PyArray_DATA(scale)
+    wp = <const void*>_ptr_or_null(w)
+    fn = active_kernels().quant[code][kind]
+    add_fn = active_kernels().quant_add[code][kind]
+    _set_opts(&o, eps, 0, False, False, False)  # as quant
+    with nogil:
+        if rp == NULL:
+            for i in range(rows):
+                fn(&o, n, xp + i * xbytes, 1, qp + i * n, 1, wp, NULL, scale_ub, sp + i)
+        else:
+            for i in range(rows):
+                add_fn(&o, n, xp + i * xbytes, 1, rp + i * xbytes, 1, rop + i * xbytes, 1, qp + i * n, 1, wp, NULL,
+                       scale_ub, sp + i)
+    return (q, scale) if ro is None else (q, scale, ro)

@@ -109,6 +109,36 @@ def _backward_block(eager, *blocks, weight, bias):
     return eager(*arrays, weight, bias, rstd=_unnested(rstd))
 
 
+def rms_norm_quant(eager, x, weight, bias, *, residual, out, scale_out, residual_out, inplace, **options):
+    """``(q, scale)``, or ``(q, scale, new_residual)`` with a residual, of a Dask ``x`` or ``residual`` (the
+    other may be NumPy) as lazy Dask arrays."""
+    _refuse_output("out", out is not None)
+    _refuse_output("scale_out", scale_out is not None)
+    _refuse_output("residual_out", residual_out is not None)
+    _refuse_output("inplace=True", inplace)
+    if residual is None:
+        arrays = _arrays(x=x)
+        options, (q_spec, scale_spec) = _check_now(eager, arrays, weight, bias, options)
+        x, = _aligned(arrays, options["axis"], eager.__name__)
+        results = x.map_blocks(functools.partial(eager, **options), weight=weight, bias=bias,
+                               meta=_meta(q_spec, x.ndim))
+        return _whole_part(results, 0, q_spec), _rstd_part(results, 1, scale_spec, options["axis"])
+    with_residual = functools.partial(_quant_with_residual, eager)
+    arrays = _arrays(x=x, residual=residual)
+    options, (q_spec, scale_spec, residual_spec) = _check_now(with_residual, arrays, weight, bias, options)
+    x, residual = _aligned(arrays, options["axis"], eager.__name__)
+    index = tuple(range(x.ndim))
+    results = da.blockwise(functools.partial(with_residual, **options), index, x, index, residual, index,
+                           weight=weight, bias=bias, meta=_meta(q_spec, x.ndim))
+    return (_whole_part(results, 0, q_spec), _rstd_part(results, 1, scale_spec, options["axis"]),
+            _whole_part(results, 2, residual_spec))
+
+
+def _quant_with_residual(eager, x, residual, weight, bias, **options):
+    """rms_norm_quant with the residual as the second array, as the blocks and _check_now pass arrays."""
+    return eager(x, weight, bias, residual=residual, **options)
+
+
 def _refuse_output(name, requested):
     if requested:
         raise TypeError(f"{name} is not supported for Dask input: Dask arrays are immutable "

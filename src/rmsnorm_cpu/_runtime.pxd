@@ -36,6 +36,13 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     ctypedef void (*rmsn_gated_bwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
                                        const void*, ptrdiff_t, void*, ptrdiff_t, void*, ptrdiff_t, const void*,
                                        const void*, const void*, void*, void*)
+    ctypedef void (*rmsn_quant_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
+                                   const void*, const void*, float, float*)
+    ctypedef void (*rmsn_quant_add_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                       void*, ptrdiff_t, void*, ptrdiff_t, const void*, const void*, float, float*)
+    enum:
+        RMSN_Q_I8
+        RMSN_Q_E4M3
     ctypedef struct rmsn_kernels:
         rmsn_fwd_fn fwd[4][4]
         rmsn_fwd_cols_fn fwd_cols[4][4]
@@ -43,6 +50,8 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         rmsn_bwd_fn bwd[4]
         rmsn_gated_fn gated[4][4]
         rmsn_gated_bwd_fn gated_bwd[4]
+        rmsn_quant_fn quant[4][2]
+        rmsn_quant_add_fn quant_add[4][2]
         int tier
         int cpu
     enum: RMSN_NTIERS

@@ -6,7 +6,8 @@
 :class:`Call`: the operands in the op's kernel order, their kernel dtype
 codes (the numbers of ``rmsnorm.h``, read from ``_core``), the normalized
 axes (:class:`Plan`), the weight and bias in the accumulator type, and the
-options.  All checks run here, before anything is written; the adapters
+options; ``quant_call`` does the same for ``rms_norm_quant`` (a
+:class:`QuantCall`).  All checks run here, before anything is written; the adapters
 (layer, scikit-learn, torch, Dask) validate through the same functions.
 ``_core`` takes a Call as it is and lays its operands out for the kernels.
 """
@@ -591,3 +592,121 @@ def param_grad(partials, param, plan):
         if axes:
             full = full.sum(axis=axes, keepdims=True)
         return np.asarray(full, dtype).reshape(p.shape)  # a 0-d array for a scalar parameter, not a scalar
+
+
+# ---- quantized output ------------------------------------------------------------
+
+# The quantized output kinds: name -> (kernel code of ops.h, QMAX).
+_QMAX = {"int8": 127.0, "float8_e4m3fn": 448.0}
+QUANT_KINDS = {name: (code, _QMAX[name]) for name, code in _core.QUANT_CODES.items()}
+
+
+# quant_dtype names already resolved: name -> (kernel code, NumPy dtype), for the short path.
+QUANT_BY_NAME = {"int8": (QUANT_KINDS["int8"][0], np.dtype(np.int8))}
+
+
+def quant_dtype(value):
+    """(name, NumPy dtype) of rms_norm_quant's quant_dtype: "int8" or
+    "float8_e4m3fn" (a name or the dtype; float8 is ml_dtypes' type)."""
+    if isinstance(value, str):
+        name = value
+    else:
+        try:
+            name = np.dtype(value).name
+        except TypeError:
+            name = None
+    if name not in QUANT_KINDS:
+        raise ValueError(f"quant_dtype must be 'int8' or 'float8_e4m3fn', got {value!r}")
+    if name == "int8":
+        return name, np.dtype(np.int8)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("quant_dtype='float8_e4m3fn' needs the ml_dtypes package: "
+                        "pip install 'rmsnorm_cpu[bf16]' (or ml_dtypes)") from None
+    QUANT_BY_NAME[name] = (QUANT_KINDS[name][0], np.dtype(ml_dtypes.float8_e4m3fn))
+    return name, QUANT_BY_NAME[name][1]
+
+
+def scale_bound(scale_ub):
+    """scale_ub as the kernels take it: inf for None, else a finite float > 0."""
+    if scale_ub is None:
+        return _INF
+    try:
+        ub = float(scale_ub)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale_ub must be None or a finite float > 0, got {scale_ub!r}") from None
+    if not 0.0 < ub < _INF:
+        raise ValueError(f"scale_ub must be None or a finite float > 0, got {scale_ub!r}")
+    return ub
+
+
+def smallest_scale(name):
+    """1 / (QMAX * 512) in float32: the scale of an all-zero (or empty) slice."""
+    return np.float32(1.0) / np.float32(QUANT_KINDS[name][1] * 512.0)
+
+
+QuantCall = namedtuple("QuantCall", "arrays n_inputs codes plan weight bias scale scale_out new_residual "
+                                    "scale_ub options pre quant_name")
+QuantCall.__doc__ = """One checked call of rms_norm_quant, what _core.quant runs.
+
+arrays: (x, q), or (x, residual, residual_out, q) when x and residual share
+a dtype, or (new_residual, q) after pre, the add_rms_norm Call that makes
+new_residual first (residual of another dtype: two passes).  codes: (dtype
+code of the normalized data, quant kind code).  weight/bias: in the
+normalized data's acc dtype.  scale: float32, C-contiguous, one per slice;
+scale_out: where the caller wants it (scale itself, or a strided array
+_api copies into).  new_residual: the residual output or None.  scale_ub:
+a float (inf: none).  quant_name: "int8" or "float8_e4m3fn"."""
+
+
+def quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_offset, quant_dtype_, scale_ub, out,
+               scale_out, residual_out, inplace, n_threads):
+    """The QuantCall of rms_norm_quant(x, ...)."""
+    if inplace:
+        if residual is None:
+            raise ValueError("inplace=True writes new_residual into residual; pass residual")
+        if residual_out is not None:
+            raise ValueError("inplace=True writes into residual; do not pass residual_out")
+        if not isinstance(residual, np.ndarray) or dtype_code(residual.dtype) is None \
+                or not residual.dtype.isnative:
+            raise TypeError("inplace=True needs residual to be a float16/bfloat16/float32/float64 ndarray")
+    if residual is None and residual_out is not None:
+        raise ValueError("residual_out is the new residual; pass residual too")
+    x, tx = float_array(x, "x")
+    tr = tx
+    if residual is not None:
+        residual, tr = float_array(residual, "residual")
+        if x.shape != residual.shape:
+            raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
+    name, q_dtype = quant_dtype(quant_dtype_)
+    kind = QUANT_KINDS[name][0]
+    ub = scale_bound(scale_ub)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(tr)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, "fused", n_threads)
+    inputs = (x,) if residual is None else (x, residual)
+    ro = None
+    if residual is not None:
+        ro = residual if inplace else np.empty_like(residual) if residual_out is None else \
+            check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
+    others = () if ro is None else (("residual_out", ro),)
+    q = np.empty(x.shape, q_dtype) if out is None else check_output(out, "out", x.shape, q_dtype, inputs, others)
+    if scale_out is None:
+        scale = dst = np.empty(p.rstd_shape(), _F32_DTYPE)
+    else:
+        dst = check_output(scale_out, "scale_out", p.rstd_shape(), _F32_DTYPE, inputs, others + (("out", q),))
+        scale = dst if dst.flags.c_contiguous else np.empty(p.rstd_shape(), _F32_DTYPE)
+    outputs = (q, scale) if ro is None else (q, scale, ro)
+    w, b = _unshared(w, outputs), _unshared(b, outputs)
+    pre = None
+    if residual is None:
+        arrays, n_inputs = (x, q), 1
+    elif tx == tr:
+        arrays, n_inputs = (x, residual, ro, q), 2
+    else:
+        pre = Call((x, residual, ro, np.empty_like(x)), 2, (tx, tr), p, acc_dtype(tx, tr), None, None, None, None,
+                   None, opts, False)
+        arrays, n_inputs = (ro, q), 1
+    return QuantCall(arrays, n_inputs, (tr, kind), p, w, b, scale, dst, ro, ub, opts, pre, name)

@@ -512,6 +512,93 @@ static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n
     arr_free(&x), arr_free(&g), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
 }
 
+/* ---- quantized output --------------------------------------------------------
+ * q is one byte an element: its runs are plain buffers with guard bytes. */
+
+static double e4m3_value(unsigned char b)
+{
+    int e = (b >> 3) & 15, m = b & 7;
+    double v = e ? ldexp(8 + m, e - 10) : ldexp(m, -9);
+    if (e == 15 && m == 7) return NAN;
+    return b & 0x80 ? -v : v;
+}
+static double q_value(int qkind, const unsigned char *q, ptrdiff_t i)
+{
+    return qkind == RMSN_Q_I8 ? (double)(signed char)q[i] : e4m3_value(q[i]);
+}
+
+/* The three runs' q (n bytes after PAD guard bytes) and scales: the tier's
+ * two runs bitwise equal, each within one quantization step (q) and the
+ * rstd's bound (scale: relative, from the order of the sum of squares) of the
+ * scalar run; rstds a few ulps apart move y / scale across a rounding
+ * boundary at most once. */
+static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float scale[3])
+{
+    double rel = (8 + 2 * sqrt((double)n)) * 0x1p-24;
+    ptrdiff_t i;
+    int r;
+    for (r = 0; r < 3; r++)
+        for (i = 0; i < PAD; i++)
+            if (q[r][i] != 0xa5 || q[r][PAD + n + i] != 0xa5) mismatch("q guard", i, 0, 0, 0);
+    if (memcmp(&scale[1], &scale[2], sizeof *scale)) mismatch("scale (two runs)", 0, scale[1], scale[2], 0);
+    if (!(fabs((double)scale[1] - scale[0]) <= rel * fabs((double)scale[0])) && !(isnan(scale[1]) && isnan(scale[0])))
+        mismatch("scale", 0, scale[1], scale[0], rel * fabs((double)scale[0]));
+    for (i = 0; i < n; i++) {
+        double got = q_value(qkind, q[1] + PAD, i), ref = q_value(qkind, q[0] + PAD, i);
+        double step = qkind == RMSN_Q_I8 ? 1 : fmax(ulp(fmax(fabs(got), fabs(ref)), RMSN_F16) * 128, 0x1p-9);
+        if (q[1][PAD + i] != q[2][PAD + i]) mismatch("q (two runs)", i, got, q_value(qkind, q[2] + PAD, i), 0);
+        if (!(fabs(got - ref) <= step) && !(isnan(got) && isnan(ref))) mismatch("q", i, got, ref, step);
+    }
+    for (r = 0; r < 3; r++) free(q[r]);
+}
+
+static void q_outputs(unsigned char *q[3], ptrdiff_t n)
+{
+    int r;
+    for (r = 0; r < 3; r++) {
+        q[r] = malloc((size_t)(n + 2 * PAD));
+        if (!q[r]) exit(2);
+        memset(q[r], 0xa5, (size_t)(n + 2 * PAD));
+    }
+}
+
+/* x -> q, scale (no scale_ub, and a bound of 0.5 on odd cases). */
+static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), r;
+    arr x = input(t, n, kind), w, b;
+    rmsn_opts o = case_opts(n_cases, 0);
+    unsigned char *q[3];
+    float scale[3], ub = n_cases % 2 ? 0.5f : INFINITY;
+    weight_bias(wb, acc, t, n, &w, &b);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
+    check_q_scale(qkind, n, q, scale);
+    arr_free(&x), arr_free(&w), arr_free(&b);
+}
+
+/* ro = round(x + res), then ro -> q, scale: ro bitwise the add kernel's. */
+static void check_quant_add(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), r;
+    arr x = input(t, n, kind), res = input(t, n, KIND_NORMAL), w, b, ro[3], add_ro = arr_new(t, n, 0),
+        add_y = arr_new(t, n, 0);
+    rmsn_opts o = case_opts(n_cases, 0);
+    unsigned char *q[3];
+    float scale[3];
+    weight_bias(wb, acc, t, n, &w, &b);
+    outputs(ro, t, n, 0);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++)
+        k[r]->quant_add[t][qkind](&o, n, x.p, 1, res.p, 1, ro[r].p, 1, q[r] + PAD, 1, w.p, b.p, INFINITY, &scale[r]);
+    k[0]->add[t][t](&o, n, x.p, 1, res.p, 1, add_ro.p, 1, add_y.p, 1, w.p, b.p, NULL);
+    if (memcmp(add_ro.p, ro[0].p, (size_t)n * DT[t].size)) mismatch("ro (not the add kernel's)", 0, 0, 0, 0);
+    arr_free(&add_ro), arr_free(&add_y);
+    check_output("ro", ro, NULL);
+    check_q_scale(qkind, n, q, scale);
+    arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
+}
+
 /* ---- the kernels of ops.h ------------------------------------------------- */
 
 enum {
@@ -530,22 +617,30 @@ static const char *const OP_NAMES[NOPS] = {
 typedef void (*check_fn)(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t length, int kind, int wb);
 static const check_fn CHECKS[NOPS] = {
     [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd,
-    [OP_gated] = check_gated, [OP_gated_bwd] = check_gated_bwd};
+    [OP_gated] = check_gated, [OP_gated_bwd] = check_gated_bwd,
+    [OP_quant] = check_quant, [OP_quant_add] = check_quant_add};
 
 /* The name columns of an entry; a scalar-only entry has the first only. */
 enum { NCOLUMNS = 5 };
 static const char *const COLUMNS[NCOLUMNS] = {"scalar", "avx2", "avx512", "avx512bf16", "neon"};
 
+/* An output that is not a float dtype has a quant kind (RMSN_QK_<out>), the others -1. */
+#define RMSN_QK_f16 -1
+#define RMSN_QK_bf16 -1
+#define RMSN_QK_f32 -1
+#define RMSN_QK_f64 -1
+
 typedef struct {
-    int op, tin, tout;
+    int op, tin, tout, qkind;
+    const char *out_name;
     size_t slot; /* where the entry's kernel is in rmsn_kernels */
     const char *names[NCOLUMNS];
 } entry;
 
 #define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME) \
-    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), {#NAME}},
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), {#NAME}},
 #define ENTRY_SIMD(ARG, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
-    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
      {#SCALAR, #AVX2, #AVX512, #AVX512BF16, #NEON}},
 static const entry ENTRIES[] = {RMSN_FOR_EACH_KERNEL(ENTRY_SCALAR, ENTRY_SIMD, ~)};
 enum { NENTRIES = sizeof ENTRIES / sizeof *ENTRIES };
@@ -567,7 +662,7 @@ static int check_entries(void)
             if (en->op == OP_bwd || en->op == OP_gated_bwd)
                 snprintf(want, sizeof want, "rmsn_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, COLUMNS[c]);
             else
-                snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, DT[en->tout].name,
+                snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, en->out_name,
                          COLUMNS[c]);
             if (strcmp(en->names[c], want)) {
                 printf("  ops.h: %s where %s was expected\n", en->names[c], want);
@@ -599,9 +694,9 @@ static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
                     if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in rms_norm's backward */
                     case_name[0] = 0;
                     describe("%s %s %s->%s n=%td %s %s", rmsn_tier_names[tier->tier], OP_NAMES[en->op],
-                             DT[en->tin].name, DT[en->tout].name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);
+                             DT[en->tin].name, en->out_name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);
                     n_cases++;
-                    CHECKS[en->op](k, en->tin, en->tout, length(j), kind, wb);
+                    CHECKS[en->op](k, en->tin, en->qkind >= 0 ? en->qkind : en->tout, length(j), kind, wb);
                 }
     }
     return kernels;

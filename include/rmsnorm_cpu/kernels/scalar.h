@@ -209,6 +209,32 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
             if (db) db[i] += up;                                                                                     \
         }                                                                                                            \
     }
+/* quant: pass 2 (y and its amax) and pass 3 (q from the same y), slice.h. */
+#define RMSN_SCALAR_PRIM_quant(T, Q, ACC)                                                                       \
+    static rmsn_##ACC rmsn_qamax_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,        \
+                                                    ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,    \
+                                                    rmsn_##ACC pre, rmsn_##ACC r)                              \
+    {                                                                                                           \
+        rmsn_##ACC m = 0, a;                                                                                    \
+        ptrdiff_t i;                                                                                            \
+        for (i = 0; i < n; i++) {                                                                               \
+            a = rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx), pre, r, w, b, i);                 \
+            a = a < 0 ? -a : a;                                                                                 \
+            if (a > m || a != a) m = a; /* a NaN sticks: no later a compares greater */                         \
+        }                                                                                                       \
+        return m;                                                                                               \
+    }                                                                                                           \
+    static void rmsn_qwrite_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,             \
+                                               ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,   \
+                                               const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)   \
+    {                                                                                                           \
+        ptrdiff_t i;                                                                                            \
+        for (i = 0; i < n; i++)                                                                                 \
+            rmsn_qstore_##Q##_##ACC(q + i * sq, rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx),  \
+                                                                        pre, r, w, b, i) * (rmsn_##ACC)inv);    \
+    }
+/* quant_add: add's rmsn_addsq and quant's passes. */
+#define RMSN_SCALAR_PRIM_quant_add(T, Q, ACC)
 
 /* The scalar kernels: every entry of ops.h, named by its scalar column. */
 #define RMSN_SCALAR_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)                               \

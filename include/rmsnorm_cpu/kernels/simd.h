@@ -611,6 +611,91 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                                        b ? b + i : NULL, rv, kv, dw ? dw + i : NULL, db ? db + i : NULL, m);        \
         }                                                                                                           \
     }
+/* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
+ * provides, on f32 vectors:
+ *   rmsn_vabsmax_f32_<ISA>(amax, y)   lane-wise max(amax, |y|); a NaN sticks in its lane
+ *   rmsn_vqstore_i8_<ISA>(p, v), rmsn_vqstore_e4m3_<ISA>(p, v)
+ *                                     LANES bytes, as rmsn_f32_to_i8 / rmsn_f32_to_e4m3
+ * and then expands RMSN_SIMD_QUANT_HELPERS(<ISA>).  y is computed as the
+ * forward's scale pass computes it (rmsn_vscale: multiply, then weight, then
+ * bias), so the same rstd gives the same y, amax and q on every tier. */
+#define RMSN_SIMD_QUANT_HELPERS(ISA)                                                                   \
+    /* The max of the lanes; NaN if a lane is NaN (once per slice). */                                \
+    RMSN_VINLINE float rmsn_vhmax_f32_##ISA(rmsn_vf32_##ISA v)                                         \
+    {                                                                                                  \
+        float lanes[RMSN_LANES_f32_##ISA], m = 0;                                                      \
+        int i;                                                                                         \
+        rmsn_vstore_f32_f32_##ISA(lanes, v);                                                           \
+        for (i = 0; i < RMSN_LANES_f32_##ISA; i++)                                                     \
+            if (lanes[i] > m || lanes[i] != lanes[i]) m = lanes[i];                                    \
+        return m;                                                                                      \
+    }                                                                                                  \
+    RMSN_SIMD_QSTOREM(ISA, i8)                                                                         \
+    RMSN_SIMD_QSTOREM(ISA, e4m3)
+#define RMSN_SIMD_QSTOREM(ISA, Q)                                                                      \
+    RMSN_VINLINE void rmsn_vqstorem_##Q##_##ISA(rmsn_##Q *p, rmsn_vf32_##ISA v, ptrdiff_t m)           \
+    {                                                                                                  \
+        rmsn_##Q part[RMSN_LANES_f32_##ISA];                                                           \
+        if (m == RMSN_LANES_f32_##ISA) {                                                               \
+            rmsn_vqstore_##Q##_##ISA(p, v);                                                            \
+            return;                                                                                    \
+        }                                                                                              \
+        rmsn_vqstore_##Q##_##ISA(part, v);                                                             \
+        memcpy(p, part, (size_t)m);                                                                    \
+    }
+
+#define RMSN_SIMD_PRIM_quant(ISA, T, Q, ACC)                                                                     \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vqy_##T##_##Q##_##ISA(const rmsn_##T *x, const rmsn_##ACC *w,          \
+                                                                 const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,      \
+                                                                 ptrdiff_t m)                                     \
+    {                                                                                                            \
+        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##T##_##ACC##_##ISA(x, m), r);               \
+        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                          \
+        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                          \
+        return t;                                                                                                \
+    }                                                                                                            \
+    static rmsn_##ACC rmsn_qamax_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,          \
+                                                   ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,      \
+                                                   rmsn_##ACC pre, rmsn_##ACC r)                                \
+    {                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), a0, a1;                                            \
+        ptrdiff_t i = 0;                                                                                         \
+        if (sx != 1 || pre != 1 || o->round_mid) return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r); \
+        a0 = a1 = rmsn_vzero_##ACC##_##ISA();                                                                    \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                                     \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
+                                                                            b ? b + i : NULL, rv, L));            \
+            a1 = rmsn_vabsmax_##ACC##_##ISA(a1, rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL,      \
+                                                                            b ? b + i + L : NULL, rv, L));        \
+        }                                                                                                        \
+        for (; i < n; i += L)                                                                                    \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
+                                                                            b ? b + i : NULL, rv,                 \
+                                                                            n - i < L ? n - i : L));              \
+        return rmsn_vhmax_##ACC##_##ISA(rmsn_vabsmax_##ACC##_##ISA(a0, a1));                                     \
+    }                                                                                                            \
+    static void rmsn_qwrite_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,               \
+                                              ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,     \
+                                              const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)     \
+    {                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), iv = rmsn_vset1_##ACC##_##ISA(inv);                \
+        ptrdiff_t i;                                                                                             \
+        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid) {                                                    \
+            rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv);                               \
+            return;                                                                                              \
+        }                                                                                                        \
+        for (i = 0; i < n; i += L) {                                                                             \
+            ptrdiff_t m = n - i < L ? n - i : L;                                                                 \
+            rmsn_vqstorem_##Q##_##ISA(                                                                           \
+                q + i,                                                                                           \
+                rmsn_vmul_##ACC##_##ISA(rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL,    \
+                                                                    rv, m), iv), m);                               \
+        }                                                                                                        \
+    }
+/* quant_add: add's rmsn_addsq and quant's passes. */
+#define RMSN_SIMD_PRIM_quant_add(ISA, T, Q, ACC)
 
 /* A SIMD entry of ops.h in tier ISA: its primitives, then its kernel under
  * the tier's name from the entry. */
