@@ -208,6 +208,21 @@ def test_decode_path_equals_general_path(rng, dtype):
         np.testing.assert_array_equal(out, general)
 
 
+@pytest.mark.skipif(BF16 is None, reason="ml_dtypes is not installed")
+def test_bfloat16_bits(rng):
+    """BFloat16Bits (what the torch adapter passes without ml_dtypes): the same bits as bfloat16."""
+    from rmsnorm_cpu._spec import BFloat16Bits
+    x, gate, dy = (_data(rng, (3, 40), BF16) for _ in range(3))
+    bits = [BFloat16Bits(a.view(np.uint16)) for a in (dy, x, gate)]
+    y = rn.rms_norm_gated(bits[1], bits[2])
+    assert y.dtype == np.uint16
+    np.testing.assert_array_equal(y, rn.rms_norm_gated(x, gate).view(np.uint16))
+    for got, want in zip(rn.rms_norm_gated_backward(*bits)[:2], rn.rms_norm_gated_backward(dy, x, gate)[:2]):
+        np.testing.assert_array_equal(got, want.view(np.uint16))
+    with pytest.raises(TypeError, match="bfloat16 bits"):
+        rn.rms_norm_gated(bits[1], gate.astype(np.float32))
+
+
 def test_empty():
     x = np.empty((0, 8), np.float32)
     y, rstd = rn.rms_norm_gated(x, x, return_rstd=True)

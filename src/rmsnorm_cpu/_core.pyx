@@ -712,9 +712,11 @@ cdef void _gated_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
          NULL if a.rstd == NULL else a.rstd + s * a.accsize)
 
 
-cdef void _set_gate(rmsn_opts *o, object gate) noexcept:
+cdef int _set_gate(rmsn_opts *o, object gate) except -1:
+    """The gated kernels' options from a _spec.GateOptions."""
     o.norm_before_gate = gate.norm_before_gate
     o.act_silu = gate.silu
+    return 0
 
 
 def gated_forward(call):

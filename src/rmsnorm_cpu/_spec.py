@@ -424,6 +424,8 @@ def _x_and_gate(x, gate):
     if gate.shape != x.shape:
         raise ValueError(f"gate of shape {gate.shape} does not match x of shape {x.shape}")
     own = (x.dtype, tx), gate.dtype
+    if tg != tx and _UINT16 in (x.dtype, gate.dtype):
+        raise TypeError("bfloat16 bits (BFloat16Bits) need x and gate of one dtype; convert the other first")
     if tg != tx:
         common = np.result_type(x.dtype, gate.dtype)
         code = dtype_code(common)

@@ -127,16 +127,19 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         }                                                                                                     \
     }
 
-/* Gate first: the sum of (x * act(g))^2, in four partial sums as sumsq. */
+/* Gate first: the sum of (x * act(g))^2, in four partial sums as sumsq;
+ * act(g) kept in act[] when given. */
 #define RMSN_SCALAR_PRIM_gated(TIN, TOUT, ACC)                                                                      \
     static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,    \
-                                                           ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg)         \
+                                                           ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,         \
+                                                           rmsn_##ACC *act)                                         \
     {                                                                                                               \
-        rmsn_##ACC s[4] = {0, 0, 0, 0}, u, sig;                                                                     \
+        rmsn_##ACC s[4] = {0, 0, 0, 0}, u, a, sig;                                                                  \
         ptrdiff_t i;                                                                                                \
         for (i = 0; i < n; i++) {                                                                                   \
-            u = rmsn_load_##TIN##_##ACC(x + i * sx) *                                                               \
-                rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                            \
+            a = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                            \
+            if (act) act[i] = a;                                                                                    \
+            u = rmsn_load_##TIN##_##ACC(x + i * sx) * a;                                                            \
             s[i & 3] += u * u;                                                                                      \
         }                                                                                                           \
         return (s[0] + s[1]) + (s[2] + s[3]);                                                                       \
@@ -144,12 +147,13 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
     static void rmsn_gatedscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,       \
                                                         ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,            \
                                                         rmsn_##TOUT *y, ptrdiff_t sy, const rmsn_##ACC *w,          \
-                                                        const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r)          \
+                                                        const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r,          \
+                                                        const rmsn_##ACC *act)                                      \
     {                                                                                                               \
         rmsn_##ACC a, sig, t;                                                                                       \
         ptrdiff_t i;                                                                                                \
         for (i = 0; i < n; i++) {                                                                                   \
-            a = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                            \
+            a = act ? act[i] : rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);             \
             t = rmsn_load_##TIN##_##ACC(x + i * sx);                                                                \
             t = rmsn_affine_##TIN##_##ACC(o, o->norm_before_gate ? t : t * a, pre, r, w, b, i);                     \
             if (o->round_mid) t = rmsn_round_##TIN##_##ACC(t);                                                      \

@@ -445,43 +445,52 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  * the output pass in the order of rmsn_gatedscale_*_scalar. */
 #define RMSN_SIMD_PRIM_gated(ISA, TIN, TOUT, ACC)                                                                   \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(const rmsn_##TIN *x, const rmsn_##TIN *g, \
-                                                                           ptrdiff_t m, int silu,                   \
+                                                                           rmsn_##ACC *act, ptrdiff_t m, int silu,  \
                                                                            rmsn_v##ACC##_##ISA acc)                 \
     {                                                                                                               \
         rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                           \
-        rmsn_v##ACC##_##ISA u = rmsn_vmul_##ACC##_##ISA(                                                            \
-            rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m),                                                                \
-            rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), silu));                                    \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), silu);                 \
+        rmsn_v##ACC##_##ISA u = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), a);                \
+        if (act) rmsn_vstorem_##ACC##_##ACC##_##ISA(act, a, m);                                                     \
         return rmsn_vfma_##ACC##_##ISA(u, u, acc);                                                                  \
     }                                                                                                               \
     static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,     \
-                                                          ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg)          \
+                                                          ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,          \
+                                                          rmsn_##ACC *act)                                          \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                         \
         ptrdiff_t i = 0;                                                                                            \
         int silu = o->act_silu;                                                                                     \
-        if (sx != 1 || sg != 1) return rmsn_gatedsq_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg);                    \
+        if (sx != 1 || sg != 1) return rmsn_gatedsq_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg, act);               \
         a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                             \
         for (; i + 4 * L <= n; i += 4 * L) {                                                                        \
-            a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, L, silu, a0);                                   \
-            a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + L, g + i + L, L, silu, a1);                           \
-            a2 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 2 * L, g + i + 2 * L, L, silu, a2);                   \
-            a3 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 3 * L, g + i + 3 * L, L, silu, a3);                   \
+            a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, L, silu, a0);             \
+            a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + L, g + i + L, act ? act + i + L : NULL, L, silu, a1); \
+            a2 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 2 * L, g + i + 2 * L, act ? act + i + 2 * L : NULL, L, \
+                                                      silu, a2);                                                    \
+            a3 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 3 * L, g + i + 3 * L, act ? act + i + 3 * L : NULL, L, \
+                                                      silu, a3);                                                    \
         }                                                                                                           \
-        for (; i + L <= n; i += L) a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, L, silu, a0);            \
-        if (i < n) a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, n - i, silu, a1);                        \
+        for (; i + L <= n; i += L)                                                                                  \
+            a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, L, silu, a0);             \
+        if (i < n) a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, n - i, silu, a1);  \
         return rmsn_vhsum_##ACC##_##ISA(                                                                            \
             rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));             \
     }                                                                                                               \
     RMSN_VINLINE void rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, const rmsn_##TIN *x,              \
                                                                const rmsn_##TIN *g, rmsn_##TOUT *y,                 \
                                                                const rmsn_##ACC *w, const rmsn_##ACC *b,            \
-                                                               rmsn_v##ACC##_##ISA r, ptrdiff_t m)                  \
+                                                               const rmsn_##ACC *act, rmsn_v##ACC##_##ISA r,        \
+                                                               ptrdiff_t m)                                         \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                           \
-        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), o->act_silu);          \
-        rmsn_v##ACC##_##ISA t = rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m);                                            \
+        rmsn_v##ACC##_##ISA a, t = rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m);                                         \
+        if (act)                                                                                                    \
+            a = rmsn_vloadm_##ACC##_##ACC##_##ISA(act, m);                                                          \
+        else {                                                                                                      \
+            rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                       \
+            a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), o->act_silu);                          \
+        }                                                                                                           \
         if (!o->norm_before_gate) t = rmsn_vmul_##ACC##_##ISA(t, a);                                                \
         t = rmsn_vmul_##ACC##_##ISA(t, r);                                                                          \
         if (o->round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                 \
@@ -494,22 +503,23 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     static void rmsn_gatedscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,        \
                                                        ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,             \
                                                        rmsn_##TOUT *y, ptrdiff_t sy, const rmsn_##ACC *w,           \
-                                                       const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r)           \
+                                                       const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r,           \
+                                                       const rmsn_##ACC *act)                                       \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                       \
         rmsn_opts local = *o; /* a copy: stores to y cannot change it */                                            \
         ptrdiff_t i;                                                                                                \
         if (sx != 1 || sg != 1 || sy != 1 || pre != 1) {                                                           \
-            rmsn_gatedscale_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg, y, sy, w, b, pre, r);                       \
+            rmsn_gatedscale_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act);                  \
             return;                                                                                                 \
         }                                                                                                           \
         for (i = 0; i + L <= n; i += L)                                                                             \
             rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(&local, x + i, g + i, y + i, w ? w + i : NULL,                  \
-                                                    b ? b + i : NULL, rv, L);                                       \
+                                                    b ? b + i : NULL, act ? act + i : NULL, rv, L);                 \
         if (i < n)                                                                                                  \
             rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(&local, x + i, g + i, y + i, w ? w + i : NULL,                  \
-                                                    b ? b + i : NULL, rv, n - i);                                   \
+                                                    b ? b + i : NULL, act ? act + i : NULL, rv, n - i);             \
     }
 
 /* gated_bwd (f32 acc): the formulas of RMSN_SLICE_gated_bwd, in the order of
