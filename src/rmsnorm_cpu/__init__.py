@@ -10,5 +10,5 @@ from .layer import RMSNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "rms_norm_quant", "output_spec", "rms_norm_gufunc", "RMSNorm",
-           "config", "show_config", "__version__"]
+__all__ = ["rms_norm", "rms_norm_backward", "add_rms_norm", "rms_norm_quant", "output_spec", "rms_norm_gufunc",
+           "RMSNorm", "config", "show_config", "__version__"]
