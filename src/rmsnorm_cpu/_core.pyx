@@ -97,9 +97,10 @@ cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan, bint unit_
     """Describe same-shape arrays as batch dims x one normalized dim.
 
     An array whose normalized axes do not flatten to one stride (or that is
-    unaligned), or with unit_stride one whose stride is not 1, is replaced: an input by a contiguous copy, an output by a
-    temporary that _finish copies into it afterwards.  Batch dims of one
-    element are dropped and neighbours merged where every operand allows it.
+    unaligned; with unit_stride, whose stride is not 1) is replaced: an input
+    by a contiguous copy, an output by a temporary that _finish copies into it
+    afterwards.  Batch dims of one element are dropped and neighbours merged
+    where every operand allows it.
     Returns the list of (output, temporary) pairs; L refers to the arrays and
     the copies, which the caller keeps alive through ``arrays`` and that list
     (inputs' copies are kept in it too, with None as output).

@@ -566,6 +566,7 @@ static void q_outputs(unsigned char *q[3], ptrdiff_t n)
 static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n, int kind, int wb)
 {
     int acc = RMSN_ACC_DTYPE(t, t), r;
+    ptrdiff_t i;
     arr x = input(t, n, kind), w, b;
     rmsn_opts o = case_opts(n_cases, 0);
     unsigned char *q[3];
@@ -574,7 +575,45 @@ static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n,
     q_outputs(q, n);
     for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
     check_q_scale(qkind, n, q, scale);
+    arr_free(&x);
+    /* Integers in [-8, 8] (not from rng: the other cases keep their data):
+     * every order of the sum of squares is exact, so the tiers share rstd, y
+     * and scale, and q (the SIMD conversions) is bitwise the scalar one's. */
+    x = arr_new(t, n, 0);
+    for (i = 0; i < n; i++) DT[t].put(x.p, i, (double)((i * 7 + n) % 17) - 8);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
+    if (memcmp(&scale[0], &scale[1], sizeof *scale)) mismatch("scale of integers", 0, scale[1], scale[0], 0);
+    for (i = 0; i < n; i++)
+        if (q[0][PAD + i] != q[1][PAD + i])
+            mismatch("q of integers", i, q_value(qkind, q[1] + PAD, i), q_value(qkind, q[0] + PAD, i), 0);
+    check_q_scale(qkind, n, q, scale);
     arr_free(&x), arr_free(&w), arr_free(&b);
+}
+
+/* The scalar conversions against their definition: every finite float8_e4m3fn
+ * value converts to itself, a value between two neighbours to the nearer, a
+ * tie to the even code; beyond 448 (infinities too) saturates; NaN keeps its
+ * sign.  int8: ties to even, saturation, NaN -> 0.  -> mismatches. */
+static int check_conversions(void)
+{
+    int bad = 0, c;
+    for (c = 0; c <= 0x7e; c++) {
+        float v = (float)e4m3_value((unsigned char)c), mid;
+        bad += rmsn_f32_to_e4m3(v) != c || rmsn_f32_to_e4m3(-v) != (c | 0x80);
+        if (c == 0x7e) break;
+        mid = (float)((e4m3_value((unsigned char)c) + e4m3_value((unsigned char)(c + 1))) / 2); /* exact */
+        bad += rmsn_f32_to_e4m3(mid) != (c & 1 ? c + 1 : c);
+        bad += rmsn_f32_to_e4m3(nextafterf(mid, 0)) != c;
+        bad += rmsn_f32_to_e4m3(nextafterf(mid, INFINITY)) != c + 1;
+    }
+    bad += rmsn_f32_to_e4m3(464.0f) != 0x7e || rmsn_f32_to_e4m3(1e30f) != 0x7e;
+    bad += rmsn_f32_to_e4m3(INFINITY) != 0x7e || rmsn_f32_to_e4m3(-INFINITY) != 0xfe;
+    bad += rmsn_f32_to_e4m3(NAN) != 0x7f || rmsn_f32_to_e4m3(-NAN) != 0xff || rmsn_f32_to_e4m3(1e-40f) != 0;
+    bad += rmsn_f32_to_i8(2.5f) != 2 || rmsn_f32_to_i8(-3.5f) != -4 || rmsn_f32_to_i8(126.5f) != 126;
+    bad += rmsn_f32_to_i8(200.0f) != 127 || rmsn_f32_to_i8(-1e30f) != -128 || rmsn_f32_to_i8(NAN) != 0;
+    if (bad) printf("  MISMATCH: %d conversions to float8_e4m3fn/int8 off their definition\n", bad);
+    return bad;
 }
 
 /* ro = round(x + res), then ro -> q, scale: ro bitwise the add kernel's. */
@@ -637,8 +676,9 @@ typedef struct {
     const char *names[NCOLUMNS];
 } entry;
 
-#define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME) \
-    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), {#NAME}},
+#define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME)                                                            \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
+     {#NAME}},
 #define ENTRY_SIMD(ARG, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
     {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
      {#SCALAR, #AVX2, #AVX512, #AVX512BF16, #NEON}},
@@ -706,7 +746,7 @@ int main(void)
 {
     rmsn_kernels scalar, tier;
     int supported = rmsn_supported_tiers(), cpu = rmsn_cpu_features(), t, with_ext, base_cpu = 0, failed = 0;
-    if (check_entries()) return 1;
+    if (check_entries() || check_conversions()) return 1;
     rmsn_select_tier(&scalar, RMSN_TIER_SCALAR, cpu);
     for (t = 0; t < RMSN_NTIERS; t++) {
         if (!(rmsn_compiled_tiers() & (1 << t))) continue;

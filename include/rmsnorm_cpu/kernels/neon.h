@@ -124,7 +124,10 @@ RMSN_VINLINE void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn
 /* quant (simd.h): FMAX keeps a NaN by itself; int8 by vcvtn (round half to
  * even) and saturating narrows; float8_e4m3fn in integer ops, as the AVX2
  * tier's (vshl by a negative count shifts right). */
-RMSN_VINLINE float32x4_t rmsn_vabsmax_f32_neon(float32x4_t amax, float32x4_t y) { return vmaxq_f32(amax, vabsq_f32(y)); }
+RMSN_VINLINE float32x4_t rmsn_vabsmax_f32_neon(float32x4_t amax, float32x4_t y)
+{
+    return vmaxq_f32(amax, vabsq_f32(y));
+}
 RMSN_VINLINE void rmsn_vqstore_i8_neon(rmsn_i8 *p, float32x4_t v)
 {
     float32x4_t c = vbslq_f32(vceqq_f32(v, v), v, vdupq_n_f32(0.0f)); /* NaN -> 0 */
