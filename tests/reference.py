@@ -61,3 +61,69 @@ def ulp(values, dtype):
         e = np.floor(np.log2(np.where(v > 0, v, 1.0)))
     e = np.maximum(e, emin)
     return np.ldexp(1.0, (e - mant).astype(int))
+
+
+def act_ref(gate, activation):
+    """(act(gate), d act / d gate) in float64: silu = g * sigmoid(g), or sigmoid."""
+    g = np.asarray(gate, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        s = 1.0 / (1.0 + np.exp(-g))
+        if activation == "silu":
+            return g * s, s + g * s * (1 - s)
+        return s, s * (1 - s)
+
+
+def gated_ref(x, gate, weight=None, bias=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt", weight_offset=0.0,
+              norm_before_gate=True, activation="silu"):
+    """(y, rstd, scale) of rms_norm_gated in float64, as rms_ref."""
+    a, _ = act_ref(gate, activation)
+    kw = dict(axis=axis, eps=eps, groups=groups, eps_mode=eps_mode, weight_offset=weight_offset)
+    if not norm_before_gate:
+        with np.errstate(all="ignore"):
+            return rms_ref(np.asarray(x, dtype=np.float64) * a, weight, bias, **kw)
+    y, rstd, scale = rms_ref(x, weight, bias, **kw)
+    with np.errstate(all="ignore"):
+        return y * a, rstd, scale * np.abs(a)
+
+
+QMAX = {"int8": 127.0, "float8_e4m3fn": 448.0}
+
+
+def quant_ref(x, weight=None, bias=None, residual=None, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
+              weight_offset=0.0, quant_dtype="int8", scale_ub=None):
+    """(q as float64 values, scale float32, new_residual or None) of rms_norm_quant.
+
+    new_residual: x + residual in float64 (exact for these dtypes' sums),
+    rounded once to residual's dtype.  q from the float64 y divided by the
+    float32 scale, rounded half to even and saturated."""
+    new_residual = None
+    data = x
+    if residual is not None:
+        new_residual = round_to(np.asarray(x, np.float64) + np.asarray(residual, np.float64), residual.dtype)
+        data = new_residual
+    y, _, _ = rms_ref(data, weight, bias, axis, eps, groups, eps_mode, weight_offset)
+    v, perm, moved_shape = normalized_view(y, axis, groups)
+    qmax = np.float32(QMAX[quant_dtype])
+    with np.errstate(invalid="ignore"):
+        amax = np.max(np.abs(v), axis=-1) if v.shape[-1] else np.zeros(v.shape[:-1])
+        amax = amax.astype(np.float32)
+        if scale_ub is not None:
+            amax = np.where(amax > np.float32(scale_ub), np.float32(scale_ub), amax)
+        scale = amax / qmax
+        smallest = np.float32(1.0) / (qmax * np.float32(512.0))
+        scale = np.where(scale < smallest, smallest, scale).astype(np.float32)
+        t = np.clip(v / scale[..., None].astype(np.float64), -qmax, qmax)
+    if quant_dtype == "int8":
+        q = np.where(np.isnan(t), 0.0, np.clip(np.rint(t), -128, 127))
+    else:
+        q = t.astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    q = np.transpose(q.reshape(moved_shape), np.argsort(perm))
+    return q, scale, new_residual
+
+
+def e4m3_step(values):
+    """The spacing of float8_e4m3fn at each value (subnormals: 2**-9)."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.where(v > 0, v, 1.0)))
+    return np.ldexp(1.0, (np.maximum(e, -6) - 3).astype(int))

@@ -1,4 +1,4 @@
-"""rms_norm, add_rms_norm and rms_norm_backward on Dask arrays: lazy, block by block, the eager results and errors."""
+"""rms_norm, add_rms_norm, rms_norm_backward and the gated norm on Dask arrays: lazy, block by block, the eager results and errors."""
 
 import threading
 
@@ -13,6 +13,7 @@ from helpers import BF16, X
 from test_add import BAD_ADD_CALLS
 from test_backward import BAD_BACKWARD_CALLS
 from test_forward import BAD_CALLS
+from test_gated import BAD_GATED_BACKWARD_CALLS, BAD_GATED_CALLS
 
 import rmsnorm_cpu as rn
 from rmsnorm_cpu import _api
@@ -114,6 +115,11 @@ def _lazy_calls():
         "Dask weight and bias": lambda: [rn.rms_norm(da.ones((4, 1024), chunks=(2, 1024)), _exploding(1024, 1024),
                                                      _exploding(1024, 1024))],
         "Dask weight of backward": lambda: rn.rms_norm_backward(big, big, _exploding(1024, 1024)),
+        "rms_norm_gated": lambda: [rn.rms_norm_gated(big, big, np.ones(1024))],
+        "rms_norm_gated gate": lambda: [rn.rms_norm_gated(np.ones(small.shape, np.float16), small)],
+        "rms_norm_gated return_rstd": lambda: rn.rms_norm_gated(big, big, return_rstd=True),
+        "rms_norm_gated_backward": lambda: rn.rms_norm_gated_backward(big, big, big, np.ones(1024), 0.0,
+                                                                      rstd=rows),
     }
 
 
@@ -144,6 +150,8 @@ def _counting(monkeypatch, name):
     ("rms_norm", lambda x: rn.rms_norm(x, return_rstd=True)),
     ("add_rms_norm", lambda x: rn.add_rms_norm(x, x)),
     ("rms_norm_backward", lambda x: rn.rms_norm_backward(x, x, np.ones(6), np.ones(6))),
+    ("rms_norm_gated", lambda x: rn.rms_norm_gated(x, x, return_rstd=True)),
+    ("rms_norm_gated_backward", lambda x: rn.rms_norm_gated_backward(x, x, x, np.ones(6), np.ones(6))),
 ])
 def test_one_task_per_block_computes_every_output(local_scheduler, monkeypatch, name, call):
     calls = _counting(monkeypatch, name)
@@ -368,3 +376,81 @@ def test_unknown_chunk_sizes_are_refused():
     x = da.ones((8, 16), chunks=(4, 16))
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         rn.rms_norm(x[x[:, 0] > 0])
+
+
+@pytest.mark.parametrize("nbg", [True, False])
+@pytest.mark.parametrize("case", ["rows", "groups", "channels", "first axis", "one slice"])
+def test_rms_norm_gated_equals_eager(local_scheduler, rng, case, nbg):
+    shape, chunks, kwargs = FORWARD_CASES[case]
+    kwargs = dict(kwargs, norm_before_gate=nbg)
+    x, gate = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float16)
+    w, b = _params(shape, kwargs, rng)
+    y, rstd = rn.rms_norm_gated(x, gate, w, b, return_rstd=True, **kwargs)
+    lazy_y, lazy_rstd = rn.rms_norm_gated(da.from_array(x, chunks=chunks), gate, w, b, return_rstd=True, **kwargs)
+    np.testing.assert_array_equal(lazy_y.compute(), y)
+    np.testing.assert_array_equal(lazy_rstd.compute(), rstd)
+    np.testing.assert_array_equal(rn.rms_norm_gated(x, da.from_array(gate, chunks=chunks), w, b, **kwargs).compute(),
+                                  y)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    want = rn.rms_norm_gated_backward(dy, x, gate, w, b, rstd=rstd, **kwargs)
+    got = dask.compute(*rn.rms_norm_gated_backward(da.from_array(dy, chunks=chunks), x, gate, w, b, rstd=rstd,
+                                                   **kwargs))
+    for a, e in zip(got, want):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+GATED_DEFAULTS = {"x": X, "gate": np.ones((4, 6), np.float32)}
+GATED_BACKWARD_DEFAULTS = {"dy": np.ones((4, 6)), "x": X, "gate": np.ones((4, 6))}
+
+
+@pytest.mark.parametrize("call, lazy", _cases(BAD_GATED_CALLS, GATED_DEFAULTS, ["x", "gate"]))
+def test_rms_norm_gated_errors_as_eager(call, lazy):
+    kwargs = _arguments(call, lazy, GATED_DEFAULTS)
+    with pytest.raises(call[2], match=call[3]):
+        rn.rms_norm_gated(kwargs.pop("x"), kwargs.pop("gate"), **kwargs)
+
+
+@pytest.mark.parametrize("call, lazy", _cases(BAD_GATED_BACKWARD_CALLS, GATED_BACKWARD_DEFAULTS, ["dy", "x", "gate"]))
+def test_rms_norm_gated_backward_errors_as_eager(call, lazy):
+    kwargs = _arguments(call, lazy, GATED_BACKWARD_DEFAULTS)
+    with pytest.raises(call[2], match=call[3]):
+        rn.rms_norm_gated_backward(kwargs.pop("dy"), kwargs.pop("x"), kwargs.pop("gate"), **kwargs)
+
+
+# -- rms_norm_quant ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("residual_dtype", [None, np.float32, np.float16])
+def test_rms_norm_quant_equals_eager(local_scheduler, rng, residual_dtype):
+    x = rng.standard_normal((10, 3, 16)).astype(np.float32)
+    kw = dict(axis=-1, groups=2, quant_dtype="int8", scale_ub=2.0)
+    if residual_dtype is None:
+        q, scale = rn.rms_norm_quant(da.from_array(x, chunks=(3, 2, 16)), **kw)
+        expected = rn.rms_norm_quant(x, **kw)
+        got = (q, scale)
+    else:
+        r = rng.standard_normal(x.shape).astype(residual_dtype)
+        got = rn.rms_norm_quant(da.from_array(x, chunks=(4, 3, 16)), residual=r, **kw)
+        expected = rn.rms_norm_quant(x, residual=r, **kw)
+    assert all(dask.is_dask_collection(a) for a in got)
+    for lazy, eager in zip(got, expected):
+        assert lazy.shape == eager.shape and lazy.dtype == eager.dtype
+        np.testing.assert_array_equal(lazy.compute(), eager)
+
+
+def test_rms_norm_quant_is_lazy_and_checks_now(local_scheduler):
+    big = _exploding((8, 1024), (2, 1024))
+    results = rn.rms_norm_quant(big, residual=big)
+    with pytest.raises(RuntimeError, match="a block was computed"):
+        results[0].compute()
+    with pytest.raises(ValueError, match="quant_dtype"):
+        rn.rms_norm_quant(big, quant_dtype="int4")
+    with pytest.raises(ValueError, match="scale_ub"):
+        rn.rms_norm_quant(big, scale_ub=0.0)
+    with pytest.raises(TypeError, match="not supported for Dask"):
+        rn.rms_norm_quant(big, out=np.empty((8, 1024), np.int8))
+    with pytest.raises(ValueError, match="rechunk"):
+        rn.rms_norm_quant(da.zeros((8, 1024), chunks=(2, 512)))

@@ -86,6 +86,8 @@ typedef struct {
                           batch): SIMD tiers prefetch it into L2 during the pass that
                           works from cache, so the next slice's first pass does not wait
                           for memory (kernels/simd.h) */
+    int norm_before_gate; /* gated: normalize x, then multiply by act(gate); else normalize x * act(gate) */
+    int act_silu;         /* gated: act is silu (else sigmoid) */
 } rmsn_opts;
 
 /* ---- bit casts and conversions (exact, portable; SIMD tiers mirror them) ---- */
@@ -289,4 +291,113 @@ static inline double rmsn_grad_coef(const rmsn_opts *o, double rstd, double rms,
     default: return rstd * rstd * rstd / (double)n;
     }
 }
+
+/* ---- gate activations (rms_norm_gated) ----
+ *
+ * act(g) = g * s (silu) or s (sigmoid), with s = 1 / (1 + exp(-g)), in the
+ * acc type.  In f32, exp is Cephes' expf (range reduction by ln 2 in two
+ * parts, a degree-5 polynomial, then 2^n in two exact multiplies) evaluated
+ * with plain multiplies and adds, no FMA, and every SIMD tier repeats it
+ * operation for operation: act(g) has the same bits on every tier (the
+ * tiers' floor, min, max and division are exact IEEE operations).  Its error
+ * is a few ulp of s.  In f64 it is libm's exp.
+ * Limits, as torch's silu/sigmoid give them: exp overflows to inf where the
+ * true value does (clamping at RMSN_EXP_HI keeps n at 128, so the last
+ * multiply overflows), hence s = 0 and silu(-inf) = -inf * 0 = NaN as in
+ * torch; below RMSN_EXP_LO exp is clamped to about 4e-38, where 1 + exp
+ * already rounds to 1 (s = 1: only 1 + exp(x) is ever used); NaN stays NaN
+ * (the clamps let it through, and the SIMD tiers order their min/max
+ * operands so that it does). */
+#define RMSN_EXP_HI 88.8f  /* n = 128: 2^n overflows where exp does */
+#define RMSN_EXP_LO -86.0f /* n >= -124: 2^(n-1) stays normal */
+#define RMSN_EXP_LOG2E 1.44269504088896341f
+#define RMSN_EXP_C1 0.693359375f /* ln 2 = C1 + C2; n * C1 is exact */
+#define RMSN_EXP_C2 -2.12194440e-4f
+#define RMSN_EXP_P0 1.9875691500e-4f
+#define RMSN_EXP_P1 1.3981999507e-3f
+#define RMSN_EXP_P2 8.3334519073e-3f
+#define RMSN_EXP_P3 4.1665795894e-2f
+#define RMSN_EXP_P4 1.6666665459e-1f
+#define RMSN_EXP_P5 5.0000001201e-1f
+
+static inline float rmsn_exp_f32(float x)
+{
+    float c = x < RMSN_EXP_LO ? RMSN_EXP_LO : x, n, r, z, p; /* NaN passes the clamps */
+    c = c > RMSN_EXP_HI ? RMSN_EXP_HI : c;
+    n = floorf(c * RMSN_EXP_LOG2E + 0.5f);
+    r = c - n * RMSN_EXP_C1;
+    r = r - n * RMSN_EXP_C2;
+    z = r * r;
+    p = RMSN_EXP_P0 * r + RMSN_EXP_P1;
+    p = p * r + RMSN_EXP_P2;
+    p = p * r + RMSN_EXP_P3;
+    p = p * r + RMSN_EXP_P4;
+    p = p * r + RMSN_EXP_P5;
+    p = p * z + r;
+    p = p + 1.0f;
+    return (p * rmsn_bits_f32((uint32_t)((int32_t)n + 126) << 23)) * 2.0f;
+}
+
+/* s = sigmoid(g) and the activation: *act = silu ? g * s : s. */
+static inline float rmsn_gate_f32(float g, int silu, float *s)
+{
+    *s = 1.0f / (1.0f + rmsn_exp_f32(-g));
+    return silu ? g * *s : *s;
+}
+static inline double rmsn_gate_f64(double g, int silu, double *s)
+{
+    *s = 1.0 / (1.0 + exp(-g));
+    return silu ? g * *s : *s;
+}
+
+/* rms of u = x * act(g) over a strided slice, the robust path of the gated
+ * norm with the gate applied first (u in f64, max-abs scaled). */
+#define RMSN_DEFINE_GATED_ROBUST_RMS(T)                                                                     \
+    static double rmsn_gated_robust_rms_##T(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, \
+                                            ptrdiff_t sg, int silu)                                         \
+    {                                                                                                       \
+        double amax = 0.0, s = 0.0, sig, t;                                                                 \
+        ptrdiff_t i;                                                                                        \
+        for (i = 0; i < n; i++) {                                                                           \
+            double a = fabs(rmsn_load_##T##_f64(x + i * sx) * rmsn_gate_f64(rmsn_load_##T##_f64(g + i * sg), \
+                                                                            silu, &sig));                   \
+            if (!(a <= amax)) amax = a;                                                                     \
+        }                                                                                                   \
+        if (amax == 0.0 || isinf(amax) || amax != amax) return amax;                                        \
+        for (i = 0; i < n; i++) {                                                                           \
+            t = rmsn_load_##T##_f64(x + i * sx) * rmsn_gate_f64(rmsn_load_##T##_f64(g + i * sg), silu, &sig) \
+                / amax;                                                                                     \
+            s += t * t;                                                                                     \
+        }                                                                                                   \
+        return amax * sqrt(s / (double)n);                                                                  \
+    }
+RMSN_DEFINE_GATED_ROBUST_RMS(f16)
+RMSN_DEFINE_GATED_ROBUST_RMS(bf16)
+RMSN_DEFINE_GATED_ROBUST_RMS(f32)
+RMSN_DEFINE_GATED_ROBUST_RMS(f64)
+
+/* rstd of a gated slice from its sum of squares ss of v = x (gate after) or
+ * u = x * act(g) (gate first), with rmsn_rstd_*'s policy; *rms (for the
+ * backward's coefficient) as rmsn_grad_coef wants it. */
+#define RMSN_DEFINE_GATED_RSTD(T, ACC)                                                                         \
+    static inline rmsn_##ACC rmsn_gated_rstd_##T##_##ACC(const rmsn_opts *o, rmsn_##ACC ss, ptrdiff_t n,       \
+                                                         const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g,   \
+                                                         ptrdiff_t sg, rmsn_##ACC *pre, double *rms)           \
+    {                                                                                                          \
+        double r, p;                                                                                           \
+        if (o->norm_before_gate || (ss >= RMSN_ACC_MIN_##ACC && ss <= RMSN_ACC_MAX_##ACC) || ss != ss) {       \
+            r = rmsn_rstd_##T##_##ACC(o, ss, n, x, sx, pre);                                                   \
+            if (rms)                                                                                           \
+                *rms = (ss >= RMSN_ACC_MIN_##ACC && ss <= RMSN_ACC_MAX_##ACC) ? sqrt((double)ss / (double)n)   \
+                                                                            : rmsn_robust_rms_##T(n, x, sx);   \
+            return (rmsn_##ACC)r;                                                                              \
+        }                                                                                                      \
+        p = rmsn_gated_robust_rms_##T(n, x, sx, g, sg, o->act_silu);                                           \
+        if (rms) *rms = p;                                                                                     \
+        r = rmsn_split_rstd(rmsn_rstd_from_rms(o, p), RMSN_ACC_MIN_##ACC, RMSN_ACC_MAX_##ACC, &p);             \
+        *pre = (rmsn_##ACC)p;                                                                                  \
+        return (rmsn_##ACC)r;                                                                                  \
+    }
+RMSN_FOR_EACH_DTYPE_ACC(RMSN_DEFINE_GATED_RSTD)
+
 #endif /* RMSN_RMSNORM_H */

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The ops: the loop over slices of forward, fused add and backward, over the C kernels.
+"""The ops: the loop over slices of forward, fused add, backward, the gated norm and the quantized output, over
+the C kernels.
 
 ``_spec`` turns a public call into a ``Call``.  ``forward``, ``add_forward``
 and ``backward`` take it, lay its operands out (``_layout``: batch dimensions,
@@ -9,7 +10,8 @@ groups), pick the row or column kernel, cut the slices into units and hand
 them to ``_runtime.run_units`` (GIL released, one static ``prange``, so a
 slice's result never depends on the thread count).
 
-The short paths (``forward_rows``, ``add_rows``, and ``forward_at``/``add_at``
+``quant`` takes a ``_spec.QuantCall`` the same way.  The short paths
+(``forward_rows``, ``add_rows``, ``quant_rows``, and ``forward_at``/``add_at``
 for adapters holding raw memory) run small C-contiguous calls with the
 default options on the same row kernel, with their checks done in the C API.
 """
@@ -18,15 +20,16 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
-from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, active_kernels, may_stream, rmsn_add_fn,
-                        rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn, rmsn_itemsize, rmsn_opts, rmsn_to_acc,
-                        run_units, serial_work)
+from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, RMSN_Q_E4M3, RMSN_Q_I8,
+                        active_kernels, may_stream, rmsn_add_fn, rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn,
+                        rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize, rmsn_opts, rmsn_quant_add_fn, rmsn_quant_fn,
+                        rmsn_to_acc, run_units, serial_work)
 
 cnp.import_array()
 
 cdef enum:
     MAX_BATCH_DIMS = 64   # NPY_MAXDIMS
-    MAX_OPERANDS = 4
+    MAX_OPERANDS = 5
     # Positions one column-kernel unit normalizes (a multiple of RMSN_COL_TILE).
     COL_CHUNK = 256
     # Input bytes of short rows one row-kernel unit runs in one call: the
@@ -90,13 +93,14 @@ cdef int _norm_stride(cnp.ndarray a, tuple norm_axes, Py_ssize_t *stride) except
     return 1
 
 
-cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
+cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan, bint unit_stride=False):
     """Describe same-shape arrays as batch dims x one normalized dim.
 
     An array whose normalized axes do not flatten to one stride (or that is
-    unaligned) is replaced: an input by a contiguous copy, an output by a
-    temporary that _finish copies into it afterwards.  Batch dims of one
-    element are dropped and neighbours merged where every operand allows it.
+    unaligned; with unit_stride, whose stride is not 1) is replaced: an input
+    by a contiguous copy, an output by a temporary that _finish copies into it
+    afterwards.  Batch dims of one element are dropped and neighbours merged
+    where every operand allows it.
     Returns the list of (output, temporary) pairs; L refers to the arrays and
     the copies, which the caller keeps alive through ``arrays`` and that list
     (inputs' copies are kept in it too, with None as output).
@@ -137,7 +141,7 @@ cdef list _layout(Layout *L, tuple arrays, Py_ssize_t n_inputs, plan):
             L.nb += 1
     for k in range(L.nops):
         a = <cnp.ndarray>arrays[k]
-        copied = not _norm_stride(a, norm_axes, &ns)
+        copied = not _norm_stride(a, norm_axes, &ns) or (unit_stride and ns != 1)
         if copied:
             view = a.transpose(perm)
             if k < n_inputs:
@@ -242,6 +246,8 @@ cdef inline void _set_opts(rmsn_opts *o, double eps, int eps_mode, bint round_mi
     o.round_mid = round_mid
     o.stream = stream
     o.prefetch_next = prefetch_next
+    o.norm_before_gate = False
+    o.act_silu = False
 
 
 cdef Py_ssize_t _operand_bytes(const Layout *L, Py_ssize_t k) noexcept:
@@ -681,3 +687,278 @@ def backward(call):
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
     _finish(made)
+
+
+# ---- gated forward and backward ----------------------------------------------
+# The row kernel with element strides serves every layout (no column kernel):
+# a strided normalized axis runs it at that stride, slower than contiguous rows.
+
+cdef struct Gated:
+    Layout L                  # operands: x, gate, y
+    rmsn_opts opts
+    rmsn_gated_fn fn
+    const char *w
+    const char *b
+    char *rstd
+    Py_ssize_t accsize
+
+
+cdef void _gated_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
+    cdef const Gated *a = <const Gated*>ctx
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &a.L
+    _slice_ptrs(L, s, p)
+    a.fn(&a.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2],
+         _group_param(a.w, L, s, a.accsize), _group_param(a.b, L, s, a.accsize),
+         NULL if a.rstd == NULL else a.rstd + s * a.accsize)
+
+
+cdef int _set_gate(rmsn_opts *o, object gate) except -1:
+    """The gated kernels' options from a _spec.GateOptions."""
+    o.norm_before_gate = gate.norm_before_gate
+    o.act_silu = gate.silu
+    return 0
+
+
+def gated_forward(call):
+    """y = rms_norm_gated(x, gate) for a _spec.Call of rms_norm_gated (operands x, gate, y)."""
+    cdef Gated a
+    cdef int tin = call.codes[0], tout = call.codes[1]
+    cdef list made = _layout(&a.L, call.arrays, call.n_inputs, call.plan)
+    cdef Py_ssize_t operand_bytes = _operand_bytes(&a.L, 0) + _operand_bytes(&a.L, 1) + _operand_bytes(&a.L, 2)
+    options = call.options
+    # No streaming: the gated kernels store plainly (and so do not take part
+    # in the process's streamed-or-not trials).
+    _set_opts(&a.opts, options.eps, options.eps_mode, options.round_mid, False, _slices_follow(&a.L, 2))
+    _set_gate(&a.opts, call.gate)
+    a.fn = active_kernels().gated[tin][tout]
+    a.w = _ptr_or_null(call.weight)
+    a.b = _ptr_or_null(call.bias)
+    a.rstd = _ptr_or_null(call.rstd)
+    a.accsize = 8 if _acc_f64(tin, tout) else 4
+    run_units(_gated_unit, &a, a.L.nslices, options.n_threads, a.L.nslices * a.L.n, &a.opts, operand_bytes)
+    _finish(made)
+
+
+def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bint round_mid):
+    """The short path of rms_norm_gated's common call (see _api.rms_norm_gated):
+    as forward_rows, for a gate like x (same shape and dtype; may be x), out
+    None, x, gate, or a C-contiguous writable array like x disjoint from both
+    and from w.  Returns y, or None for anything else."""
+    cdef cnp.ndarray xa, ga, y
+    cdef int code = _small_rows_code(x, False, False)
+    cdef Py_ssize_t n, i, rows, row_bytes
+    cdef rmsn_opts o
+    cdef rmsn_gated_fn fn
+    cdef const char *xp
+    cdef const char *gp
+    cdef char *yp
+    cdef const void *wp
+    if code < 0 or _small_rows_code(gate, False, False) != code or not _same_shape(<cnp.ndarray>gate, <cnp.ndarray>x):
+        return None
+    xa, ga = <cnp.ndarray>x, <cnp.ndarray>gate
+    n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
+    if not _short_weight(w, n, _acc_f64(code, code)):
+        return None
+    if out is None:
+        y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+    else:
+        if _small_rows_code(out, True, False) != code or not _same_shape(<cnp.ndarray>out, xa):
+            return None
+        y = <cnp.ndarray>out
+        if (y is not xa and _overlap(y, xa)) or (y is not ga and _overlap(y, ga)) or \
+                (w is not None and _overlap(y, <cnp.ndarray>w)):
+            return None
+    rows = cnp.PyArray_SIZE(xa) // n
+    row_bytes = n * <Py_ssize_t>rmsn_itemsize[code]
+    fn = active_kernels().gated[code][code]
+    _set_opts(&o, eps, 0, round_mid, False, False)
+    o.norm_before_gate = norm_before_gate
+    o.act_silu = silu
+    xp, gp, yp = <const char*>cnp.PyArray_DATA(xa), <const char*>cnp.PyArray_DATA(ga), <char*>cnp.PyArray_DATA(y)
+    wp = _ptr_or_null(w)
+    with nogil:
+        for i in range(rows):
+            fn(&o, n, xp + i * row_bytes, 1, gp + i * row_bytes, 1, yp + i * row_bytes, 1, wp, NULL, NULL)
+    return y
+
+
+cdef struct GatedBwd:
+    Layout L                  # operands: dy, x, gate, dx, dgate
+    rmsn_opts opts
+    rmsn_gated_bwd_fn fn
+    const char *w
+    const char *b
+    const char *rstd
+    char *dw                  # [nblocks, groups * n] acc partial sums, or NULL
+    char *db
+    Py_ssize_t accsize
+    Py_ssize_t nblocks
+
+
+cdef void _gated_bwd_block(const void *ctx, Py_ssize_t k) noexcept nogil:
+    """Slices of fixed block k, in order, into block k's partial sums (as _bwd_block)."""
+    cdef const GatedBwd *g = <const GatedBwd*>ctx
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &g.L
+    cdef Py_ssize_t s, grp, width = L.groups * L.n * g.accsize
+    for s in range(k * L.nslices // g.nblocks, (k + 1) * L.nslices // g.nblocks):
+        _slice_ptrs(L, s, p)
+        grp = (s % L.groups) * L.n * g.accsize
+        g.fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+             p[4], L.nstride[4], _group_param(g.w, L, s, g.accsize), _group_param(g.b, L, s, g.accsize),
+             NULL if g.rstd == NULL else g.rstd + s * g.accsize,
+             NULL if g.dw == NULL else g.dw + k * width + grp, NULL if g.db == NULL else g.db + k * width + grp)
+
+
+def gated_backward(call):
+    """dx, dgate, and the dweight/dbias partial sums per row block (as
+    backward), for a _spec.Call of rms_norm_gated_backward (operands dy, x,
+    gate, dx, dgate)."""
+    cdef GatedBwd g
+    cdef int t = call.codes[0], k
+    cdef Py_ssize_t operand_bytes = 0
+    cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
+    options = call.options
+    for k in range(5):
+        operand_bytes += _operand_bytes(&g.L, k)
+    _set_opts(&g.opts, options.eps, options.eps_mode, False, False, False)
+    _set_gate(&g.opts, call.gate)
+    g.fn = active_kernels().gated_bwd[t]
+    g.w = _ptr_or_null(call.weight)
+    g.b = _ptr_or_null(call.bias)
+    g.rstd = _ptr_or_null(call.rstd)
+    g.dw = _ptr_or_null(call.dweight)
+    g.db = _ptr_or_null(call.dbias)
+    g.accsize = 8 if _acc_f64(t, t) else 4
+    g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
+    run_units(_gated_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    _finish(made)
+
+
+# ---- quantized output --------------------------------------------------------
+
+# The quantized output kinds by name, with ops.h's codes (_spec reads it).
+QUANT_CODES = {"int8": RMSN_Q_I8, "float8_e4m3fn": RMSN_Q_E4M3}
+
+
+cdef struct Quant:
+    Layout L                  # operands: x, q; or x, residual, residual_out, q (fused add)
+    rmsn_opts opts
+    rmsn_quant_fn fn          # NULL when fused
+    rmsn_quant_add_fn add_fn
+    const char *w
+    const char *b
+    float *scale              # one per slice, C order
+    float scale_ub
+    Py_ssize_t accsize
+
+
+cdef void _quant_unit(const void *ctx, Py_ssize_t s) noexcept nogil:
+    cdef const Quant *u = <const Quant*>ctx
+    cdef char *p[MAX_OPERANDS]
+    cdef const Layout *L = &u.L
+    _slice_ptrs(L, s, p)
+    if u.fn != NULL:
+        u.fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], _group_param(u.w, L, s, u.accsize),
+             _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+    else:
+        u.add_fn(&u.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+                 _group_param(u.w, L, s, u.accsize), _group_param(u.b, L, s, u.accsize), u.scale_ub, u.scale + s)
+
+
+def quant(call):
+    """q and the per-slice scales (and new_residual) for a _spec.QuantCall of
+    rms_norm_quant: operands (x, q), or (x, residual, residual_out, q) of one
+    dtype; call.pre, when set, is the add_rms_norm Call that makes
+    new_residual first (residual of another dtype than x), and the operands
+    are then (new_residual, q)."""
+    cdef Quant u
+    cdef Py_ssize_t k, operand_bytes = 0
+    cdef int t = call.codes[0], kind = call.codes[1]
+    cdef cnp.ndarray scale = call.scale
+    cdef list made
+    if call.pre is not None:
+        add_forward(call.pre)
+    # Unit strides: the SIMD primitives' sum of squares on every layout, so
+    # q and scale are those of the contiguous call.
+    made = _layout(&u.L, call.arrays, call.n_inputs, call.plan, True)
+    options = call.options
+    for k in range(u.L.nops):
+        operand_bytes += _operand_bytes(&u.L, k)
+    # Plain stores: q is a quarter or half of x's bytes, written from cache.
+    _set_opts(&u.opts, options.eps, options.eps_mode, False, False, False)
+    u.fn = active_kernels().quant[t][kind] if u.L.nops == 2 else NULL
+    u.add_fn = active_kernels().quant_add[t][kind]
+    u.w = _ptr_or_null(call.weight)
+    u.b = _ptr_or_null(call.bias)
+    u.scale = <float*>cnp.PyArray_DATA(scale)
+    u.scale_ub = call.scale_ub
+    u.accsize = 8 if _acc_f64(t, t) else 4
+    run_units(_quant_unit, &u, u.L.nslices, options.n_threads, u.L.nslices * u.L.n, &u.opts, operand_bytes)
+    _finish(made)
+
+
+def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bint inplace):
+    """The short path of rms_norm_quant's common call (see _api.rms_norm_quant):
+    as forward_rows, for q of kind `kind` (NumPy dtype q_dtype) and one scale a
+    row; residual None, or an array of x's shape and dtype disjoint from x
+    (from w too when inplace), written in place when inplace; no outputs
+    given.  Returns (q, scale), (q, scale, new_residual) or None."""
+    cdef cnp.ndarray xa, ra, q, scale, ro = None
+    cdef int code = _small_rows_code(x, False, False)
+    cdef Py_ssize_t n, rows, i, xbytes
+    cdef cnp.npy_intp dims[64]
+    cdef int d, ndim
+    cdef rmsn_opts o
+    cdef rmsn_quant_fn fn
+    cdef rmsn_quant_add_fn add_fn
+    cdef const char *xp
+    cdef const char *rp = NULL
+    cdef char *rop = NULL
+    cdef char *qp
+    cdef float *sp
+    cdef const void *wp
+    if code < 0:
+        return None
+    xa = <cnp.ndarray>x
+    ndim = cnp.PyArray_NDIM(xa)
+    n = cnp.PyArray_DIM(xa, ndim - 1)
+    if not _short_weight(w, n, _acc_f64(code, code)):
+        return None
+    if residual is not None:
+        if _small_rows_code(residual, inplace, False) != code:
+            return None
+        ra = <cnp.ndarray>residual
+        if not _same_shape(xa, ra) or _overlap(xa, ra) or (inplace and w is not None and
+                                                          _overlap(ra, <cnp.ndarray>w)):
+            return None
+        ro = ra if inplace else cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
+        rp = <const char*>cnp.PyArray_DATA(ra)
+        rop = <char*>cnp.PyArray_DATA(ro)
+    if kind == RMSN_Q_I8:
+        q = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), cnp.NPY_INT8, 0)
+    else:
+        q = np.empty(x.shape, q_dtype)
+    for d in range(ndim - 1):
+        dims[d] = cnp.PyArray_DIM(xa, d)
+    dims[ndim - 1] = 1
+    scale = cnp.PyArray_EMPTY(ndim, dims, cnp.NPY_FLOAT32, 0)
+    rows = cnp.PyArray_SIZE(xa) // n
+    xbytes = n * <Py_ssize_t>rmsn_itemsize[code]
+    xp = <const char*>cnp.PyArray_DATA(xa)
+    qp = <char*>cnp.PyArray_DATA(q)
+    sp = <float*>cnp.PyArray_DATA(scale)
+    wp = <const void*>_ptr_or_null(w)
+    fn = active_kernels().quant[code][kind]
+    add_fn = active_kernels().quant_add[code][kind]
+    _set_opts(&o, eps, 0, False, False, False)  # as quant
+    with nogil:
+        if rp == NULL:
+            for i in range(rows):
+                fn(&o, n, xp + i * xbytes, 1, qp + i * n, 1, wp, NULL, scale_ub, sp + i)
+        else:
+            for i in range(rows):
+                add_fn(&o, n, xp + i * xbytes, 1, rp + i * xbytes, 1, rop + i * xbytes, 1, qp + i * n, 1, wp, NULL,
+                       scale_ub, sp + i)
+    return (q, scale) if ro is None else (q, scale, ro)

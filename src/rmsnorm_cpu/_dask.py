@@ -52,29 +52,91 @@ def rms_norm_backward(eager, dy, x, weight, bias, *, rstd, dx_out, **options):
     """``(dx, dweight, dbias)`` of a Dask ``dy`` or ``x`` (the other, and ``rstd``, may be NumPy) as lazy Dask
     arrays; dweight and dbias are tree reductions of per-block float64 partial sums."""
     _refuse_output("dx_out", dx_out is not None)
-    arrays = _arrays(dy=dy, x=x)
+    return _backward(eager, _arrays(dy=dy, x=x), weight, bias, rstd, options)
+
+
+def rms_norm_gated(eager, x, gate, weight, bias, *, out, return_rstd, **options):
+    """``y`` (and ``rstd``) of a Dask ``x`` or ``gate`` (the other may be NumPy) as lazy Dask arrays."""
+    _refuse_output("out", out is not None)
+    arrays = _arrays(x=x, gate=gate)
+    options, (y_spec, rstd_spec) = _check_now(eager, arrays, weight, bias, dict(options, return_rstd=True))
+    x, gate = _aligned(arrays, options["axis"], eager.__name__)
+    index = tuple(range(x.ndim))
+    block = functools.partial(eager, **dict(options, return_rstd=return_rstd))
+    if not return_rstd:
+        return da.blockwise(block, index, x, index, gate, index, weight=weight, bias=bias, dtype=y_spec.dtype,
+                            meta=_meta(y_spec, x.ndim))
+    results = da.blockwise(block, index, x, index, gate, index, weight=weight, bias=bias,
+                           meta=_meta(y_spec, x.ndim))
+    return _whole_part(results, 0, y_spec), _rstd_part(results, 1, rstd_spec, options["axis"])
+
+
+def rms_norm_gated_backward(eager, dy, x, gate, weight, bias, *, rstd, **options):
+    """``(dx, dgate, dweight, dbias)`` of a Dask ``dy``, ``x`` or ``gate`` as lazy Dask arrays, as
+    rms_norm_backward."""
+    return _backward(eager, _arrays(dy=dy, x=x, gate=gate), weight, bias, rstd, options)
+
+
+def _backward(eager, arrays, weight, bias, rstd, options):
+    """A backward's results: the gradients of the same-shaped `arrays` but the
+    first (dy) block by block, then dweight and dbias as tree reductions of
+    per-block float64 partial sums."""
     rstd = None if rstd is None else _arrays(rstd=rstd)["rstd"]
-    options, (dx_spec, dweight_spec, dbias_spec) = _check_now(eager, arrays, weight, bias, options, rstd)
-    dy, x = _aligned(arrays, options["axis"], eager.__name__)
-    ndim = x.ndim
+    options, specs = _check_now(eager, arrays, weight, bias, options, rstd)
+    *array_specs, dweight_spec, dbias_spec = specs
+    arrays = _aligned(arrays, options["axis"], eager.__name__)
+    ndim = arrays[0].ndim
     index = tuple(range(ndim))
     batch_axes = tuple(d for d in index if d not in options["axis"])
     if rstd is not None:  # its batch dims chunked as x's, its groups dim one chunk
-        chunks = tuple(x.chunks[d] for d in batch_axes) + (rstd.shape[-1],)
+        chunks = tuple(arrays[0].chunks[d] for d in batch_axes) + (rstd.shape[-1],)
         rstd = rstd.rechunk(chunks) if is_dask_collection(rstd) else _from_numpy(rstd, chunks)
     # Each block's eager dweight/dbias is its partial sum, kept in float64 by
     # passing float64 parameters (exact for the narrower floats; the kernels
-    # read them in the accumulator dtype, so dx is unchanged).
+    # read them in the accumulator dtype, so the other gradients are unchanged).
+    blockwise_args = [arg for a in arrays for arg in (a, index)]
     results = da.blockwise(functools.partial(_backward_block, functools.partial(eager, **options)), index,
-                           dy, index, x, index, rstd, None if rstd is None else batch_axes + (ndim,),
+                           *blockwise_args, rstd, None if rstd is None else batch_axes + (ndim,),
                            weight=_in_float64(weight, dweight_spec), bias=_in_float64(bias, dbias_spec),
-                           concatenate=False, meta=_meta(dx_spec, ndim))
-    return (_whole_part(results, 0, dx_spec), _param_sum(results, 1, dweight_spec, batch_axes),
-            _param_sum(results, 2, dbias_spec, batch_axes))
+                           concatenate=False, meta=_meta(array_specs[0], ndim))
+    k = len(array_specs)
+    return (*(_whole_part(results, j, spec) for j, spec in enumerate(array_specs)),
+            _param_sum(results, k, dweight_spec, batch_axes), _param_sum(results, k + 1, dbias_spec, batch_axes))
 
 
-def _backward_block(eager, dy, x, rstd, weight, bias):
-    return eager(dy, x, weight, bias, rstd=_unnested(rstd))
+def _backward_block(eager, *blocks, weight, bias):
+    *arrays, rstd = blocks
+    return eager(*arrays, weight, bias, rstd=_unnested(rstd))
+
+
+def rms_norm_quant(eager, x, weight, bias, *, residual, out, scale_out, residual_out, inplace, **options):
+    """``(q, scale)``, or ``(q, scale, new_residual)`` with a residual, of a Dask ``x`` or ``residual`` (the
+    other may be NumPy) as lazy Dask arrays."""
+    _refuse_output("out", out is not None)
+    _refuse_output("scale_out", scale_out is not None)
+    _refuse_output("residual_out", residual_out is not None)
+    _refuse_output("inplace=True", inplace)
+    if residual is None:
+        arrays = _arrays(x=x)
+        options, (q_spec, scale_spec) = _check_now(eager, arrays, weight, bias, options)
+        x, = _aligned(arrays, options["axis"], eager.__name__)
+        results = x.map_blocks(functools.partial(eager, **options), weight=weight, bias=bias,
+                               meta=_meta(q_spec, x.ndim))
+        return _whole_part(results, 0, q_spec), _rstd_part(results, 1, scale_spec, options["axis"])
+    with_residual = functools.partial(_quant_with_residual, eager)
+    arrays = _arrays(x=x, residual=residual)
+    options, (q_spec, scale_spec, residual_spec) = _check_now(with_residual, arrays, weight, bias, options)
+    x, residual = _aligned(arrays, options["axis"], eager.__name__)
+    index = tuple(range(x.ndim))
+    results = da.blockwise(functools.partial(with_residual, **options), index, x, index, residual, index,
+                           weight=weight, bias=bias, meta=_meta(q_spec, x.ndim))
+    return (_whole_part(results, 0, q_spec), _rstd_part(results, 1, scale_spec, options["axis"]),
+            _whole_part(results, 2, residual_spec))
+
+
+def _quant_with_residual(eager, x, residual, weight, bias, **options):
+    """rms_norm_quant with the residual as the second array, as the blocks and _check_now pass arrays."""
+    return eager(x, weight, bias, residual=residual, **options)
 
 
 def _refuse_output(name, requested):

@@ -21,6 +21,8 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
         int round_mid
         int stream
         int prefetch_next
+        int norm_before_gate
+        int act_silu
     ctypedef void (*rmsn_fwd_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
                                  void*, ptrdiff_t, ptrdiff_t, const void*, const void*, void*)
     ctypedef void (*rmsn_fwd_cols_fn)(const rmsn_opts*, ptrdiff_t, ptrdiff_t, const void*, ptrdiff_t, ptrdiff_t,
@@ -29,11 +31,27 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
                                  void*, ptrdiff_t, void*, ptrdiff_t, const void*, const void*, void*)
     ctypedef void (*rmsn_bwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
                                  void*, ptrdiff_t, const void*, const void*, void*, void*)
+    ctypedef void (*rmsn_gated_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                   void*, ptrdiff_t, const void*, const void*, void*)
+    ctypedef void (*rmsn_gated_bwd_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                       const void*, ptrdiff_t, void*, ptrdiff_t, void*, ptrdiff_t, const void*,
+                                       const void*, const void*, void*, void*)
+    ctypedef void (*rmsn_quant_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, void*, ptrdiff_t,
+                                   const void*, const void*, float, float*)
+    ctypedef void (*rmsn_quant_add_fn)(const rmsn_opts*, ptrdiff_t, const void*, ptrdiff_t, const void*, ptrdiff_t,
+                                       void*, ptrdiff_t, void*, ptrdiff_t, const void*, const void*, float, float*)
+    enum:
+        RMSN_Q_I8
+        RMSN_Q_E4M3
     ctypedef struct rmsn_kernels:
         rmsn_fwd_fn fwd[4][4]
         rmsn_fwd_cols_fn fwd_cols[4][4]
         rmsn_add_fn add[4][4]
         rmsn_bwd_fn bwd[4]
+        rmsn_gated_fn gated[4][4]
+        rmsn_gated_bwd_fn gated_bwd[4]
+        rmsn_quant_fn quant[4][2]
+        rmsn_quant_add_fn quant_add[4][2]
         int tier
         int cpu
     enum: RMSN_NTIERS

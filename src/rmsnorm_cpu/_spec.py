@@ -1,11 +1,13 @@
 """The call description: every entry point's arguments, checked once, in kernel form.
 
-``forward_call``, ``add_call`` and ``backward_call`` turn the arguments of
-``rms_norm``, ``add_rms_norm`` and ``rms_norm_backward`` into one frozen
+``forward_call``, ``add_call``, ``backward_call``, ``gated_call`` and
+``gated_backward_call`` turn the arguments of ``rms_norm``, ``add_rms_norm``,
+``rms_norm_backward``, ``rms_norm_gated`` and ``rms_norm_gated_backward`` into one frozen
 :class:`Call`: the operands in the op's kernel order, their kernel dtype
 codes (the numbers of ``rmsnorm.h``, read from ``_core``), the normalized
 axes (:class:`Plan`), the weight and bias in the accumulator type, and the
-options.  All checks run here, before anything is written; the adapters
+options; ``quant_call`` does the same for ``rms_norm_quant`` (a
+:class:`QuantCall`).  All checks run here, before anything is written; the adapters
 (layer, scikit-learn, torch, Dask) validate through the same functions.
 ``_core`` takes a Call as it is and lays its operands out for the kernels.
 """
@@ -384,16 +386,54 @@ def _unshared(param, outputs):
 
 # ---- the call description -------------------------------------------------------
 
-Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options out_given")
+Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options out_given gate",
+                  defaults=(None,))
 Call.__doc__ = """One checked call, what _core runs.
 
 arrays: the operands in the op's kernel order, inputs first: forward (x, y),
 add (x, residual, residual_out, y), backward (dy, x, dx); n_inputs of them
-are read.  codes: their kernel dtype codes, forward (x, y), add (x,
-residual), backward (x,).  plan: the normalized axes.  acc: the accumulator
+are read; gated (x, gate, y), gated backward (dy, x, gate, dx, dgate).
+codes: their kernel dtype codes, forward and gated (x, y), add (x,
+residual), backward and gated backward (x,).  plan: the normalized axes.  acc: the accumulator
 dtype, that of weight/bias (flat, weight_offset added), rstd and the
 backward's dweight/dbias partial sums (or None).  options: Options.
-out_given: the caller preallocated every output (the store policy)."""
+out_given: the caller preallocated every output (the store policy).
+gate: the gated ops' GateOptions, else None."""
+
+
+GateOptions = namedtuple("GateOptions", "norm_before_gate silu")
+ACTIVATIONS = {"silu": True, "sigmoid": False}
+
+
+def gate_options(norm_before_gate, activation):
+    """The GateOptions of these arguments, or the error the gated functions raise."""
+    silu = ACTIVATIONS.get(activation) if isinstance(activation, str) else None
+    if silu is None:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(norm_before_gate, (bool, np.bool_)):
+        raise TypeError(f"norm_before_gate must be a bool, got {norm_before_gate!r}")
+    return GateOptions(bool(norm_before_gate), silu)
+
+
+def _x_and_gate(x, gate):
+    """(x, gate, code, (x's own dtype, its code), gate's own dtype): both as
+    float arrays of one dtype, the result_type of the two when they differ
+    (the kernels read the gate in x's dtype), gate of x's shape."""
+    x, tx = float_array(x, "x")
+    gate, tg = float_array(gate, "gate")
+    if gate.shape != x.shape:
+        raise ValueError(f"gate of shape {gate.shape} does not match x of shape {x.shape}")
+    own = (x.dtype, tx), gate.dtype
+    if tg != tx and _UINT16 in (x.dtype, gate.dtype):
+        raise TypeError("bfloat16 bits (BFloat16Bits) need x and gate of one dtype; convert the other first")
+    if tg != tx:
+        common = np.result_type(x.dtype, gate.dtype)
+        code = dtype_code(common)
+        if code is None:  # a pairing NumPy has no float type for (bfloat16 with float16)
+            common = _F64_DTYPE if F64 in (tx, tg) else _F32_DTYPE
+            code = _CODES[common]
+        x, gate, tx = x.astype(common), gate.astype(common), code
+    return x, gate, tx, own[0], own[1]
 
 
 def forward_call(x, weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, dtype, out, return_rstd,
@@ -477,6 +517,55 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
     return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts, dx_out is not None)
 
 
+def gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset, norm_before_gate, activation,
+               cast_mode, dtype, out, return_rstd, n_threads):
+    """The Call of rms_norm_gated(x, gate, ...)."""
+    x_in, gate_in = x, gate
+    x, gate, tin, (x_dtype, x_code), _ = _x_and_gate(x, gate)
+    y_dtype, tout = result_dtype(dtype, x_dtype, x_code)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(tin, tout)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, cast_mode, n_threads)
+    gopts = gate_options(norm_before_gate, activation)
+    if out is None:
+        y = np.empty(x.shape, y_dtype)
+    else:
+        inputs = tuple(a for a in (x_in, gate_in, x, gate) if isinstance(a, np.ndarray))
+        y = check_output(out, "out", x.shape, y_dtype, inputs)
+        w, b = _unshared(w, (y,)), _unshared(b, (y,))
+    rstd = np.empty(p.rstd_shape(), acc) if return_rstd else None
+    return Call((x, gate, y), 2, (tin, tout), p, acc, w, b, rstd, None, None, opts, out is not None, gopts)
+
+
+def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset,
+                        norm_before_gate, activation, n_threads):
+    """(Call, x's dtype, gate's dtype) of rms_norm_gated_backward(dy, x, gate,
+    ...): the kernels write dx and dgate in the common dtype, the caller
+    converts them to x's and gate's when the two differ."""
+    x, gate, t, (x_dtype, _), gate_dtype = _x_and_gate(x, gate)
+    dy, _ = float_array(dy, "dy")
+    if dy.shape != x.shape:
+        raise ValueError(f"dy of shape {dy.shape} does not match x of shape {x.shape}")
+    if dy.dtype != x.dtype:
+        dy = dy.astype(x.dtype)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(t)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, "fused", n_threads)
+    gopts = gate_options(norm_before_gate, activation)
+    if rstd is not None:
+        r, _ = float_array(rstd, "rstd")
+        if r.shape != p.rstd_shape():
+            raise ValueError(f"rstd has shape {r.shape}, expected {p.rstd_shape()} (the forward's)")
+        rstd = np.ascontiguousarray(r, dtype=acc)
+    blocks = _core.grad_blocks(math.prod(p.rstd_shape()), p.size)
+    dw = np.zeros((blocks, p.size), acc) if weight is not None else None
+    db = np.zeros((blocks, p.size), acc) if bias is not None else None
+    return Call((dy, x, gate, np.empty_like(x), np.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
+                False, gopts), x_dtype, gate_dtype
+
+
 def check_call(shape, dtype, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
                weight_offset=0.0, cast_mode="fused", out_dtype=None, n_threads=None):
     """Raise what rms_norm would for x of this shape and dtype and these
@@ -505,3 +594,121 @@ def param_grad(partials, param, plan):
         if axes:
             full = full.sum(axis=axes, keepdims=True)
         return np.asarray(full, dtype).reshape(p.shape)  # a 0-d array for a scalar parameter, not a scalar
+
+
+# ---- quantized output ------------------------------------------------------------
+
+# The quantized output kinds: name -> (kernel code of ops.h, QMAX).
+_QMAX = {"int8": 127.0, "float8_e4m3fn": 448.0}
+QUANT_KINDS = {name: (code, _QMAX[name]) for name, code in _core.QUANT_CODES.items()}
+
+
+# quant_dtype names already resolved: name -> (kernel code, NumPy dtype), for the short path.
+QUANT_BY_NAME = {"int8": (QUANT_KINDS["int8"][0], np.dtype(np.int8))}
+
+
+def quant_dtype(value):
+    """(name, NumPy dtype) of rms_norm_quant's quant_dtype: "int8" or
+    "float8_e4m3fn" (a name or the dtype; float8 is ml_dtypes' type)."""
+    if isinstance(value, str):
+        name = value
+    else:
+        try:
+            name = np.dtype(value).name
+        except TypeError:
+            name = None
+    if name not in QUANT_KINDS:
+        raise ValueError(f"quant_dtype must be 'int8' or 'float8_e4m3fn', got {value!r}")
+    if name == "int8":
+        return name, np.dtype(np.int8)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("quant_dtype='float8_e4m3fn' needs the ml_dtypes package: "
+                        "pip install 'rmsnorm_cpu[bf16]' (or ml_dtypes)") from None
+    QUANT_BY_NAME[name] = (QUANT_KINDS[name][0], np.dtype(ml_dtypes.float8_e4m3fn))
+    return name, QUANT_BY_NAME[name][1]
+
+
+def scale_bound(scale_ub):
+    """scale_ub as the kernels take it: inf for None, else a finite float > 0."""
+    if scale_ub is None:
+        return _INF
+    try:
+        ub = float(scale_ub)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale_ub must be None or a finite float > 0, got {scale_ub!r}") from None
+    if not 0.0 < ub < _INF:
+        raise ValueError(f"scale_ub must be None or a finite float > 0, got {scale_ub!r}")
+    return ub
+
+
+def smallest_scale(name):
+    """1 / (QMAX * 512) in float32: the scale of an all-zero (or empty) slice."""
+    return np.float32(1.0) / np.float32(QUANT_KINDS[name][1] * 512.0)
+
+
+QuantCall = namedtuple("QuantCall", "arrays n_inputs codes plan weight bias scale scale_out new_residual "
+                                    "scale_ub options pre quant_name")
+QuantCall.__doc__ = """One checked call of rms_norm_quant, what _core.quant runs.
+
+arrays: (x, q), or (x, residual, residual_out, q) when x and residual share
+a dtype, or (new_residual, q) after pre, the add_rms_norm Call that makes
+new_residual first (residual of another dtype: two passes).  codes: (dtype
+code of the normalized data, quant kind code).  weight/bias: in the
+normalized data's acc dtype.  scale: float32, C-contiguous, one per slice;
+scale_out: where the caller wants it (scale itself, or a strided array
+_api copies into).  new_residual: the residual output or None.  scale_ub:
+a float (inf: none).  quant_name: "int8" or "float8_e4m3fn"."""
+
+
+def quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_offset, quant_dtype_, scale_ub, out,
+               scale_out, residual_out, inplace, n_threads):
+    """The QuantCall of rms_norm_quant(x, ...)."""
+    if inplace:
+        if residual is None:
+            raise ValueError("inplace=True writes new_residual into residual; pass residual")
+        if residual_out is not None:
+            raise ValueError("inplace=True writes into residual; do not pass residual_out")
+        if not isinstance(residual, np.ndarray) or dtype_code(residual.dtype) is None \
+                or not residual.dtype.isnative:
+            raise TypeError("inplace=True needs residual to be a float16/bfloat16/float32/float64 ndarray")
+    if residual is None and residual_out is not None:
+        raise ValueError("residual_out is the new residual; pass residual too")
+    x, tx = float_array(x, "x")
+    tr = tx
+    if residual is not None:
+        residual, tr = float_array(residual, "residual")
+        if x.shape != residual.shape:
+            raise ValueError(f"x of shape {x.shape} and residual of shape {residual.shape} differ")
+    name, q_dtype = quant_dtype(quant_dtype_)
+    kind = QUANT_KINDS[name][0]
+    ub = scale_bound(scale_ub)
+    p = plan(x.shape, axis, groups)
+    acc = acc_dtype(tr)
+    w, b = params(p, acc, weight, bias, weight_offset)
+    opts = options(eps, eps_mode, "fused", n_threads)
+    inputs = (x,) if residual is None else (x, residual)
+    ro = None
+    if residual is not None:
+        ro = residual if inplace else np.empty_like(residual) if residual_out is None else \
+            check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
+    others = () if ro is None else (("residual_out", ro),)
+    q = np.empty(x.shape, q_dtype) if out is None else check_output(out, "out", x.shape, q_dtype, inputs, others)
+    if scale_out is None:
+        scale = dst = np.empty(p.rstd_shape(), _F32_DTYPE)
+    else:
+        dst = check_output(scale_out, "scale_out", p.rstd_shape(), _F32_DTYPE, inputs, others + (("out", q),))
+        scale = dst if dst.flags.c_contiguous else np.empty(p.rstd_shape(), _F32_DTYPE)
+    outputs = (q, scale) if ro is None else (q, scale, ro)
+    w, b = _unshared(w, outputs), _unshared(b, outputs)
+    pre = None
+    if residual is None:
+        arrays, n_inputs = (x, q), 1
+    elif tx == tr:
+        arrays, n_inputs = (x, residual, ro, q), 2
+    else:
+        pre = Call((x, residual, ro, np.empty_like(x)), 2, (tx, tr), p, acc_dtype(tx, tr), None, None, None, None,
+                   None, opts, False)
+        arrays, n_inputs = (ro, q), 1
+    return QuantCall(arrays, n_inputs, (tr, kind), p, w, b, scale, dst, ro, ub, opts, pre, name)

@@ -3,7 +3,7 @@
  * scalar tier, straight through the dispatch table (no Python): every kernel
  * of ops.h that the tier has of its own (the scalar tier: all of them, against
  * themselves for determinism and the guards), and first that the names in
- * ops.h are rmsn_<op>_<input>_<output>_<tier> (bwd: rmsn_bwd_<dtype>_<tier>).
+ * ops.h are rmsn_<op>_<input>_<output>_<tier> (bwd, gated_bwd: rmsn_<op>_<dtype>_<tier>).
  * Built and run by tools/check_kernels.sh natively (x86: avx2, avx512) and
  * for AArch64 under qemu-user (neon), where the Python suite does not run.
  *
@@ -259,7 +259,8 @@ static void check_y_rstd(arr y[3], double *bnd, arr rstd[3], int acc, ptrdiff_t 
 /* Options cycled over the cases, so every combination meets every shape. */
 static rmsn_opts case_opts(long c, int misalign)
 {
-    rmsn_opts o = {EPS, (int)(c % 3), (int)(c / 3 % 2), (int)(c / 6 % 2), (int)(c / 12 % 2)};
+    rmsn_opts o = {.eps = EPS, .eps_mode = (int)(c % 3), .round_mid = (int)(c / 3 % 2), .stream = (int)(c / 6 % 2),
+                   .prefetch_next = (int)(c / 12 % 2)};
     describe(" eps_mode=%d round_mid=%d stream=%d prefetch_next=%d misalign=%d", o.eps_mode, o.round_mid, o.stream,
              o.prefetch_next, misalign);
     return o;
@@ -419,6 +420,224 @@ static void check_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int 
     arr_free(&x), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
 }
 
+/* Gate options cycled over the cases (independent of case_opts' cycle). */
+static void gate_opts(rmsn_opts *o)
+{
+    o->norm_before_gate = (int)(n_cases / 36 % 2);
+    o->act_silu = (int)(n_cases / 72 % 2) == 0;
+    describe(" norm_before_gate=%d silu=%d", o->norm_before_gate, o->act_silu);
+}
+
+static double act(const rmsn_opts *o, double g, double *s, double *da)
+{
+    double a = rmsn_gate_f64(g, o->act_silu, s);
+    *da = o->act_silu ? *s + g * *s * (1 - *s) : *s * (1 - *s);
+    return a;
+}
+
+/* y of type tout from x and the gate g of type tin; act(g) has the same bits
+ * on every tier (rmsnorm.h), so y is bitwise where the rstd is. */
+static void check_gated(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(tin, tout), misalign = (int)(n_cases % 5), r;
+    arr x = input(tin, n, kind), g = input(tin, n, KIND_NORMAL), w, b, y[3], rstd[3];
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bnd = bounds_new(n), s, da, a, v, rs;
+    ptrdiff_t i;
+    gate_opts(&o);
+    weight_bias(wb, acc, tout, n, &w, &b);
+    outputs(y, tout, n, misalign);
+    outputs(rstd, acc, 1, 0);
+    for (r = 0; r < 3; r++) k[r]->gated[tin][tout](&o, n, x.p, 1, g.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
+    rs = at(&rstd[0], 0);
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        v = o.norm_before_gate ? at(&x, i) : at(&x, i) * a;
+        bnd[i] = bits_equal(&rstd[0], &rstd[1], 0) ? (n_same_rstd++, -1)
+                 : bound(tout, acc, n, at(&y[0], i),
+                         (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * (o.norm_before_gate ? fabs(a) : 1));
+        if (bnd[i] >= 0 && o.round_mid && DT[tin].size == 2)
+            bnd[i] += 2 * ulp(v * rs * w_at(&w, i), tin) * (o.norm_before_gate ? fabs(a) : 1);
+    }
+    check_y_rstd(y, bnd, rstd, acc, n);
+    arr_free(&x), arr_free(&g), arr_free(&w), arr_free(&b);
+}
+
+/* dx, dg of type t; dw, db partial sums or none; rstd given or recomputed. */
+static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), misalign = (int)(n_cases % 5), r;
+    int sums = (int)(n_cases / 12 % 2), given = (int)(n_cases / 24 % 2);
+    arr x = input(t, n, kind), g = input(t, n, KIND_NORMAL), dy = input(t, n, KIND_NORMAL), w, b;
+    arr dx[3], dg[3], dw[3], db[3], y = arr_new(t, n, 0), rstd = arr_new(acc, 1, 0);
+    rmsn_opts o = case_opts(n_cases, misalign);
+    double *bdx = bounds_new(n), *bdg = bounds_new(n), *bdw = bounds_new(n), rs, kabs = 0, s, da, a, v, e, du;
+    ptrdiff_t i;
+    (void)t_;
+    gate_opts(&o);
+    describe(" dw/db=%d rstd_given=%d", sums, given);
+    weight_bias(wb, acc, t, n, &w, &b);
+    k[0]->gated[t][t](&o, n, x.p, 1, g.p, 1, y.p, 1, NULL, NULL, rstd.p);
+    rs = at(&rstd, 0);
+    outputs(dx, t, n, misalign);
+    outputs(dg, t, n, 0);
+    outputs(dw, acc, sums ? n : 0, 0);
+    outputs(db, acc, sums ? n : 0, 0);
+    for (r = 0; r < 3; r++) {
+        arr_zero(&dw[r]), arr_zero(&db[r]);
+        k[r]->gated_bwd[t](&o, n, dy.p, 1, x.p, 1, g.p, 1, dx[r].p, 1, dg[r].p, 1, w.p, b.p, given ? rstd.p : NULL,
+                           sums ? dw[r].p : NULL, sums ? db[r].p : NULL);
+    }
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        kabs += fabs(at(&dy, i) * w_at(&w, i) * at(&x, i) * a);
+    }
+    kabs *= fabs(rs * rs * rs / (double)n) * (o.eps_mode == RMSN_EPS_ADD ? 4 : 1); /* coef: at most ~rstd^3 / n */
+    for (i = 0; i < n; i++) {
+        a = act(&o, at(&g, i), &s, &da);
+        v = at(&x, i);
+        e = o.norm_before_gate ? at(&dy, i) * a : at(&dy, i);
+        du = fabs(rs * e * w_at(&w, i)) + kabs * fabs(o.norm_before_gate ? v : v * a);
+        bdx[i] = bound(t, acc, n, at(&dx[0], i), o.norm_before_gate ? du : du * fabs(a));
+        bdg[i] = bound(t, acc, n, at(&dg[0], i),
+                       o.norm_before_gate ? fabs(at(&dy, i)) * (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * fabs(da)
+                                          : du * fabs(v * da));
+        bdw[i] = bound(acc, acc, n, sums ? at(&dw[0], i) : 0, fabs(e * (o.norm_before_gate ? v : v * a) * rs));
+    }
+    check_output("dx", dx, bdx);
+    check_output("dg", dg, bdg);
+    check_output("dw", dw, bdw);
+    check_output("db", db, NULL);
+    free(bdx), free(bdg), free(bdw);
+    arr_free(&x), arr_free(&g), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
+}
+
+/* ---- quantized output --------------------------------------------------------
+ * q is one byte an element: its runs are plain buffers with guard bytes. */
+
+static double e4m3_value(unsigned char b)
+{
+    int e = (b >> 3) & 15, m = b & 7;
+    double v = e ? ldexp(8 + m, e - 10) : ldexp(m, -9);
+    if (e == 15 && m == 7) return NAN;
+    return b & 0x80 ? -v : v;
+}
+static double q_value(int qkind, const unsigned char *q, ptrdiff_t i)
+{
+    return qkind == RMSN_Q_I8 ? (double)(signed char)q[i] : e4m3_value(q[i]);
+}
+
+/* The three runs' q (n bytes after PAD guard bytes) and scales: the tier's
+ * two runs bitwise equal, each within one quantization step (q) and the
+ * rstd's bound (scale: relative, from the order of the sum of squares) of the
+ * scalar run; rstds a few ulps apart move y / scale across a rounding
+ * boundary at most once. */
+static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float scale[3])
+{
+    double rel = (8 + 2 * sqrt((double)n)) * 0x1p-24;
+    ptrdiff_t i;
+    int r;
+    for (r = 0; r < 3; r++)
+        for (i = 0; i < PAD; i++)
+            if (q[r][i] != 0xa5 || q[r][PAD + n + i] != 0xa5) mismatch("q guard", i, 0, 0, 0);
+    if (memcmp(&scale[1], &scale[2], sizeof *scale)) mismatch("scale (two runs)", 0, scale[1], scale[2], 0);
+    if (!(fabs((double)scale[1] - scale[0]) <= rel * fabs((double)scale[0])) && !(isnan(scale[1]) && isnan(scale[0])))
+        mismatch("scale", 0, scale[1], scale[0], rel * fabs((double)scale[0]));
+    for (i = 0; i < n; i++) {
+        double got = q_value(qkind, q[1] + PAD, i), ref = q_value(qkind, q[0] + PAD, i);
+        double step = qkind == RMSN_Q_I8 ? 1 : fmax(ulp(fmax(fabs(got), fabs(ref)), RMSN_F16) * 128, 0x1p-9);
+        if (q[1][PAD + i] != q[2][PAD + i]) mismatch("q (two runs)", i, got, q_value(qkind, q[2] + PAD, i), 0);
+        if (!(fabs(got - ref) <= step) && !(isnan(got) && isnan(ref))) mismatch("q", i, got, ref, step);
+    }
+    for (r = 0; r < 3; r++) free(q[r]);
+}
+
+static void q_outputs(unsigned char *q[3], ptrdiff_t n)
+{
+    int r;
+    for (r = 0; r < 3; r++) {
+        q[r] = malloc((size_t)(n + 2 * PAD));
+        if (!q[r]) exit(2);
+        memset(q[r], 0xa5, (size_t)(n + 2 * PAD));
+    }
+}
+
+/* x -> q, scale (no scale_ub, and a bound of 0.5 on odd cases). */
+static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), r;
+    ptrdiff_t i;
+    arr x = input(t, n, kind), w, b;
+    rmsn_opts o = case_opts(n_cases, 0);
+    unsigned char *q[3];
+    float scale[3], ub = n_cases % 2 ? 0.5f : INFINITY;
+    weight_bias(wb, acc, t, n, &w, &b);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
+    check_q_scale(qkind, n, q, scale);
+    arr_free(&x);
+    /* Integers in [-8, 8] (not from rng: the other cases keep their data):
+     * every order of the sum of squares is exact, so the tiers share rstd, y
+     * and scale, and q (the SIMD conversions) is bitwise the scalar one's. */
+    x = arr_new(t, n, 0);
+    for (i = 0; i < n; i++) DT[t].put(x.p, i, (double)((i * 7 + n) % 17) - 8);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
+    if (memcmp(&scale[0], &scale[1], sizeof *scale)) mismatch("scale of integers", 0, scale[1], scale[0], 0);
+    for (i = 0; i < n; i++)
+        if (q[0][PAD + i] != q[1][PAD + i])
+            mismatch("q of integers", i, q_value(qkind, q[1] + PAD, i), q_value(qkind, q[0] + PAD, i), 0);
+    check_q_scale(qkind, n, q, scale);
+    arr_free(&x), arr_free(&w), arr_free(&b);
+}
+
+/* The scalar conversions against their definition: every finite float8_e4m3fn
+ * value converts to itself, a value between two neighbours to the nearer, a
+ * tie to the even code; beyond 448 (infinities too) saturates; NaN keeps its
+ * sign.  int8: ties to even, saturation, NaN -> 0.  -> mismatches. */
+static int check_conversions(void)
+{
+    int bad = 0, c;
+    for (c = 0; c <= 0x7e; c++) {
+        float v = (float)e4m3_value((unsigned char)c), mid;
+        bad += rmsn_f32_to_e4m3(v) != c || rmsn_f32_to_e4m3(-v) != (c | 0x80);
+        if (c == 0x7e) break;
+        mid = (float)((e4m3_value((unsigned char)c) + e4m3_value((unsigned char)(c + 1))) / 2); /* exact */
+        bad += rmsn_f32_to_e4m3(mid) != (c & 1 ? c + 1 : c);
+        bad += rmsn_f32_to_e4m3(nextafterf(mid, 0)) != c;
+        bad += rmsn_f32_to_e4m3(nextafterf(mid, INFINITY)) != c + 1;
+    }
+    bad += rmsn_f32_to_e4m3(464.0f) != 0x7e || rmsn_f32_to_e4m3(1e30f) != 0x7e;
+    bad += rmsn_f32_to_e4m3(INFINITY) != 0x7e || rmsn_f32_to_e4m3(-INFINITY) != 0xfe;
+    bad += rmsn_f32_to_e4m3(NAN) != 0x7f || rmsn_f32_to_e4m3(-NAN) != 0xff || rmsn_f32_to_e4m3(1e-40f) != 0;
+    bad += rmsn_f32_to_i8(2.5f) != 2 || rmsn_f32_to_i8(-3.5f) != -4 || rmsn_f32_to_i8(126.5f) != 126;
+    bad += rmsn_f32_to_i8(200.0f) != 127 || rmsn_f32_to_i8(-1e30f) != -128 || rmsn_f32_to_i8(NAN) != 0;
+    if (bad) printf("  MISMATCH: %d conversions to float8_e4m3fn/int8 off their definition\n", bad);
+    return bad;
+}
+
+/* ro = round(x + res), then ro -> q, scale: ro bitwise the add kernel's. */
+static void check_quant_add(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n, int kind, int wb)
+{
+    int acc = RMSN_ACC_DTYPE(t, t), r;
+    arr x = input(t, n, kind), res = input(t, n, KIND_NORMAL), w, b, ro[3], add_ro = arr_new(t, n, 0),
+        add_y = arr_new(t, n, 0);
+    rmsn_opts o = case_opts(n_cases, 0);
+    unsigned char *q[3];
+    float scale[3];
+    weight_bias(wb, acc, t, n, &w, &b);
+    outputs(ro, t, n, 0);
+    q_outputs(q, n);
+    for (r = 0; r < 3; r++)
+        k[r]->quant_add[t][qkind](&o, n, x.p, 1, res.p, 1, ro[r].p, 1, q[r] + PAD, 1, w.p, b.p, INFINITY, &scale[r]);
+    k[0]->add[t][t](&o, n, x.p, 1, res.p, 1, add_ro.p, 1, add_y.p, 1, w.p, b.p, NULL);
+    if (memcmp(add_ro.p, ro[0].p, (size_t)n * DT[t].size)) mismatch("ro (not the add kernel's)", 0, 0, 0, 0);
+    arr_free(&add_ro), arr_free(&add_y);
+    check_output("ro", ro, NULL);
+    check_q_scale(qkind, n, q, scale);
+    arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
+}
+
 /* ---- the kernels of ops.h ------------------------------------------------- */
 
 enum {
@@ -436,22 +655,32 @@ static const char *const OP_NAMES[NOPS] = {
 /* Each op's check of one case (a slice length, an input kind, weight/bias). */
 typedef void (*check_fn)(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t length, int kind, int wb);
 static const check_fn CHECKS[NOPS] = {
-    [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd};
+    [OP_fwd] = check_fwd, [OP_fwd_cols] = check_fwd_cols, [OP_add] = check_add, [OP_bwd] = check_bwd,
+    [OP_gated] = check_gated, [OP_gated_bwd] = check_gated_bwd,
+    [OP_quant] = check_quant, [OP_quant_add] = check_quant_add};
 
 /* The name columns of an entry; a scalar-only entry has the first only. */
 enum { NCOLUMNS = 5 };
 static const char *const COLUMNS[NCOLUMNS] = {"scalar", "avx2", "avx512", "avx512bf16", "neon"};
 
+/* An output that is not a float dtype has a quant kind (RMSN_QK_<out>), the others -1. */
+#define RMSN_QK_f16 -1
+#define RMSN_QK_bf16 -1
+#define RMSN_QK_f32 -1
+#define RMSN_QK_f64 -1
+
 typedef struct {
-    int op, tin, tout;
+    int op, tin, tout, qkind;
+    const char *out_name;
     size_t slot; /* where the entry's kernel is in rmsn_kernels */
     const char *names[NCOLUMNS];
 } entry;
 
-#define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME) \
-    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), {#NAME}},
+#define ENTRY_SCALAR(ARG, OP, TIN, TOUT, ACC, NAME)                                                            \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
+     {#NAME}},
 #define ENTRY_SIMD(ARG, OP, TIN, TOUT, ACC, SCALAR, AVX2, AVX512, AVX512BF16, NEON) \
-    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
+    {OP_##OP, RMSN_DT_##TIN, RMSN_DT_##TOUT, RMSN_QK_##TOUT, #TOUT, offsetof(rmsn_kernels, RMSN_SLOT_##OP(TIN, TOUT)), \
      {#SCALAR, #AVX2, #AVX512, #AVX512BF16, #NEON}},
 static const entry ENTRIES[] = {RMSN_FOR_EACH_KERNEL(ENTRY_SCALAR, ENTRY_SIMD, ~)};
 enum { NENTRIES = sizeof ENTRIES / sizeof *ENTRIES };
@@ -470,10 +699,10 @@ static int check_entries(void)
             bad++;
         }
         for (c = 0; c < NCOLUMNS && en->names[c]; c++) {
-            if (en->op == OP_bwd)
-                snprintf(want, sizeof want, "rmsn_bwd_%s_%s", DT[en->tin].name, COLUMNS[c]);
+            if (en->op == OP_bwd || en->op == OP_gated_bwd)
+                snprintf(want, sizeof want, "rmsn_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, COLUMNS[c]);
             else
-                snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, DT[en->tout].name,
+                snprintf(want, sizeof want, "rmsn_%s_%s_%s_%s", OP_NAMES[en->op], DT[en->tin].name, en->out_name,
                          COLUMNS[c]);
             if (strcmp(en->names[c], want)) {
                 printf("  ops.h: %s where %s was expected\n", en->names[c], want);
@@ -502,12 +731,12 @@ static int check_tier(const rmsn_kernels *scalar, const rmsn_kernels *tier)
         for (j = 0; j < NLENGTHS; j++)
             for (kind = 0; kind < NKINDS; kind++)
                 for (wb = 0; wb < NWB; wb++) {
-                    if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in the backward */
+                    if (en->op == OP_bwd && wb == W_AND_B) continue; /* no bias in rms_norm's backward */
                     case_name[0] = 0;
                     describe("%s %s %s->%s n=%td %s %s", rmsn_tier_names[tier->tier], OP_NAMES[en->op],
-                             DT[en->tin].name, DT[en->tout].name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);
+                             DT[en->tin].name, en->out_name, length(j), KIND_NAMES[kind], WB_NAMES[wb]);
                     n_cases++;
-                    CHECKS[en->op](k, en->tin, en->tout, length(j), kind, wb);
+                    CHECKS[en->op](k, en->tin, en->qkind >= 0 ? en->qkind : en->tout, length(j), kind, wb);
                 }
     }
     return kernels;
@@ -517,7 +746,7 @@ int main(void)
 {
     rmsn_kernels scalar, tier;
     int supported = rmsn_supported_tiers(), cpu = rmsn_cpu_features(), t, with_ext, base_cpu = 0, failed = 0;
-    if (check_entries()) return 1;
+    if (check_entries() || check_conversions()) return 1;
     rmsn_select_tier(&scalar, RMSN_TIER_SCALAR, cpu);
     for (t = 0; t < RMSN_NTIERS; t++) {
         if (!(rmsn_compiled_tiers() & (1 << t))) continue;

@@ -87,8 +87,60 @@ RMSN_VINLINE void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
 
+RMSN_VINLINE __m256 rmsn_vdiv_f32_avx2(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
+RMSN_VINLINE __m256 rmsn_vfloor_f32_avx2(__m256 v) { return _mm256_floor_ps(v); }
+/* MAXPS/MINPS return their second operand when either is NaN. */
+RMSN_VINLINE __m256 rmsn_vclamp_f32_avx2(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }
+RMSN_VINLINE __m256 rmsn_vpow2m1_f32_avx2(__m256 n)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23));
+}
+RMSN_SIMD_GATE(avx2)
+/* quant (simd.h): |y| max with NaN sticking; int8 by cvtps (round half to
+ * even) of the clamped values and saturating packs; float8_e4m3fn in
+ * integer ops, rmsn_f32_to_e4m3 of slice.h lane by lane. */
+RMSN_VINLINE __m256 rmsn_vabsmax_f32_avx2(__m256 amax, __m256 y)
+{
+    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
+    return _mm256_blendv_ps(_mm256_max_ps(a, amax), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); /* max: amax's NaN wins */
+}
+RMSN_VINLINE void rmsn_vqstore_i8_avx2(rmsn_i8 *p, __m256 v)
+{
+    __m256 c = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> 0 */
+    __m256i i;
+    __m128i h;
+    c = _mm256_min_ps(_mm256_max_ps(c, _mm256_set1_ps(-128.0f)), _mm256_set1_ps(127.0f));
+    i = _mm256_cvtps_epi32(c);
+    h = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(h, h));
+}
+RMSN_VINLINE void rmsn_vqstore_e4m3_avx2(rmsn_e4m3 *p, __m256 v)
+{
+    __m256i u = _mm256_castps_si256(v), one = _mm256_set1_epi32(1);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+    __m256i sat = _mm256_min_epi32(a, _mm256_set1_epi32(0x43e00000));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(sat, 20), one);
+    __m256i normal = _mm256_sub_epi32(
+        _mm256_srli_epi32(_mm256_add_epi32(sat, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7ffff))), 20),
+        _mm256_set1_epi32(120 << 3));
+    __m256i shift = _mm256_min_epi32(_mm256_sub_epi32(_mm256_set1_epi32(141), _mm256_srli_epi32(sat, 23)),
+                                     _mm256_set1_epi32(31));
+    __m256i m = _mm256_or_si256(_mm256_and_si256(sat, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x800000));
+    __m256i half = _mm256_sub_epi32(_mm256_sllv_epi32(one, _mm256_sub_epi32(shift, one)), one);
+    __m256i odd = _mm256_and_si256(_mm256_srlv_epi32(m, shift), one);
+    __m256i sub = _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(m, half), odd), shift);
+    __m256i r = _mm256_blendv_epi8(sub, normal, _mm256_cmpgt_epi32(sat, _mm256_set1_epi32(0x3c7fffff)));
+    __m128i h;
+    r = _mm256_or_si256(_mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), nan), sign);
+    h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(h, h));
+}
+
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx2)
+RMSN_SIMD_QUANT_HELPERS(avx2)
 RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx2)
 
 #if defined(__clang__)

@@ -62,6 +62,22 @@
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));                          \
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));                                                \
     }                                                                                                              \
+    RMSN_VINLINE __m512 rmsn_vdiv_f32_##ISA(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }                  \
+    RMSN_VINLINE __m512 rmsn_vfloor_f32_##ISA(__m512 v)                                                           \
+    {                                                                                                              \
+        return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);                                 \
+    }                                                                                                              \
+    /* VMAXPS/VMINPS return their second operand when either is NaN. */                                           \
+    RMSN_VINLINE __m512 rmsn_vclamp_f32_##ISA(__m512 v, __m512 lo, __m512 hi)                                     \
+    {                                                                                                              \
+        return _mm512_min_ps(hi, _mm512_max_ps(lo, v));                                                            \
+    }                                                                                                              \
+    RMSN_VINLINE __m512 rmsn_vpow2m1_f32_##ISA(__m512 n)                                                          \
+    {                                                                                                              \
+        return _mm512_castsi512_ps(                                                                                \
+            _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(126)), 23));              \
+    }                                                                                                              \
+    RMSN_SIMD_GATE(ISA)                                                                                            \
     RMSN_AVX512_MASKED_ACC(ISA, f32, ps, rmsn_mask16_##ISA)                                                        \
     RMSN_AVX512_MASKED_ACC(ISA, f64, pd, rmsn_mask8_##ISA)                                                         \
     /* float16: F16C conversions, round to nearest even, subnormals kept. */                                      \
@@ -101,6 +117,45 @@
     }                                                                                                              \
     RMSN_VINLINE __m512 rmsn_vround_##T##_f32_##ISA(__m512 v) { return rmsn_##T##_widen_##ISA(rmsn_##T##_narrow_##ISA(v)); }
 
+/* quant (simd.h), as the AVX2 tier's with masks; int8 by a saturating
+ * narrow of the clamped, rounded values. */
+#define RMSN_AVX512_QUANT(ISA)                                                                                     \
+    RMSN_VINLINE __m512 rmsn_vabsmax_f32_##ISA(__m512 amax, __m512 y)                                              \
+    {                                                                                                              \
+        __m512 a = _mm512_abs_ps(y);                                                                               \
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, amax), a);            \
+    }                                                                                                              \
+    RMSN_VINLINE void rmsn_vqstore_i8_##ISA(rmsn_i8 *p, __m512 v)                                                  \
+    {                                                                                                              \
+        __m512 c = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);                                   \
+        c = _mm512_min_ps(_mm512_max_ps(c, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));                      \
+        _mm_storeu_si128((__m128i *)p, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(c)));                              \
+    }                                                                                                              \
+    RMSN_VINLINE void rmsn_vqstore_e4m3_##ISA(rmsn_e4m3 *p, __m512 v)                                              \
+    {                                                                                                              \
+        __m512i u = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);                                            \
+        __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), _mm512_set1_epi32(0x80));                        \
+        __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));                                            \
+        __mmask16 nan = _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7f800000));                                 \
+        __m512i sat = _mm512_min_epi32(a, _mm512_set1_epi32(0x43e00000));                                          \
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(sat, 20), one);                                           \
+        __m512i normal = _mm512_sub_epi32(                                                                         \
+            _mm512_srli_epi32(_mm512_add_epi32(sat, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7ffff))), 20),       \
+            _mm512_set1_epi32(120 << 3));                                                                          \
+        __m512i shift = _mm512_min_epi32(_mm512_sub_epi32(_mm512_set1_epi32(141), _mm512_srli_epi32(sat, 23)),     \
+                                         _mm512_set1_epi32(31));                                                   \
+        __m512i m = _mm512_or_si512(_mm512_and_si512(sat, _mm512_set1_epi32(0x7fffff)),                            \
+                                    _mm512_set1_epi32(0x800000));                                                  \
+        __m512i half = _mm512_sub_epi32(_mm512_sllv_epi32(one, _mm512_sub_epi32(shift, one)), one);                \
+        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(m, shift), one);                                          \
+        __m512i sub = _mm512_srlv_epi32(_mm512_add_epi32(_mm512_add_epi32(m, half), odd), shift);                  \
+        __m512i r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(sat, _mm512_set1_epi32(0x3c7fffff)), sub,      \
+                                            normal);                                                               \
+        r = _mm512_or_si512(_mm512_mask_blend_epi32(nan, r, _mm512_set1_epi32(0x7f)), sign);                       \
+        _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(r));                                                   \
+    }                                                                                                              \
+    RMSN_SIMD_QUANT_HELPERS(ISA)
+
 /* ---- avx512: every AVX-512 CPU ---- */
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
@@ -116,6 +171,7 @@ RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512(__m512 v) { return _mm512_cvtepi32_
 RMSN_AVX512_HALF_TYPE(avx512, f16)
 RMSN_AVX512_HALF_TYPE(avx512, bf16)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx512)
+RMSN_AVX512_QUANT(avx512)
 RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx512)
 
 #if defined(__clang__)
@@ -149,6 +205,7 @@ RMSN_VINLINE __m256i rmsn_bf16_narrow_avx512bf16(__m512 v)
 RMSN_AVX512_HALF_TYPE(avx512bf16, f16)
 RMSN_AVX512_HALF_TYPE(avx512bf16, bf16)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx512bf16)
+RMSN_AVX512_QUANT(avx512bf16)
 RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, avx512bf16)
 
 #if defined(__clang__)

@@ -61,6 +61,19 @@ RMSN_NEON_ACC_TYPE(f32, f32)
 RMSN_NEON_ACC_TYPE(f64, f64)
 #undef RMSN_NEON_ACC_TYPE
 
+RMSN_VINLINE float32x4_t rmsn_vdiv_f32_neon(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
+RMSN_VINLINE float32x4_t rmsn_vfloor_f32_neon(float32x4_t v) { return vrndmq_f32(v); }
+/* FMAX/FMIN return NaN when either operand is NaN. */
+RMSN_VINLINE float32x4_t rmsn_vclamp_f32_neon(float32x4_t v, float32x4_t lo, float32x4_t hi)
+{
+    return vminq_f32(hi, vmaxq_f32(lo, v));
+}
+RMSN_VINLINE float32x4_t rmsn_vpow2m1_f32_neon(float32x4_t n)
+{
+    return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(126)), 23));
+}
+RMSN_SIMD_GATE(neon)
+
 /* (v0 + v2) + (v1 + v3): the halves added first, as the x86 tiers do. */
 RMSN_VINLINE float rmsn_vhsum_f32_neon(float32x4_t v)
 {
@@ -108,8 +121,51 @@ RMSN_VINLINE float32x4_t rmsn_vround_bf16_f32_neon(float32x4_t v)
 RMSN_VINLINE void rmsn_vstream_f16_f32_neon(rmsn_f16 *p, float32x4_t v) { rmsn_vstore_f16_f32_neon(p, v); }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_neon(rmsn_bf16 *p, float32x4_t v) { rmsn_vstore_bf16_f32_neon(p, v); }
 
+/* quant (simd.h): FMAX keeps a NaN by itself; int8 by vcvtn (round half to
+ * even) and saturating narrows; float8_e4m3fn in integer ops, as the AVX2
+ * tier's (vshl by a negative count shifts right). */
+RMSN_VINLINE float32x4_t rmsn_vabsmax_f32_neon(float32x4_t amax, float32x4_t y)
+{
+    return vmaxq_f32(amax, vabsq_f32(y));
+}
+RMSN_VINLINE void rmsn_vqstore_i8_neon(rmsn_i8 *p, float32x4_t v)
+{
+    float32x4_t c = vbslq_f32(vceqq_f32(v, v), v, vdupq_n_f32(0.0f)); /* NaN -> 0 */
+    int16x4_t h;
+    int8_t b[8];
+    c = vminq_f32(vmaxq_f32(c, vdupq_n_f32(-128.0f)), vdupq_n_f32(127.0f));
+    h = vqmovn_s32(vcvtnq_s32_f32(c));
+    vst1_s8(b, vqmovn_s16(vcombine_s16(h, h)));
+    memcpy(p, b, 4);
+}
+RMSN_VINLINE void rmsn_vqstore_e4m3_neon(rmsn_e4m3 *p, float32x4_t v)
+{
+    uint32x4_t u = vreinterpretq_u32_f32(v), one = vdupq_n_u32(1);
+    uint32x4_t sign = vandq_u32(vshrq_n_u32(u, 24), vdupq_n_u32(0x80));
+    uint32x4_t a = vandq_u32(u, vdupq_n_u32(0x7fffffff));
+    uint32x4_t nan = vcgtq_u32(a, vdupq_n_u32(0x7f800000));
+    uint32x4_t sat = vminq_u32(a, vdupq_n_u32(0x43e00000));
+    uint32x4_t lsb = vandq_u32(vshrq_n_u32(sat, 20), one);
+    uint32x4_t normal = vsubq_u32(vshrq_n_u32(vaddq_u32(sat, vaddq_u32(lsb, vdupq_n_u32(0x7ffff))), 20),
+                                  vdupq_n_u32(120 << 3));
+    uint32x4_t shift = vminq_u32(vsubq_u32(vdupq_n_u32(141), vshrq_n_u32(sat, 23)), vdupq_n_u32(31));
+    int32x4_t right = vnegq_s32(vreinterpretq_s32_u32(shift));
+    uint32x4_t m = vorrq_u32(vandq_u32(sat, vdupq_n_u32(0x7fffff)), vdupq_n_u32(0x800000));
+    uint32x4_t half = vsubq_u32(vshlq_u32(one, vreinterpretq_s32_u32(vsubq_u32(shift, one))), one);
+    uint32x4_t odd = vandq_u32(vshlq_u32(m, right), one);
+    uint32x4_t sub = vshlq_u32(vaddq_u32(vaddq_u32(m, half), odd), right);
+    uint32x4_t r = vbslq_u32(vcgtq_u32(sat, vdupq_n_u32(0x3c7fffff)), normal, sub);
+    uint16x4_t h;
+    uint8_t b[8];
+    r = vorrq_u32(vbslq_u32(nan, vdupq_n_u32(0x7f), r), sign);
+    h = vmovn_u32(r);
+    vst1_u8(b, vmovn_u16(vcombine_u16(h, h)));
+    memcpy(p, b, 4);
+}
+
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, neon)
+RMSN_SIMD_QUANT_HELPERS(neon)
 RMSN_FOR_EACH_KERNEL(RMSN_NO_KERNEL, RMSN_SIMD_KERNEL, neon)
 
 #endif /* RMSN_KERNELS_NEON_H */

@@ -127,6 +127,119 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         }                                                                                                     \
     }
 
+/* Gate first: the sum of (x * act(g))^2, in four partial sums as sumsq;
+ * act(g) kept in act[] when given. */
+#define RMSN_SCALAR_PRIM_gated(TIN, TOUT, ACC)                                                                      \
+    static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,    \
+                                                           ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,         \
+                                                           rmsn_##ACC *act)                                         \
+    {                                                                                                               \
+        rmsn_##ACC s[4] = {0, 0, 0, 0}, u, a, sig;                                                                  \
+        ptrdiff_t i;                                                                                                \
+        for (i = 0; i < n; i++) {                                                                                   \
+            a = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                            \
+            if (act) act[i] = a;                                                                                    \
+            u = rmsn_load_##TIN##_##ACC(x + i * sx) * a;                                                            \
+            s[i & 3] += u * u;                                                                                      \
+        }                                                                                                           \
+        return (s[0] + s[1]) + (s[2] + s[3]);                                                                       \
+    }                                                                                                               \
+    static void rmsn_gatedscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,       \
+                                                        ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,            \
+                                                        rmsn_##TOUT *y, ptrdiff_t sy, const rmsn_##ACC *w,          \
+                                                        const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r,          \
+                                                        const rmsn_##ACC *act)                                      \
+    {                                                                                                               \
+        rmsn_##ACC a, sig, t;                                                                                       \
+        ptrdiff_t i;                                                                                                \
+        for (i = 0; i < n; i++) {                                                                                   \
+            a = act ? act[i] : rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);             \
+            t = rmsn_load_##TIN##_##ACC(x + i * sx);                                                                \
+            t = rmsn_affine_##TIN##_##ACC(o, o->norm_before_gate ? t : t * a, pre, r, w, b, i);                     \
+            if (o->round_mid) t = rmsn_round_##TIN##_##ACC(t);                                                      \
+            rmsn_store_##TOUT##_##ACC(y + i * sy, o->norm_before_gate ? t * a : t);                                 \
+        }                                                                                                           \
+    }
+
+#define RMSN_SCALAR_PRIM_gated_bwd(T, T_, ACC)                                                                       \
+    static rmsn_##ACC rmsn_gateddot_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy,                \
+                                                 ptrdiff_t sdy, const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g,  \
+                                                 ptrdiff_t sg, const rmsn_##ACC *w)                                  \
+    {                                                                                                                \
+        rmsn_##ACC gx = 0, d, v, a, sig;                                                                             \
+        ptrdiff_t i;                                                                                                 \
+        for (i = 0; i < n; i++) {                                                                                    \
+            a = rmsn_gate_##ACC(rmsn_load_##T##_##ACC(g + i * sg), o->act_silu, &sig);                               \
+            d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
+            v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \
+            if (o->norm_before_gate)                                                                                 \
+                d *= a;                                                                                              \
+            else                                                                                                     \
+                v *= a;                                                                                              \
+            if (w) d *= w[i];                                                                                        \
+            gx += d * v;                                                                                             \
+        }                                                                                                            \
+        return gx;                                                                                                   \
+    }                                                                                                                \
+    static void rmsn_gatedbwdwrite_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
+                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
+                                                rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg, ptrdiff_t sdg,            \
+                                                const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC r,              \
+                                                rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)                        \
+    {                                                                                                                \
+        rmsn_##ACC d, v, gv, a, s, da, wi, up, dv;                                                                   \
+        ptrdiff_t i;                                                                                                 \
+        for (i = 0; i < n; i++) {                                                                                    \
+            gv = rmsn_load_##T##_##ACC(g + i * sg);                                                                  \
+            a = rmsn_gate_##ACC(gv, o->act_silu, &s);                                                                \
+            da = o->act_silu ? s + gv * s * (1 - s) : s * (1 - s);                                                   \
+            d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
+            v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \
+            wi = w ? w[i] : 1;                                                                                       \
+            if (o->norm_before_gate) {                                                                               \
+                up = d * a; /* the gradient of the normalized output */                                              \
+                dv = r * (up * wi) - k * v;                                                                          \
+                rmsn_store_##T##_##ACC(dg + i * sdg, d * ((v * r) * wi + (b ? b[i] : 0)) * da);                      \
+                rmsn_store_##T##_##ACC(dx + i * sdx, dv);                                                            \
+                v = v * r;                                                                                           \
+            } else {                                                                                                 \
+                up = d;                                                                                              \
+                dv = r * (d * wi) - k * (v * a); /* the gradient of u */                                             \
+                rmsn_store_##T##_##ACC(dg + i * sdg, dv * v * da);                                                   \
+                rmsn_store_##T##_##ACC(dx + i * sdx, dv * a);                                                        \
+                v = (v * a) * r;                                                                                     \
+            }                                                                                                        \
+            if (dw) dw[i] += up * v;                                                                                 \
+            if (db) db[i] += up;                                                                                     \
+        }                                                                                                            \
+    }
+/* quant: pass 2 (y and its amax) and pass 3 (q from the same y), slice.h. */
+#define RMSN_SCALAR_PRIM_quant(T, Q, ACC)                                                                       \
+    static rmsn_##ACC rmsn_qamax_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,        \
+                                                    ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,    \
+                                                    rmsn_##ACC pre, rmsn_##ACC r)                              \
+    {                                                                                                           \
+        rmsn_##ACC m = 0, a;                                                                                    \
+        ptrdiff_t i;                                                                                            \
+        for (i = 0; i < n; i++) {                                                                               \
+            a = rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx), pre, r, w, b, i);                 \
+            a = a < 0 ? -a : a;                                                                                 \
+            if (a > m || a != a) m = a; /* a NaN sticks: no later a compares greater */                         \
+        }                                                                                                       \
+        return m;                                                                                               \
+    }                                                                                                           \
+    static void rmsn_qwrite_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,             \
+                                               ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,   \
+                                               const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)   \
+    {                                                                                                           \
+        ptrdiff_t i;                                                                                            \
+        for (i = 0; i < n; i++)                                                                                 \
+            rmsn_qstore_##Q##_##ACC(q + i * sq, rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx),  \
+                                                                        pre, r, w, b, i) * (rmsn_##ACC)inv);    \
+    }
+/* quant_add: add's rmsn_addsq and quant's passes. */
+#define RMSN_SCALAR_PRIM_quant_add(T, Q, ACC)
+
 /* The scalar kernels: every entry of ops.h, named by its scalar column. */
 #define RMSN_SCALAR_KERNEL(ARG, OP, TIN, TOUT, ACC, NAME)                               \
     RMSN_SCALAR_PRIM_##OP(TIN, TOUT, ACC) RMSN_SLICE_##OP(NAME, scalar, TIN, TOUT, ACC)

@@ -13,6 +13,10 @@
  *   rmsn_vzero/vset1/vadd/vsub/vmul_<ACC>_<ISA>, rmsn_vfma_<ACC>_<ISA>(a, b, c) = a*b+c
  *                                        (RMSN_SIMD_ACC_TYPE makes them from the intrinsics),
  *   rmsn_vhsum_<ACC>_<ISA>(v)            horizontal sum in a fixed order
+ * for f32 only (the gate activation, RMSN_SIMD_GATE):
+ *   rmsn_vdiv_f32_<ISA>(a, b), rmsn_vfloor_f32_<ISA>(v)   IEEE division, floor
+ *   rmsn_vclamp_f32_<ISA>(v, lo, hi)     min(max(v, lo), hi) letting a NaN v through
+ *   rmsn_vpow2m1_f32_<ISA>(n)            2^(n-1) for integral n in [-124, 128]
  * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_DTYPE_ACC:
  *   rmsn_vload_<T>_<ACC>_<ISA>(p), rmsn_vloadn_..(p, m)    widen exactly; loadn reads m < LANES
  *                                                          elements, the other lanes are 0
@@ -404,6 +408,304 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                                   db ? db + i : NULL, m, stream);                                                                \
         }                                                                                                                        \
     }
+
+/* The gate activation of rmsnorm.h in f32 vectors: rmsn_exp_f32 and
+ * rmsn_gate_f32 operation for operation (no FMA), so every tier gives the
+ * scalar bits.  -g as 0 - g: it differs from the scalar negation only at
+ * g = +0, where both exps give 1. */
+#define RMSN_SIMD_GATE(ISA)                                                                                     \
+    RMSN_VINLINE rmsn_vf32_##ISA rmsn_vsigmoid_f32_##ISA(rmsn_vf32_##ISA g)                                     \
+    {                                                                                                           \
+        rmsn_vf32_##ISA c, n, r, z, p;                                                                          \
+        c = rmsn_vclamp_f32_##ISA(rmsn_vsub_f32_##ISA(rmsn_vzero_f32_##ISA(), g),                               \
+                                  rmsn_vset1_f32_##ISA(RMSN_EXP_LO), rmsn_vset1_f32_##ISA(RMSN_EXP_HI));        \
+        n = rmsn_vfloor_f32_##ISA(rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(c, rmsn_vset1_f32_##ISA(RMSN_EXP_LOG2E)), \
+                                                      rmsn_vset1_f32_##ISA(0.5f)));                             \
+        r = rmsn_vsub_f32_##ISA(c, rmsn_vmul_f32_##ISA(n, rmsn_vset1_f32_##ISA(RMSN_EXP_C1)));                  \
+        r = rmsn_vsub_f32_##ISA(r, rmsn_vmul_f32_##ISA(n, rmsn_vset1_f32_##ISA(RMSN_EXP_C2)));                  \
+        z = rmsn_vmul_f32_##ISA(r, r);                                                                          \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(rmsn_vset1_f32_##ISA(RMSN_EXP_P0), r),                      \
+                                rmsn_vset1_f32_##ISA(RMSN_EXP_P1));                                             \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P2));                  \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P3));                  \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P4));                  \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P5));                  \
+        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, z), r);                                                  \
+        p = rmsn_vadd_f32_##ISA(p, rmsn_vset1_f32_##ISA(1.0f));                                                 \
+        p = rmsn_vmul_f32_##ISA(rmsn_vmul_f32_##ISA(p, rmsn_vpow2m1_f32_##ISA(n)), rmsn_vset1_f32_##ISA(2.0f)); \
+        return rmsn_vdiv_f32_##ISA(rmsn_vset1_f32_##ISA(1.0f), rmsn_vadd_f32_##ISA(rmsn_vset1_f32_##ISA(1.0f), p)); \
+    }                                                                                                           \
+    /* act(g) from g and s = sigmoid(g). */                                                                     \
+    RMSN_VINLINE rmsn_vf32_##ISA rmsn_vact_f32_##ISA(rmsn_vf32_##ISA g, rmsn_vf32_##ISA s, int silu)            \
+    {                                                                                                           \
+        return silu ? rmsn_vmul_f32_##ISA(g, s) : s;                                                            \
+    }
+
+/* gated (f32 acc): the squares of u = x * act(g) in four accumulators, and
+ * the output pass in the order of rmsn_gatedscale_*_scalar. */
+#define RMSN_SIMD_PRIM_gated(ISA, TIN, TOUT, ACC)                                                                   \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(const rmsn_##TIN *x, const rmsn_##TIN *g, \
+                                                                           rmsn_##ACC *act, ptrdiff_t m, int silu,  \
+                                                                           rmsn_v##ACC##_##ISA acc)                 \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                           \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), silu);                 \
+        rmsn_v##ACC##_##ISA u = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), a);                \
+        if (act) rmsn_vstorem_##ACC##_##ACC##_##ISA(act, a, m);                                                     \
+        return rmsn_vfma_##ACC##_##ISA(u, u, acc);                                                                  \
+    }                                                                                                               \
+    static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,     \
+                                                          ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,          \
+                                                          rmsn_##ACC *act)                                          \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                         \
+        ptrdiff_t i = 0;                                                                                            \
+        int silu = o->act_silu;                                                                                     \
+        if (sx != 1 || sg != 1) return rmsn_gatedsq_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg, act);               \
+        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                             \
+        for (; i + 4 * L <= n; i += 4 * L) {                                                                        \
+            a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, L, silu, a0);             \
+            a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + L, g + i + L, act ? act + i + L : NULL, L, silu, a1); \
+            a2 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 2 * L, g + i + 2 * L, act ? act + i + 2 * L : NULL, L, \
+                                                      silu, a2);                                                    \
+            a3 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i + 3 * L, g + i + 3 * L, act ? act + i + 3 * L : NULL, L, \
+                                                      silu, a3);                                                    \
+        }                                                                                                           \
+        for (; i + L <= n; i += L)                                                                                  \
+            a0 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, L, silu, a0);             \
+        if (i < n) a1 = rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(x + i, g + i, act ? act + i : NULL, n - i, silu, a1);  \
+        return rmsn_vhsum_##ACC##_##ISA(                                                                            \
+            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));             \
+    }                                                                                                               \
+    RMSN_VINLINE void rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, const rmsn_##TIN *x,              \
+                                                               const rmsn_##TIN *g, rmsn_##TOUT *y,                 \
+                                                               const rmsn_##ACC *w, const rmsn_##ACC *b,            \
+                                                               const rmsn_##ACC *act, rmsn_v##ACC##_##ISA r,        \
+                                                               ptrdiff_t m)                                         \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA a, t = rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m);                                         \
+        if (act)                                                                                                    \
+            a = rmsn_vloadm_##ACC##_##ACC##_##ISA(act, m);                                                          \
+        else {                                                                                                      \
+            rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                       \
+            a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), o->act_silu);                          \
+        }                                                                                                           \
+        if (!o->norm_before_gate) t = rmsn_vmul_##ACC##_##ISA(t, a);                                                \
+        t = rmsn_vmul_##ACC##_##ISA(t, r);                                                                          \
+        if (o->round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                 \
+        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                             \
+        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                             \
+        if (o->round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                 \
+        if (o->norm_before_gate) t = rmsn_vmul_##ACC##_##ISA(t, a);                                                 \
+        rmsn_vstorem_##TOUT##_##ACC##_##ISA(y, t, m);                                                               \
+    }                                                                                                               \
+    static void rmsn_gatedscale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,        \
+                                                       ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,             \
+                                                       rmsn_##TOUT *y, ptrdiff_t sy, const rmsn_##ACC *w,           \
+                                                       const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r,           \
+                                                       const rmsn_##ACC *act)                                       \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                       \
+        rmsn_opts local = *o; /* a copy: stores to y cannot change it */                                            \
+        ptrdiff_t i;                                                                                                \
+        if (sx != 1 || sg != 1 || sy != 1 || pre != 1) {                                                           \
+            rmsn_gatedscale_##TIN##_##TOUT##_scalar(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act);                  \
+            return;                                                                                                 \
+        }                                                                                                           \
+        for (i = 0; i + L <= n; i += L)                                                                             \
+            rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(&local, x + i, g + i, y + i, w ? w + i : NULL,                  \
+                                                    b ? b + i : NULL, act ? act + i : NULL, rv, L);                 \
+        if (i < n)                                                                                                  \
+            rmsn_vgatedscale_##TIN##_##TOUT##_##ISA(&local, x + i, g + i, y + i, w ? w + i : NULL,                  \
+                                                    b ? b + i : NULL, act ? act + i : NULL, rv, n - i);             \
+    }
+
+/* gated_bwd (f32 acc): the formulas of RMSN_SLICE_gated_bwd, in the order of
+ * the scalar primitives. */
+#define RMSN_SIMD_PRIM_gated_bwd(ISA, T, T_, ACC)                                                                   \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgateddot_##T##_##ISA(const rmsn_opts *o, const rmsn_##T *dy,             \
+                                                                 const rmsn_##T *x, const rmsn_##T *g,              \
+                                                                 const rmsn_##ACC *w, ptrdiff_t m,                  \
+                                                                 rmsn_v##ACC##_##ISA acc)                           \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##T##_##ACC##_##ISA(g, m);                                             \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), o->act_silu);          \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
+        if (o->norm_before_gate)                                                                                    \
+            d = rmsn_vmul_##ACC##_##ISA(d, a);                                                                      \
+        else                                                                                                        \
+            v = rmsn_vmul_##ACC##_##ISA(v, a);                                                                      \
+        if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                             \
+        return rmsn_vfma_##ACC##_##ISA(d, v, acc);                                                                  \
+    }                                                                                                               \
+    static rmsn_##ACC rmsn_gateddot_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, \
+                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,   \
+                                                const rmsn_##ACC *w)                                                \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        rmsn_v##ACC##_##ISA a0 = rmsn_vzero_##ACC##_##ISA(), a1 = a0;                                               \
+        ptrdiff_t i = 0;                                                                                            \
+        if (sdy != 1 || sx != 1 || sg != 1) return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, w);      \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                                        \
+            a0 = rmsn_vgateddot_##T##_##ISA(o, dy + i, x + i, g + i, w ? w + i : NULL, L, a0);                      \
+            a1 = rmsn_vgateddot_##T##_##ISA(o, dy + i + L, x + i + L, g + i + L, w ? w + i + L : NULL, L, a1);      \
+        }                                                                                                           \
+        for (; i < n; i += L)                                                                                       \
+            a0 = rmsn_vgateddot_##T##_##ISA(o, dy + i, x + i, g + i, w ? w + i : NULL, n - i < L ? n - i : L, a0);  \
+        return rmsn_vhsum_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1));                                           \
+    }                                                                                                               \
+    RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(const rmsn_opts *o, const rmsn_##T *dy, const rmsn_##T *x,         \
+                                                  const rmsn_##T *g, rmsn_##T *dx, rmsn_##T *dg,                    \
+                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,  \
+                                                  rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,            \
+                                                  ptrdiff_t m)                                                      \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv = rmsn_vloadm_##T##_##ACC##_##ISA(g, m);          \
+        rmsn_v##ACC##_##ISA s = rmsn_vsigmoid_##ACC##_##ISA(gv), a = rmsn_vact_##ACC##_##ISA(gv, s, o->act_silu);   \
+        rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
+        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m) : one, up, dv;                         \
+        if (o->act_silu)                                                                                            \
+            da = rmsn_vadd_##ACC##_##ISA(                                                                           \
+                s, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(gv, s), rmsn_vsub_##ACC##_##ISA(one, s)));       \
+        if (o->norm_before_gate) {                                                                                  \
+            up = rmsn_vmul_##ACC##_##ISA(d, a);                                                                     \
+            dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(up, wi)),               \
+                                         rmsn_vmul_##ACC##_##ISA(k, v));                                            \
+            v = rmsn_vmul_##ACC##_##ISA(v, r);                                                                      \
+            rmsn_vstorem_##T##_##ACC##_##ISA(                                                                       \
+                dg,                                                                                                 \
+                rmsn_vmul_##ACC##_##ISA(                                                                            \
+                    rmsn_vmul_##ACC##_##ISA(                                                                        \
+                        d, rmsn_vadd_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, wi),                                  \
+                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m)                      \
+                                                     : rmsn_vzero_##ACC##_##ISA())),                                \
+                    da),                                                                                            \
+                m);                                                                                                 \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx, dv, m);                                                            \
+        } else {                                                                                                    \
+            up = d;                                                                                                 \
+            dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(d, wi)),                \
+                                         rmsn_vmul_##ACC##_##ISA(k, rmsn_vmul_##ACC##_##ISA(v, a)));                \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dg, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m);   \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx, rmsn_vmul_##ACC##_##ISA(dv, a), m);                                \
+            v = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, a), r);                                          \
+        }                                                                                                           \
+        if (dw)                                                                                                     \
+            rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
+                dw, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
+                m);                                                                                                 \
+        if (db)                                                                                                     \
+            rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), up), \
+                                               m);                                                                  \
+    }                                                                                                               \
+    static void rmsn_gatedbwdwrite_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
+                                               const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
+                                               rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg, ptrdiff_t sdg,            \
+                                               const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC r,              \
+                                               rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)                        \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                     \
+        rmsn_opts local = *o; /* a copy: stores cannot change it */                                                 \
+        ptrdiff_t i, m;                                                                                             \
+        if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                              \
+            rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, dx, sdx, dg, sdg, w, b, r, k, dw, db);     \
+            return;                                                                                                 \
+        }                                                                                                           \
+        for (i = 0; i < n; i += m) {                                                                                \
+            m = n - i < L ? n - i : L;                                                                              \
+            rmsn_vgatedbwd_##T##_##ISA(&local, dy + i, x + i, g + i, dx + i, dg + i, w ? w + i : NULL,              \
+                                       b ? b + i : NULL, rv, kv, dw ? dw + i : NULL, db ? db + i : NULL, m);        \
+        }                                                                                                           \
+    }
+/* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
+ * provides, on f32 vectors:
+ *   rmsn_vabsmax_f32_<ISA>(amax, y)   lane-wise max(amax, |y|); a NaN sticks in its lane
+ *   rmsn_vqstore_i8_<ISA>(p, v), rmsn_vqstore_e4m3_<ISA>(p, v)
+ *                                     LANES bytes, as rmsn_f32_to_i8 / rmsn_f32_to_e4m3
+ * and then expands RMSN_SIMD_QUANT_HELPERS(<ISA>).  y is computed as the
+ * forward's scale pass computes it (rmsn_vscale: multiply, then weight, then
+ * bias), so the same rstd gives the same y, amax and q on every tier. */
+#define RMSN_SIMD_QUANT_HELPERS(ISA)                                                                   \
+    /* The max of the lanes; NaN if a lane is NaN (once per slice). */                                \
+    RMSN_VINLINE float rmsn_vhmax_f32_##ISA(rmsn_vf32_##ISA v)                                         \
+    {                                                                                                  \
+        float lanes[RMSN_LANES_f32_##ISA], m = 0;                                                      \
+        int i;                                                                                         \
+        rmsn_vstore_f32_f32_##ISA(lanes, v);                                                           \
+        for (i = 0; i < RMSN_LANES_f32_##ISA; i++)                                                     \
+            if (lanes[i] > m || lanes[i] != lanes[i]) m = lanes[i];                                    \
+        return m;                                                                                      \
+    }                                                                                                  \
+    RMSN_SIMD_QSTOREM(ISA, i8)                                                                         \
+    RMSN_SIMD_QSTOREM(ISA, e4m3)
+#define RMSN_SIMD_QSTOREM(ISA, Q)                                                                      \
+    RMSN_VINLINE void rmsn_vqstorem_##Q##_##ISA(rmsn_##Q *p, rmsn_vf32_##ISA v, ptrdiff_t m)           \
+    {                                                                                                  \
+        rmsn_##Q part[RMSN_LANES_f32_##ISA];                                                           \
+        if (m == RMSN_LANES_f32_##ISA) {                                                               \
+            rmsn_vqstore_##Q##_##ISA(p, v);                                                            \
+            return;                                                                                    \
+        }                                                                                              \
+        rmsn_vqstore_##Q##_##ISA(part, v);                                                             \
+        memcpy(p, part, (size_t)m);                                                                    \
+    }
+
+#define RMSN_SIMD_PRIM_quant(ISA, T, Q, ACC)                                                                     \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vqy_##T##_##Q##_##ISA(const rmsn_##T *x, const rmsn_##ACC *w,          \
+                                                                 const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,      \
+                                                                 ptrdiff_t m)                                     \
+    {                                                                                                            \
+        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##T##_##ACC##_##ISA(x, m), r);               \
+        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                          \
+        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                          \
+        return t;                                                                                                \
+    }                                                                                                            \
+    static rmsn_##ACC rmsn_qamax_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,          \
+                                                   ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,      \
+                                                   rmsn_##ACC pre, rmsn_##ACC r)                                \
+    {                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), a0, a1;                                            \
+        ptrdiff_t i = 0;                                                                                         \
+        if (sx != 1 || pre != 1 || o->round_mid) return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r); \
+        a0 = a1 = rmsn_vzero_##ACC##_##ISA();                                                                    \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                                     \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
+                                                                            b ? b + i : NULL, rv, L));            \
+            a1 = rmsn_vabsmax_##ACC##_##ISA(a1, rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL,      \
+                                                                            b ? b + i + L : NULL, rv, L));        \
+        }                                                                                                        \
+        for (; i < n; i += L)                                                                                    \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
+                                                                            b ? b + i : NULL, rv,                 \
+                                                                            n - i < L ? n - i : L));              \
+        return rmsn_vhmax_##ACC##_##ISA(rmsn_vabsmax_##ACC##_##ISA(a0, a1));                                     \
+    }                                                                                                            \
+    static void rmsn_qwrite_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,               \
+                                              ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,     \
+                                              const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)     \
+    {                                                                                                            \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), iv = rmsn_vset1_##ACC##_##ISA(inv);                \
+        ptrdiff_t i;                                                                                             \
+        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid) {                                                    \
+            rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv);                               \
+            return;                                                                                              \
+        }                                                                                                        \
+        for (i = 0; i < n; i += L) {                                                                             \
+            ptrdiff_t m = n - i < L ? n - i : L;                                                                 \
+            rmsn_vqstorem_##Q##_##ISA(                                                                           \
+                q + i,                                                                                           \
+                rmsn_vmul_##ACC##_##ISA(rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL,    \
+                                                                    rv, m), iv), m);                               \
+        }                                                                                                        \
+    }
+/* quant_add: add's rmsn_addsq and quant's passes. */
+#define RMSN_SIMD_PRIM_quant_add(ISA, T, Q, ACC)
 
 /* A SIMD entry of ops.h in tier ISA: its primitives, then its kernel under
  * the tier's name from the entry. */

@@ -11,6 +11,10 @@
  *   rmsn_addsq_<TX>_<TR>_<ISA>(n, x, sx, r, sr, ro, sro)         ro = round(x + r); -> sum ro^2
  *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
  *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
+ *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum (x * act(g))^2; act[i] = act(g[i]) if act
+ *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act)  act(g) from act[] if act
+ *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, w)      -> the gated backward's sum(g * x)
+ *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
  *
  * The per-dtype ones (sumsq, colsumsq) come from the tier's list of (storage,
  * acc) types, the others with the entry that uses them (RMSN_SCALAR_PRIM_<op>
@@ -153,6 +157,163 @@
         rmsn_bwdwrite_##T##_##ISA(n, (const rmsn_##T *)dy, sdy, xt, sx, (rmsn_##T *)dx, sdx,                        \
                                   wt, r, (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw, \
                                   (rmsn_##ACC *)db, o);                                                             \
+    }
+
+/* Gated forward of one slice, the gate g read in x's type TIN, act(g) as
+ * rmsnorm.h defines it:
+ *   norm_before_gate:  y = affine((x * pre) * r) * act(g), r from sum x^2
+ *   else:              y = affine((u * pre) * r), u = x * act(g), r from sum u^2
+ * (affine: * w + b; with round_mid the result of x*rstd and of the affine
+ * are each rounded to TIN).  Gate first, rmsn_gatedsq sums the squares of
+ * u; a slice of at most RMSN_SUM_BLOCK elements keeps act(g) in a stack
+ * buffer for the second pass (the exp is the costly part), a longer one
+ * computes it again (the same bits).  The robust path recomputes u in f64. */
+#define RMSN_SLICE_gated(NAME, ISA, TIN, TOUT, ACC)                                                                 \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *g, ptrdiff_t sg,     \
+                     void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd)                               \
+    {                                                                                                               \
+        const rmsn_##TIN *xt = (const rmsn_##TIN *)x, *gt = (const rmsn_##TIN *)g;                                  \
+        rmsn_##ACC ss, pre, r, act_buf[RMSN_SUM_BLOCK];                                                             \
+        rmsn_##ACC *act = !o->norm_before_gate && n <= RMSN_SUM_BLOCK ? act_buf : NULL;                             \
+        if (o->norm_before_gate)                                                                                    \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                     \
+        else                                                                                                        \
+            RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##TIN##_##TOUT##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg, \
+                                                                          act));                                    \
+        r = rmsn_gated_rstd_##TIN##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, NULL);                                    \
+        rmsn_gatedscale_##TIN##_##TOUT##_##ISA(o, n, xt, sx, gt, sg, (rmsn_##TOUT *)y, sy, (const rmsn_##ACC *)w,   \
+                                               (const rmsn_##ACC *)b, pre, r, act);                                 \
+        if (rstd) *(rmsn_##ACC *)rstd = pre * r;                                                                    \
+    }
+
+/* Gated backward of one slice (dy, x, g, dx, dg of type T), the exact
+ * gradient of the fused forward.  With a = act(g), a' = d act / d g:
+ *   norm_before_gate:  dp = dy * a, dx = rstd * dp * w - k * x,
+ *                      dg = dy * (xhat * w + b) * a', dw += dp * xhat, db += dp
+ *   else:              u = x * a, du = rstd * dy * w - k * u,
+ *                      dx = du * a, dg = du * x * a', dw += dy * u * rstd, db += dy
+ * with k = coef * sum(g_eff * v) as in RMSN_SLICE_bwd (v = x or u, g_eff =
+ * dp * w or dy * w).  rstd given or recomputed the forward's way. */
+#define RMSN_SLICE_gated_bwd(NAME, ISA, T, T_, ACC)                                                                 \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x, ptrdiff_t sx,   \
+                     const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg, ptrdiff_t sdg, const void *w,  \
+                     const void *b, const void *rstd, void *dw, void *db)                                           \
+    {                                                                                                               \
+        const rmsn_##T *xt = (const rmsn_##T *)x, *gt = (const rmsn_##T *)g;                                        \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
+        rmsn_##ACC ss, r = 0, pre, gx;                                                                              \
+        double rms = 1.0;                                                                                           \
+        RMSN_BLOCKED_SUM(ACC, gx, rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
+                                                            xt + i0 * sx, sx, gt + i0 * sg, sg, wt ? wt + i0 : NULL)); \
+        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
+            if (o->norm_before_gate)                                                                                \
+                RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
+            else                                                                                                    \
+                RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##T##_##T##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg, \
+                                                                         NULL));                                    \
+            r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                            \
+        }                                                                                                           \
+        if (rstd) r = *(const rmsn_##ACC *)rstd;                                                                    \
+        rmsn_gatedbwdwrite_##T##_##ISA(o, n, (const rmsn_##T *)dy, sdy, xt, sx, gt, sg, (rmsn_##T *)dx, sdx,        \
+                                       (rmsn_##T *)dg, sdg, wt, (const rmsn_##ACC *)b, r,                           \
+                                       (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw,   \
+                                       (rmsn_##ACC *)db);                                                           \
+    }
+
+/* ---- quantized output ------------------------------------------------------
+ * Per slice: rstd from the sum of squares; pass 2 computes y (float32, or
+ * float64 for float64 data, never rounded to a storage dtype) and
+ * amax = max|y| (NaN if any y is NaN); scale = max(min(amax, scale_ub) / QMAX,
+ * 1 / (QMAX * 512)) in float32; pass 3 recomputes y the same way (the same
+ * function, so the same bits; the slice is in cache) and writes
+ * q = saturate(round_half_even(y * (1 / scale))), the float32 reciprocal.
+ * Tier primitives (RMSN_SCALAR_PRIM_quant, RMSN_SIMD_PRIM_quant):
+ *   rmsn_qamax_<T>_<Q>_<ISA>(o, n, x, sx, w, b, pre, r)          -> amax
+ *   rmsn_qwrite_<T>_<Q>_<ISA>(o, n, x, sx, q, sq, w, b, pre, r, inv) */
+#define RMSN_QMAX_i8 127.0f
+#define RMSN_QMAX_e4m3 448.0f
+
+static inline float rmsn_quant_scale(double amax, float scale_ub, float qmax)
+{
+    float a = (float)amax, s, smallest = 1.0f / (qmax * 512.0f);
+    if (a > scale_ub) a = scale_ub; /* NaN stays NaN */
+    s = a / qmax;
+    return s < smallest ? smallest : s;
+}
+
+/* int8: round half to even, saturate; NaN -> 0. */
+static inline rmsn_i8 rmsn_f32_to_i8(float v)
+{
+    if (v != v) return 0;
+    v = v > 127.0f ? 127.0f : v < -128.0f ? -128.0f : v;
+    return (rmsn_i8)rintf(v);
+}
+static inline rmsn_i8 rmsn_f64_to_i8(double v)
+{
+    if (v != v) return 0;
+    v = v > 127.0 ? 127.0 : v < -128.0 ? -128.0 : v;
+    return (rmsn_i8)rint(v);
+}
+
+/* float8_e4m3fn from float32 bits, in integer ops: round to nearest even,
+ * saturate to +-448 (infinities too), subnormals (m * 2^-9) kept, NaN -> the
+ * NaN encoding with x's sign.  Clamping before rounding is the same as
+ * saturating after (rounding is monotone and 448 is representable). */
+static inline rmsn_e4m3 rmsn_f32_to_e4m3(float f)
+{
+    uint32_t u = rmsn_f32_bits(f), sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu, shift, m;
+    if (a > 0x7f800000u) return (rmsn_e4m3)(sign | 0x7fu);
+    if (a > 0x43e00000u) a = 0x43e00000u;   /* 448 */
+    if (a >= 0x3c800000u)                   /* 2^-6, the smallest normal: drop 20 mantissa bits, rebias 127 -> 7 */
+        return (rmsn_e4m3)(sign | (((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - (120u << 3)));
+    shift = 141u - (a >> 23); /* |f| * 2^9 = m * 2^-shift */
+    if (shift > 31u) shift = 31u;
+    m = (a & 0x7fffffu) | 0x800000u;
+    return (rmsn_e4m3)(sign | ((m + (1u << (shift - 1)) - 1u + ((m >> shift) & 1u)) >> shift));
+}
+/* float64 values go through float32 rounded to odd, so the result is rounded once. */
+static inline rmsn_e4m3 rmsn_f64_to_e4m3(double v) { return rmsn_f32_to_e4m3(rmsn_f64_to_f32_odd(v)); }
+
+static inline void rmsn_qstore_i8_f32(rmsn_i8 *p, float v) { *p = rmsn_f32_to_i8(v); }
+static inline void rmsn_qstore_i8_f64(rmsn_i8 *p, double v) { *p = rmsn_f64_to_i8(v); }
+static inline void rmsn_qstore_e4m3_f32(rmsn_e4m3 *p, float v) { *p = rmsn_f32_to_e4m3(v); }
+static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_to_e4m3(v); }
+
+/* Passes 2 and 3 of the slice at xt (stride sxt), rstd pre * r already known. */
+#define RMSN_QUANT_PASSES(ISA, T, Q, xt, sxt)                                                                  \
+    do {                                                                                                       \
+        float s_ = rmsn_quant_scale((double)rmsn_qamax_##T##_##Q##_##ISA(o, n, xt, sxt, wt, bt, pre, rs),    \
+                                    scale_ub, RMSN_QMAX_##Q);                                                  \
+        *scale = s_;                                                                                           \
+        rmsn_qwrite_##T##_##Q##_##ISA(o, n, xt, sxt, (rmsn_##Q *)q, sq, wt, bt, pre, rs, 1.0f / s_);          \
+    } while (0)
+
+#define RMSN_SLICE_quant(NAME, ISA, T, Q, ACC)                                                                  \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, void *q, ptrdiff_t sq,     \
+                     const void *w, const void *b, float scale_ub, float *scale)                              \
+    {                                                                                                           \
+        const rmsn_##T *xt = (const rmsn_##T *)x;                                                               \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w, *bt = (const rmsn_##ACC *)b;                              \
+        rmsn_##ACC ss, pre, rs;                                                                                 \
+        RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                       \
+        rs = rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre);                                                     \
+        RMSN_QUANT_PASSES(ISA, T, Q, xt, sx);                                                                   \
+    }
+
+/* ro = round(x + r) as the add op (its rmsn_addsq), then the quant passes on ro. */
+#define RMSN_SLICE_quant_add(NAME, ISA, T, Q, ACC)                                                              \
+    static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *r,             \
+                     ptrdiff_t sr, void *ro, ptrdiff_t sro, void *q, ptrdiff_t sq, const void *w,              \
+                     const void *b, float scale_ub, float *scale)                                              \
+    {                                                                                                           \
+        const rmsn_##T *rot = (const rmsn_##T *)ro;                                                             \
+        const rmsn_##ACC *wt = (const rmsn_##ACC *)w, *bt = (const rmsn_##ACC *)b;                              \
+        rmsn_##ACC ss, pre, rs;                                                                                 \
+        RMSN_BLOCKED_SUM(ACC, ss, rmsn_addsq_##T##_##T##_##ISA(len, (const rmsn_##T *)x + i0 * sx, sx,          \
+                                                               (const rmsn_##T *)r + i0 * sr, sr,               \
+                                                               (rmsn_##T *)ro + i0 * sro, sro));                \
+        rs = rmsn_rstd_##T##_##ACC(o, ss, n, rot, sro, &pre);                                                   \
+        RMSN_QUANT_PASSES(ISA, T, Q, rot, sro);                                                                 \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */
