@@ -441,8 +441,11 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         return silu ? rmsn_vmul_f32_##ISA(g, s) : s;                                                            \
     }
 
-/* gated (f32 acc): the squares of u = x * act(g) in four accumulators, and
- * the output pass in the order of rmsn_gatedscale_*_scalar. */
+/* gated (f32 acc): act(g) into act[] in a loop of its own (norm_before_gate:
+ * the sigmoid, one long dependency chain per vector, inline in the output
+ * pass left too few vectors in flight to hide its latency), the squares of
+ * u = x * act(g) in four accumulators, and the output pass in the order of
+ * rmsn_gatedscale_*_scalar. */
 #define RMSN_SIMD_PRIM_gated(ISA, TIN, TOUT, ACC)                                                                   \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgatedsq_##TIN##_##TOUT##_##ISA(const rmsn_##TIN *x, const rmsn_##TIN *g, \
                                                                            rmsn_##ACC *act, ptrdiff_t m, int silu,  \
@@ -453,6 +456,24 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         rmsn_v##ACC##_##ISA u = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), a);                \
         if (act) rmsn_vstorem_##ACC##_##ACC##_##ISA(act, a, m);                                                     \
         return rmsn_vfma_##ACC##_##ISA(u, u, acc);                                                                  \
+    }                                                                                                               \
+    RMSN_VINLINE void rmsn_vgateact_##TIN##_##TOUT##_##ISA(const rmsn_##TIN *g, rmsn_##ACC *act, ptrdiff_t m,       \
+                                                            int silu)                                               \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##TIN##_##ACC##_##ISA(g, m);                                           \
+        rmsn_vstorem_##ACC##_##ACC##_##ISA(act, rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), silu), m); \
+    }                                                                                                               \
+    static void rmsn_gateact_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *g,           \
+                                                    ptrdiff_t sg, rmsn_##ACC *act)                                  \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        ptrdiff_t i;                                                                                                \
+        if (sg != 1) {                                                                                              \
+            rmsn_gateact_##TIN##_##TOUT##_scalar(o, n, g, sg, act);                                                 \
+            return;                                                                                                 \
+        }                                                                                                           \
+        for (i = 0; i + L <= n; i += L) rmsn_vgateact_##TIN##_##TOUT##_##ISA(g + i, act + i, L, o->act_silu);       \
+        if (i < n) rmsn_vgateact_##TIN##_##TOUT##_##ISA(g + i, act + i, n - i, o->act_silu);                        \
     }                                                                                                               \
     static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,     \
                                                           ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,          \
