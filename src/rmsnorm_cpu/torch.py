@@ -287,6 +287,11 @@ def _rstd_like(x, dims):
     return x.new_empty(x.shape[:x.dim() - dims] + (1,), dtype=_acc(x.dtype))
 
 
+def _grad_like(x, p):
+    """A backward fake's gradient of p: an empty tensor where p is None."""
+    return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
+
+
 @_rms_norm_op.register_fake
 def _(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
     _spec.options(eps, eps_mode, cast_mode)
@@ -314,9 +319,7 @@ def _backward(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
 
 @_rms_norm_backward_op.register_fake
 def _(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
-    def grad(p):
-        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(weight), grad(bias)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), _grad_like(x, weight), _grad_like(x, bias)
 
 
 @torch.library.custom_op("rmsnorm_cpu::add_rms_norm", mutates_args=(), device_types="cpu")
@@ -370,9 +373,7 @@ def _rms_norm_gated_backward_op(dy: torch.Tensor, x: torch.Tensor, gate: Optiona
 
 @_rms_norm_gated_backward_op.register_fake
 def _(dy, x, gate, weight, rstd, groups, eps, norm_before_gate, activation):
-    def grad(p):
-        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(gate), grad(weight)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), _grad_like(x, gate), _grad_like(x, weight)
 
 
 @torch.library.custom_op("rmsnorm_cpu::rms_norm_quant", mutates_args=(), device_types="cpu")
