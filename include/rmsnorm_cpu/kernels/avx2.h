@@ -100,10 +100,11 @@ RMSN_SIMD_GATE(avx2)
  * even) and saturating packs; float8_e4m3fn as rmsn_f32_to_e4m3 of slice.h
  * lane by lane.  Each makes the byte in the low end of its 32-bit lane; four
  * vectors of those pack into one 32-byte store. */
+/* |y| as an integer orders as the float, a NaN above inf: an integer max keeps a NaN. */
 RMSN_VINLINE __m256 rmsn_vabsmax_f32_avx2(__m256 amax, __m256 y)
 {
-    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
-    return _mm256_blendv_ps(_mm256_max_ps(a, amax), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); /* max: amax's NaN wins */
+    __m256i a = _mm256_and_si256(_mm256_castps_si256(y), _mm256_set1_epi32(0x7fffffff));
+    return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(amax), a));
 }
 /* NaN -> 0, then at most 127; below -128 needs no clamp: cvtps gives INT_MIN
  * out of range, and the packs saturate every value below -128 to -128. */

@@ -690,8 +690,9 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     }
 
 /* Pass 2 stores y into ybuf (when given) as it takes the max, so pass 3 only
- * loads, scales and converts.  Full vectors in the main loops, one partial
- * vector at the end. */
+ * loads, scales and converts; it is the last pass that reads x, so it
+ * prefetches the next slice (prefetch_next) as rmsn_scale does.  Full vectors
+ * in the main loops, one partial vector at the end. */
 #define RMSN_SIMD_PRIM_quant(ISA, T, Q, ACC)                                                                     \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vqy_##T##_##Q##_##ISA(const rmsn_##T *x, const rmsn_##ACC *w,          \
                                                                  const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,      \
@@ -718,10 +719,12 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), a0, a1, y0, y1;                                    \
         ptrdiff_t i = 0, m;                                                                                      \
+        int next = o->prefetch_next;                                                                             \
         if (sx != 1 || pre != 1 || o->round_mid)                                                                 \
             return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r, ybuf);                               \
         a0 = a1 = rmsn_vzero_##ACC##_##ISA();                                                                    \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                     \
+            if (next) rmsn_prefetch_l2(x + n + i);                                                               \
             y0 = rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL, rv, L);                   \
             y1 = rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL, b ? b + i + L : NULL, rv, L);       \
             if (ybuf) {                                                                                          \
@@ -747,7 +750,10 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), iv = rmsn_vset1_##ACC##_##ISA(inv);                \
         ptrdiff_t i = 0, m;                                                                                      \
-        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid) {                                                    \
+        /* A NaN inv (a NaN in y) makes every q NaN: the scalar loop keeps each                                  \
+         * product's NaN sign (y's NaN, as the first operand), which the vector                                  \
+         * multiply, its operands in either order, does not. */                                                  \
+        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid || inv != inv) {                                      \
             rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv, ybuf);                         \
             return;                                                                                              \
         }                                                                                                        \
