@@ -106,13 +106,9 @@ RMSN_VINLINE __m256 rmsn_vabsmax_f32_avx2(__m256 amax, __m256 y)
     __m256i a = _mm256_and_si256(_mm256_castps_si256(y), _mm256_set1_epi32(0x7fffffff));
     return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(amax), a));
 }
-/* NaN -> 0, then at most 127; below -128 needs no clamp: cvtps gives INT_MIN
- * out of range, and the packs saturate every value below -128 to -128. */
-RMSN_VINLINE __m256i rmsn_i8_lanes_avx2(__m256 v)
-{
-    __m256 c = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
-    return _mm256_cvtps_epi32(_mm256_min_ps(c, _mm256_set1_ps(127.0f)));
-}
+/* v is not NaN (simd.h): at most 127; below -128 needs no clamp: cvtps gives
+ * INT_MIN out of range, and the packs saturate every value below -128 to -128. */
+RMSN_VINLINE __m256i rmsn_i8_lanes_avx2(__m256 v) { return _mm256_cvtps_epi32(_mm256_min_ps(v, _mm256_set1_ps(127.0f))); }
 /* Saturate |v| to 448; normals drop 20 mantissa bits (round to nearest even
  * by integer add) and rebias 127 -> 7; below 2^-6 the subnormal m * 2^-9 is
  * |v| * 2^9 rounded to an integer by cvtps (exact scaling, nearest even). */

@@ -647,6 +647,8 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  *   rmsn_vabsmax_f32_<ISA>(amax, y)   lane-wise max(amax, |y|); a NaN sticks in its lane
  *   rmsn_vqstore_i8_<ISA>(p, v), rmsn_vqstore_e4m3_<ISA>(p, v)
  *                                     LANES bytes, as rmsn_f32_to_i8 / rmsn_f32_to_e4m3
+ *                                     (v is never NaN: see rmsn_qwrite; the int8 one
+ *                                     need not handle it)
  *   rmsn_vqstore4_i8_<ISA>(p, v0, v1, v2, v3), rmsn_vqstore4_e4m3_<ISA>(..)
  *                                     4 * LANES bytes, the same as four vqstores
  *                                     (one wide store where the tier packs them;
@@ -750,10 +752,12 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), iv = rmsn_vset1_##ACC##_##ISA(inv);                \
         ptrdiff_t i = 0, m;                                                                                      \
-        /* A NaN inv (a NaN in y) makes every q NaN: the scalar loop keeps each                                  \
-         * product's NaN sign (y's NaN, as the first operand), which the vector                                  \
-         * multiply, its operands in either order, does not. */                                                  \
-        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid || inv != inv) {                                      \
+        /* A NaN inv (a NaN in y) makes every y * inv NaN, a zero one (an infinity                               \
+         * in y) the infinities' products: the scalar loop writes those slices.  So                              \
+         * the vector conversions never see a NaN, and each NaN q keeps its sign                                 \
+         * (y's NaN, as the product's first operand, which the vector multiply,                                  \
+         * its operands in either order, does not keep). */                                                      \
+        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid || !(inv > 0)) {                                     \
             rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv, ybuf);                         \
             return;                                                                                              \
         }                                                                                                        \
