@@ -891,7 +891,9 @@ def quant(call):
     for k in range(u.L.nops):
         operand_bytes += _operand_bytes(&u.L, k)
     # Plain stores: q is a quarter or half of x's bytes, written from cache.
-    _set_opts(&u.opts, options.eps, options.eps_mode, False, False, False)
+    # Prefetch as forward, without a residual (the fused add's passes read
+    # residual_out, not the next x).
+    _set_opts(&u.opts, options.eps, options.eps_mode, False, False, u.L.nops == 2 and _slices_follow(&u.L, 1))
     u.fn = active_kernels().quant[t][kind] if u.L.nops == 2 else NULL
     u.add_fn = active_kernels().quant_add[t][kind]
     u.w = _ptr_or_null(call.weight)
@@ -956,7 +958,7 @@ def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bi
     wp = <const void*>_ptr_or_null(w)
     fn = active_kernels().quant[code][kind]
     add_fn = active_kernels().quant_add[code][kind]
-    _set_opts(&o, eps, 0, False, False, False)  # as quant
+    _set_opts(&o, eps, 0, False, False, rp == NULL)  # as quant: the rows of x are adjacent
     with nogil:
         if rp == NULL:
             for i in range(rows):

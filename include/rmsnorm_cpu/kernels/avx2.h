@@ -97,45 +97,63 @@ RMSN_VINLINE __m256 rmsn_vpow2neg_f32_avx2(__m256 t)
 RMSN_VINLINE __m256 rmsn_vdiv_f32_avx2(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
 RMSN_SIMD_GATE(avx2)
 /* quant (simd.h): |y| max with NaN sticking; int8 by cvtps (round half to
- * even) of the clamped values and saturating packs; float8_e4m3fn in
- * integer ops, rmsn_f32_to_e4m3 of slice.h lane by lane. */
+ * even) and saturating packs; float8_e4m3fn as rmsn_f32_to_e4m3 of slice.h
+ * lane by lane.  Each makes the byte in the low end of its 32-bit lane; four
+ * vectors of those pack into one 32-byte store. */
+/* |y| as an integer orders as the float, a NaN above inf: an integer max keeps a NaN. */
 RMSN_VINLINE __m256 rmsn_vabsmax_f32_avx2(__m256 amax, __m256 y)
 {
-    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
-    return _mm256_blendv_ps(_mm256_max_ps(a, amax), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); /* max: amax's NaN wins */
+    __m256i a = _mm256_and_si256(_mm256_castps_si256(y), _mm256_set1_epi32(0x7fffffff));
+    return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(amax), a));
 }
-RMSN_VINLINE void rmsn_vqstore_i8_avx2(rmsn_i8 *p, __m256 v)
+/* v is not NaN (simd.h): at most 127; below -128 needs no clamp: cvtps gives
+ * INT_MIN out of range, and the packs saturate every value below -128 to -128. */
+RMSN_VINLINE __m256i rmsn_i8_lanes_avx2(__m256 v) { return _mm256_cvtps_epi32(_mm256_min_ps(v, _mm256_set1_ps(127.0f))); }
+/* Saturate |v| to 448; normals drop 20 mantissa bits (round to nearest even
+ * by integer add) and rebias 127 -> 7; below 2^-6 the subnormal m * 2^-9 is
+ * |v| * 2^9 rounded to an integer by cvtps (exact scaling, nearest even). */
+RMSN_VINLINE __m256i rmsn_e4m3_lanes_avx2(__m256 v)
 {
-    __m256 c = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> 0 */
-    __m256i i;
-    __m128i h;
-    c = _mm256_min_ps(_mm256_max_ps(c, _mm256_set1_ps(-128.0f)), _mm256_set1_ps(127.0f));
-    i = _mm256_cvtps_epi32(c);
-    h = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(h, h));
-}
-RMSN_VINLINE void rmsn_vqstore_e4m3_avx2(rmsn_e4m3 *p, __m256 v)
-{
-    __m256i u = _mm256_castps_si256(v), one = _mm256_set1_epi32(1);
+    __m256i u = _mm256_castps_si256(v);
     __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
     __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
     __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
     __m256i sat = _mm256_min_epi32(a, _mm256_set1_epi32(0x43e00000));
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(sat, 20), one);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(sat, 20), _mm256_set1_epi32(1));
     __m256i normal = _mm256_sub_epi32(
         _mm256_srli_epi32(_mm256_add_epi32(sat, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7ffff))), 20),
         _mm256_set1_epi32(120 << 3));
-    __m256i shift = _mm256_min_epi32(_mm256_sub_epi32(_mm256_set1_epi32(141), _mm256_srli_epi32(sat, 23)),
-                                     _mm256_set1_epi32(31));
-    __m256i m = _mm256_or_si256(_mm256_and_si256(sat, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x800000));
-    __m256i half = _mm256_sub_epi32(_mm256_sllv_epi32(one, _mm256_sub_epi32(shift, one)), one);
-    __m256i odd = _mm256_and_si256(_mm256_srlv_epi32(m, shift), one);
-    __m256i sub = _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(m, half), odd), shift);
+    __m256i sub = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(sat), _mm256_set1_ps(512.0f)));
     __m256i r = _mm256_blendv_epi8(sub, normal, _mm256_cmpgt_epi32(sat, _mm256_set1_epi32(0x3c7fffff)));
-    __m128i h;
-    r = _mm256_or_si256(_mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), nan), sign);
-    h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    return _mm256_or_si256(_mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), nan), sign);
+}
+RMSN_VINLINE void rmsn_vqstore_i8_avx2(rmsn_i8 *p, __m256 v)
+{
+    __m256i i = rmsn_i8_lanes_avx2(v);
+    __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(h, h));
+}
+RMSN_VINLINE void rmsn_vqstore_e4m3_avx2(rmsn_e4m3 *p, __m256 v)
+{
+    __m256i r = rmsn_e4m3_lanes_avx2(v);
+    __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
     _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(h, h));
+}
+/* The packs work within 128-bit halves: the result holds the 4-byte groups
+ * of v0..v3 low halves, then of their high halves; one permute restores order. */
+RMSN_VINLINE void rmsn_vqstore4_i8_avx2(rmsn_i8 *p, __m256 v0, __m256 v1, __m256 v2, __m256 v3)
+{
+    __m256i lo = _mm256_packs_epi32(rmsn_i8_lanes_avx2(v0), rmsn_i8_lanes_avx2(v1));
+    __m256i hi = _mm256_packs_epi32(rmsn_i8_lanes_avx2(v2), rmsn_i8_lanes_avx2(v3));
+    _mm256_storeu_si256((__m256i *)p, _mm256_permutevar8x32_epi32(_mm256_packs_epi16(lo, hi),
+                                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+RMSN_VINLINE void rmsn_vqstore4_e4m3_avx2(rmsn_e4m3 *p, __m256 v0, __m256 v1, __m256 v2, __m256 v3)
+{
+    __m256i lo = _mm256_packus_epi32(rmsn_e4m3_lanes_avx2(v0), rmsn_e4m3_lanes_avx2(v1));
+    __m256i hi = _mm256_packus_epi32(rmsn_e4m3_lanes_avx2(v2), rmsn_e4m3_lanes_avx2(v3));
+    _mm256_storeu_si256((__m256i *)p, _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi),
+                                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)

@@ -151,6 +151,8 @@
         r = _mm512_or_si512(_mm512_mask_blend_epi32(nan, r, _mm512_set1_epi32(0x7f)), sign);                       \
         _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(r));                                                   \
     }                                                                                                              \
+    RMSN_SIMD_QSTORE4_EACH(ISA, i8)                                                                                \
+    RMSN_SIMD_QSTORE4_EACH(ISA, e4m3)                                                                              \
     RMSN_SIMD_QUANT_HELPERS(ISA)
 
 /* ---- avx512: every AVX-512 CPU ---- */

@@ -220,16 +220,18 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
             if (db) db[i] += up;                                                                                     \
         }                                                                                                            \
     }
-/* quant: pass 2 (y and its amax) and pass 3 (q from the same y), slice.h. */
+/* quant: pass 2 (y and its amax; y kept in ybuf if given) and pass 3 (q from
+ * that y, or from y computed again the same way), slice.h. */
 #define RMSN_SCALAR_PRIM_quant(T, Q, ACC)                                                                       \
     static rmsn_##ACC rmsn_qamax_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,        \
                                                     ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,    \
-                                                    rmsn_##ACC pre, rmsn_##ACC r)                              \
+                                                    rmsn_##ACC pre, rmsn_##ACC r, rmsn_##ACC *ybuf)            \
     {                                                                                                           \
         rmsn_##ACC m = 0, a;                                                                                    \
         ptrdiff_t i;                                                                                            \
         for (i = 0; i < n; i++) {                                                                               \
             a = rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx), pre, r, w, b, i);                 \
+            if (ybuf) ybuf[i] = a;                                                                              \
             a = a < 0 ? -a : a;                                                                                 \
             if (a > m || a != a) m = a; /* a NaN sticks: no later a compares greater */                         \
         }                                                                                                       \
@@ -237,12 +239,15 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
     }                                                                                                           \
     static void rmsn_qwrite_##T##_##Q##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,             \
                                                ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,   \
-                                               const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)   \
+                                               const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv,   \
+                                               const rmsn_##ACC *ybuf)                                         \
     {                                                                                                           \
+        rmsn_##ACC y;                                                                                           \
         ptrdiff_t i;                                                                                            \
-        for (i = 0; i < n; i++)                                                                                 \
-            rmsn_qstore_##Q##_##ACC(q + i * sq, rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx),  \
-                                                                        pre, r, w, b, i) * (rmsn_##ACC)inv);    \
+        for (i = 0; i < n; i++) {                                                                               \
+            y = ybuf ? ybuf[i] : rmsn_affine_##T##_##ACC(o, rmsn_load_##T##_##ACC(x + i * sx), pre, r, w, b, i); \
+            rmsn_qstore_##Q##_##ACC(q + i * sq, y * (rmsn_##ACC)inv);                                           \
+        }                                                                                                       \
     }
 /* quant_add: add's rmsn_addsq and quant's passes. */
 #define RMSN_SCALAR_PRIM_quant_add(T, Q, ACC)

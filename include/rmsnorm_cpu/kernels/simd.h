@@ -657,6 +657,12 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  *   rmsn_vabsmax_f32_<ISA>(amax, y)   lane-wise max(amax, |y|); a NaN sticks in its lane
  *   rmsn_vqstore_i8_<ISA>(p, v), rmsn_vqstore_e4m3_<ISA>(p, v)
  *                                     LANES bytes, as rmsn_f32_to_i8 / rmsn_f32_to_e4m3
+ *                                     (v is never NaN: see rmsn_qwrite; the int8 one
+ *                                     need not handle it)
+ *   rmsn_vqstore4_i8_<ISA>(p, v0, v1, v2, v3), rmsn_vqstore4_e4m3_<ISA>(..)
+ *                                     4 * LANES bytes, the same as four vqstores
+ *                                     (one wide store where the tier packs them;
+ *                                     RMSN_SIMD_QSTORE4_EACH otherwise)
  * and then expands RMSN_SIMD_QUANT_HELPERS(<ISA>).  y is computed as the
  * forward's scale pass computes it (rmsn_vscale: multiply, then weight, then
  * bias), so the same rstd gives the same y, amax and q on every tier. */
@@ -684,7 +690,21 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         rmsn_vqstore_##Q##_##ISA(part, v);                                                             \
         memcpy(p, part, (size_t)m);                                                                    \
     }
+/* rmsn_vqstore4 as four rmsn_vqstore, for a tier whose one-vector store is already full width. */
+#define RMSN_SIMD_QSTORE4_EACH(ISA, Q)                                                                            \
+    RMSN_VINLINE void rmsn_vqstore4_##Q##_##ISA(rmsn_##Q *p, rmsn_vf32_##ISA v0, rmsn_vf32_##ISA v1,              \
+                                                 rmsn_vf32_##ISA v2, rmsn_vf32_##ISA v3)                          \
+    {                                                                                                             \
+        rmsn_vqstore_##Q##_##ISA(p, v0);                                                                          \
+        rmsn_vqstore_##Q##_##ISA(p + RMSN_LANES_f32_##ISA, v1);                                                   \
+        rmsn_vqstore_##Q##_##ISA(p + 2 * RMSN_LANES_f32_##ISA, v2);                                               \
+        rmsn_vqstore_##Q##_##ISA(p + 3 * RMSN_LANES_f32_##ISA, v3);                                               \
+    }
 
+/* Pass 2 stores y into ybuf (when given) as it takes the max, so pass 3 only
+ * loads, scales and converts; it is the last pass that reads x, so it
+ * prefetches the next slice (prefetch_next) as rmsn_scale does.  Full vectors
+ * in the main loops, one partial vector at the end. */
 #define RMSN_SIMD_PRIM_quant(ISA, T, Q, ACC)                                                                     \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vqy_##T##_##Q##_##ISA(const rmsn_##T *x, const rmsn_##ACC *w,          \
                                                                  const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,      \
@@ -695,44 +715,72 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                          \
         return t;                                                                                                \
     }                                                                                                            \
+    /* y at i (m elements): from ybuf, or computed. */                                                          \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vqyat_##T##_##Q##_##ISA(const rmsn_##ACC *ybuf, const rmsn_##T *x,     \
+                                                                   const rmsn_##ACC *w, const rmsn_##ACC *b,      \
+                                                                   rmsn_v##ACC##_##ISA r, ptrdiff_t i,            \
+                                                                   ptrdiff_t m)                                   \
+    {                                                                                                            \
+        if (ybuf) return rmsn_vloadm_##ACC##_##ACC##_##ISA(ybuf + i, m);                                         \
+        return rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL, r, m);                      \
+    }                                                                                                            \
     static rmsn_##ACC rmsn_qamax_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,          \
                                                    ptrdiff_t sx, const rmsn_##ACC *w, const rmsn_##ACC *b,      \
-                                                   rmsn_##ACC pre, rmsn_##ACC r)                                \
+                                                   rmsn_##ACC pre, rmsn_##ACC r, rmsn_##ACC *ybuf)              \
     {                                                                                                            \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
-        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), a0, a1;                                            \
-        ptrdiff_t i = 0;                                                                                         \
-        if (sx != 1 || pre != 1 || o->round_mid) return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r); \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), a0, a1, y0, y1;                                    \
+        ptrdiff_t i = 0, m;                                                                                      \
+        int next = o->prefetch_next;                                                                             \
+        if (sx != 1 || pre != 1 || o->round_mid)                                                                 \
+            return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r, ybuf);                               \
         a0 = a1 = rmsn_vzero_##ACC##_##ISA();                                                                    \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                     \
-            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
-                                                                            b ? b + i : NULL, rv, L));            \
-            a1 = rmsn_vabsmax_##ACC##_##ISA(a1, rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL,      \
-                                                                            b ? b + i + L : NULL, rv, L));        \
+            if (next) rmsn_prefetch_l2(x + n + i);                                                               \
+            y0 = rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL, rv, L);                   \
+            y1 = rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL, b ? b + i + L : NULL, rv, L);       \
+            if (ybuf) {                                                                                          \
+                rmsn_vstore_##ACC##_##ACC##_##ISA(ybuf + i, y0);                                                 \
+                rmsn_vstore_##ACC##_##ACC##_##ISA(ybuf + i + L, y1);                                             \
+            }                                                                                                    \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, y0);                                                             \
+            a1 = rmsn_vabsmax_##ACC##_##ISA(a1, y1);                                                             \
         }                                                                                                        \
-        for (; i < n; i += L)                                                                                    \
-            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL,              \
-                                                                            b ? b + i : NULL, rv,                 \
-                                                                            n - i < L ? n - i : L));              \
+        for (; i < n; i += m) {                                                                                  \
+            m = n - i < L ? n - i : L;                                                                           \
+            y0 = rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL, rv, m);                   \
+            if (ybuf) rmsn_vstorem_##ACC##_##ACC##_##ISA(ybuf + i, y0, m);                                       \
+            a0 = rmsn_vabsmax_##ACC##_##ISA(a0, y0);                                                             \
+        }                                                                                                        \
         return rmsn_vhmax_##ACC##_##ISA(rmsn_vabsmax_##ACC##_##ISA(a0, a1));                                     \
     }                                                                                                            \
     static void rmsn_qwrite_##T##_##Q##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *x,               \
                                               ptrdiff_t sx, rmsn_##Q *q, ptrdiff_t sq, const rmsn_##ACC *w,     \
-                                              const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv)     \
+                                              const rmsn_##ACC *b, rmsn_##ACC pre, rmsn_##ACC r, float inv,     \
+                                              const rmsn_##ACC *ybuf)                                           \
     {                                                                                                            \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                   \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), iv = rmsn_vset1_##ACC##_##ISA(inv);                \
-        ptrdiff_t i;                                                                                             \
-        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid) {                                                    \
-            rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv);                               \
+        ptrdiff_t i = 0, m;                                                                                      \
+        /* A NaN inv (a NaN in y) makes every y * inv NaN, a zero one (an infinity                               \
+         * in y) the infinities' products: the scalar loop writes those slices.  So                              \
+         * the vector conversions never see a NaN, and each NaN q keeps its sign                                 \
+         * (y's NaN, as the product's first operand, which the vector multiply,                                  \
+         * its operands in either order, does not keep). */                                                      \
+        if (sx != 1 || sq != 1 || pre != 1 || o->round_mid || !(inv > 0)) {                                     \
+            rmsn_qwrite_##T##_##Q##_scalar(o, n, x, sx, q, sq, w, b, pre, r, inv, ybuf);                         \
             return;                                                                                              \
         }                                                                                                        \
-        for (i = 0; i < n; i += L) {                                                                             \
-            ptrdiff_t m = n - i < L ? n - i : L;                                                                 \
+        for (; i + 4 * L <= n; i += 4 * L)                                                                       \
+            rmsn_vqstore4_##Q##_##ISA(                                                                           \
+                q + i, rmsn_vmul_##ACC##_##ISA(rmsn_vqyat_##T##_##Q##_##ISA(ybuf, x, w, b, rv, i, L), iv),       \
+                rmsn_vmul_##ACC##_##ISA(rmsn_vqyat_##T##_##Q##_##ISA(ybuf, x, w, b, rv, i + L, L), iv),          \
+                rmsn_vmul_##ACC##_##ISA(rmsn_vqyat_##T##_##Q##_##ISA(ybuf, x, w, b, rv, i + 2 * L, L), iv),      \
+                rmsn_vmul_##ACC##_##ISA(rmsn_vqyat_##T##_##Q##_##ISA(ybuf, x, w, b, rv, i + 3 * L, L), iv));     \
+        for (; i < n; i += m) {                                                                                  \
+            m = n - i < L ? n - i : L;                                                                           \
             rmsn_vqstorem_##Q##_##ISA(                                                                           \
-                q + i,                                                                                           \
-                rmsn_vmul_##ACC##_##ISA(rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL,    \
-                                                                    rv, m), iv), m);                               \
+                q + i, rmsn_vmul_##ACC##_##ISA(rmsn_vqyat_##T##_##Q##_##ISA(ybuf, x, w, b, rv, i, m), iv), m);   \
         }                                                                                                        \
     }
 /* quant_add: add's rmsn_addsq and quant's passes. */

@@ -237,12 +237,14 @@
  * Per slice: rstd from the sum of squares; pass 2 computes y (float32, or
  * float64 for float64 data, never rounded to a storage dtype) and
  * amax = max|y| (NaN if any y is NaN); scale = max(min(amax, scale_ub) / QMAX,
- * 1 / (QMAX * 512)) in float32; pass 3 recomputes y the same way (the same
- * function, so the same bits; the slice is in cache) and writes
+ * 1 / (QMAX * 512)) in float32; pass 3 writes
  * q = saturate(round_half_even(y * (1 / scale))), the float32 reciprocal.
+ * A slice of at most RMSN_SUM_BLOCK elements keeps y in a stack buffer
+ * between the passes (ybuf); a longer one recomputes y in pass 3 by the same
+ * function (the same bits).
  * Tier primitives (RMSN_SCALAR_PRIM_quant, RMSN_SIMD_PRIM_quant):
- *   rmsn_qamax_<T>_<Q>_<ISA>(o, n, x, sx, w, b, pre, r)          -> amax
- *   rmsn_qwrite_<T>_<Q>_<ISA>(o, n, x, sx, q, sq, w, b, pre, r, inv) */
+ *   rmsn_qamax_<T>_<Q>_<ISA>(o, n, x, sx, w, b, pre, r, ybuf)        -> amax; ybuf[i] = y[i] if ybuf
+ *   rmsn_qwrite_<T>_<Q>_<ISA>(o, n, x, sx, q, sq, w, b, pre, r, inv, ybuf)  y from ybuf if ybuf */
 #define RMSN_QMAX_i8 127.0f
 #define RMSN_QMAX_e4m3 448.0f
 
@@ -293,12 +295,14 @@ static inline void rmsn_qstore_e4m3_f32(rmsn_e4m3 *p, float v) { *p = rmsn_f32_t
 static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_to_e4m3(v); }
 
 /* Passes 2 and 3 of the slice at xt (stride sxt), rstd pre * r already known. */
-#define RMSN_QUANT_PASSES(ISA, T, Q, xt, sxt)                                                                  \
+#define RMSN_QUANT_PASSES(ISA, T, Q, ACC, xt, sxt)                                                             \
     do {                                                                                                       \
-        float s_ = rmsn_quant_scale((double)rmsn_qamax_##T##_##Q##_##ISA(o, n, xt, sxt, wt, bt, pre, rs),    \
-                                    scale_ub, RMSN_QMAX_##Q);                                                  \
+        rmsn_##ACC y_buf_[RMSN_SUM_BLOCK];                                                                     \
+        rmsn_##ACC *ybuf_ = n <= RMSN_SUM_BLOCK ? y_buf_ : NULL;                                               \
+        float s_ = rmsn_quant_scale(                                                                           \
+            (double)rmsn_qamax_##T##_##Q##_##ISA(o, n, xt, sxt, wt, bt, pre, rs, ybuf_), scale_ub, RMSN_QMAX_##Q); \
         *scale = s_;                                                                                           \
-        rmsn_qwrite_##T##_##Q##_##ISA(o, n, xt, sxt, (rmsn_##Q *)q, sq, wt, bt, pre, rs, 1.0f / s_);          \
+        rmsn_qwrite_##T##_##Q##_##ISA(o, n, xt, sxt, (rmsn_##Q *)q, sq, wt, bt, pre, rs, 1.0f / s_, ybuf_);   \
     } while (0)
 
 #define RMSN_SLICE_quant(NAME, ISA, T, Q, ACC)                                                                  \
@@ -310,7 +314,7 @@ static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_
         rmsn_##ACC ss, pre, rs;                                                                                 \
         RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                       \
         rs = rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre);                                                     \
-        RMSN_QUANT_PASSES(ISA, T, Q, xt, sx);                                                                   \
+        RMSN_QUANT_PASSES(ISA, T, Q, ACC, xt, sx);                                                                   \
     }
 
 /* ro = round(x + r) as the add op (its rmsn_addsq), then the quant passes on ro. */
@@ -326,7 +330,7 @@ static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_
                                                                (const rmsn_##T *)r + i0 * sr, sr,               \
                                                                (rmsn_##T *)ro + i0 * sro, sro));                \
         rs = rmsn_rstd_##T##_##ACC(o, ss, n, rot, sro, &pre);                                                   \
-        RMSN_QUANT_PASSES(ISA, T, Q, rot, sro);                                                                 \
+        RMSN_QUANT_PASSES(ISA, T, Q, ACC, rot, sro);                                                                 \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */
