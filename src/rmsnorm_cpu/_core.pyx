@@ -51,6 +51,11 @@ cdef inline bint _acc_f64(int a, int b) noexcept nogil:
     return RMSN_ACC_DTYPE(a, b) == RMSN_F64
 
 
+cdef inline Py_ssize_t _acc_size(int a, int b) noexcept nogil:
+    """Bytes of one number in the acc type of data of codes a and b."""
+    return 8 if _acc_f64(a, b) else 4
+
+
 # ---- operand layout shared by every op -----------------------------------
 
 cdef struct Layout:
@@ -316,7 +321,7 @@ cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given)
               may_stream(operand_bytes, out_given, _run_bytes(L, 1)), _slices_follow(L, 1))
     f.row = active_kernels().fwd[tin][tout]
     f.cols = active_kernels().fwd_cols[tin][tout]
-    f.accsize = 8 if _acc_f64(tin, tout) else 4
+    f.accsize = _acc_size(tin, tout)
     f.by_columns = (L.nstride[0] != 1 or L.nstride[1] != 1) and L.nb > 0 and \
         L.bstride[0][L.nb - 1] == L.itemsize[0] and L.bstride[1][L.nb - 1] == L.itemsize[1]
     if f.by_columns:
@@ -613,7 +618,7 @@ def add_forward(call):
     a.fn = active_kernels().add[tx][tr]
     a.w = _ptr_or_null(call.weight)
     a.b = _ptr_or_null(call.bias)
-    a.accsize = 8 if _acc_f64(tx, tr) else 4
+    a.accsize = _acc_size(tx, tr)
     run_units(_add_unit, &a, a.L.nslices, options.n_threads, a.L.nslices * a.L.n, &a.opts, operand_bytes)
     if strided:
         _operands(&f.L, &a.L, 2)
@@ -687,7 +692,7 @@ def backward(call):
     g.rstd = _ptr_or_null(call.rstd)
     g.dw = _ptr_or_null(call.dweight)
     g.db = _ptr_or_null(call.dbias)
-    g.accsize = 8 if _acc_f64(t, t) else 4
+    g.accsize = _acc_size(t, t)
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
     _finish(made)
@@ -739,7 +744,7 @@ def gated_forward(call):
     a.w = _ptr_or_null(call.weight)
     a.b = _ptr_or_null(call.bias)
     a.rstd = _ptr_or_null(call.rstd)
-    a.accsize = 8 if _acc_f64(tin, tout) else 4
+    a.accsize = _acc_size(tin, tout)
     run_units(_gated_unit, &a, a.L.nslices, options.n_threads, a.L.nslices * a.L.n, &a.opts, operand_bytes)
     _finish(made)
 
@@ -834,7 +839,7 @@ def gated_backward(call):
     g.rstd = _ptr_or_null(call.rstd)
     g.dw = _ptr_or_null(call.dweight)
     g.db = _ptr_or_null(call.dbias)
-    g.accsize = 8 if _acc_f64(t, t) else 4
+    g.accsize = _acc_size(t, t)
     g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
     run_units(_gated_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
     _finish(made)
@@ -900,7 +905,7 @@ def quant(call):
     u.b = _ptr_or_null(call.bias)
     u.scale = <float*>cnp.PyArray_DATA(scale)
     u.scale_ub = call.scale_ub
-    u.accsize = 8 if _acc_f64(t, t) else 4
+    u.accsize = _acc_size(t, t)
     run_units(_quant_unit, &u, u.L.nslices, options.n_threads, u.L.nslices * u.L.n, &u.opts, operand_bytes)
     _finish(made)
 

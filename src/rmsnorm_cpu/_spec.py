@@ -492,6 +492,21 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
     """The Call of rms_norm_backward(dy, x, ...); bias only shapes dbias and is
     validated like the forward's."""
     x, t = float_array(x, "x")
+    dy, p, acc, w, _, rstd, opts, dw, db = _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups,
+                                                              eps_mode, weight_offset, n_threads)
+    if dx_out is None:
+        dx = np.empty_like(x)
+    else:
+        dx = check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
+        w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
+    return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts, dx_out is not None)
+
+
+def _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset, n_threads):
+    """What the backward calls of x (kernel code t) check and make, in this
+    order: (dy in x's dtype, plan, acc dtype, weight and bias as the kernels
+    take them, rstd in acc or None, options, zeroed dweight and dbias row-block
+    partial sums or None)."""
     dy, _ = float_array(dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy of shape {dy.shape} does not match x of shape {x.shape}")
@@ -499,22 +514,17 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
         dy = dy.astype(x.dtype)
     p = plan(x.shape, axis, groups)
     acc = acc_dtype(t)
-    w, _ = params(p, acc, weight, bias, weight_offset)
+    w, b = params(p, acc, weight, bias, weight_offset)
     opts = options(eps, eps_mode, "fused", n_threads)
     if rstd is not None:
         r, _ = float_array(rstd, "rstd")
         if r.shape != p.rstd_shape():
             raise ValueError(f"rstd has shape {r.shape}, expected {p.rstd_shape()} (the forward's)")
         rstd = np.ascontiguousarray(r, dtype=acc)
-    if dx_out is None:
-        dx = np.empty_like(x)
-    else:
-        dx = check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
-        w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
     blocks = _core.grad_blocks(math.prod(p.rstd_shape()), p.size)
     dw = np.zeros((blocks, p.size), acc) if weight is not None else None
     db = np.zeros((blocks, p.size), acc) if bias is not None else None
-    return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts, dx_out is not None)
+    return dy, p, acc, w, b, rstd, opts, dw, db
 
 
 def gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset, norm_before_gate, activation,
@@ -544,24 +554,9 @@ def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_
     ...): the kernels write dx and dgate in the common dtype, the caller
     converts them to x's and gate's when the two differ."""
     x, gate, t, (x_dtype, _), gate_dtype = _x_and_gate(x, gate)
-    dy, _ = float_array(dy, "dy")
-    if dy.shape != x.shape:
-        raise ValueError(f"dy of shape {dy.shape} does not match x of shape {x.shape}")
-    if dy.dtype != x.dtype:
-        dy = dy.astype(x.dtype)
-    p = plan(x.shape, axis, groups)
-    acc = acc_dtype(t)
-    w, b = params(p, acc, weight, bias, weight_offset)
-    opts = options(eps, eps_mode, "fused", n_threads)
+    dy, p, acc, w, b, rstd, opts, dw, db = _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups,
+                                                              eps_mode, weight_offset, n_threads)
     gopts = gate_options(norm_before_gate, activation)
-    if rstd is not None:
-        r, _ = float_array(rstd, "rstd")
-        if r.shape != p.rstd_shape():
-            raise ValueError(f"rstd has shape {r.shape}, expected {p.rstd_shape()} (the forward's)")
-        rstd = np.ascontiguousarray(r, dtype=acc)
-    blocks = _core.grad_blocks(math.prod(p.rstd_shape()), p.size)
-    dw = np.zeros((blocks, p.size), acc) if weight is not None else None
-    db = np.zeros((blocks, p.size), acc) if bias is not None else None
     return Call((dy, x, gate, np.empty_like(x), np.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
                 False, gopts), x_dtype, gate_dtype
 
