@@ -548,25 +548,28 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  * once per slice) or, for a slice too long for it, computed in each pass. */
 #define RMSN_SIMD_PRIM_gated_bwd(ISA, T, T_, ACC)                                                                   \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgatesig_##T##_##ISA(const rmsn_##T *g, const rmsn_##ACC *sig,            \
-                                                                ptrdiff_t m, int silu, rmsn_v##ACC##_##ISA *gv,     \
+                                                                ptrdiff_t i, ptrdiff_t m, int silu,                 \
+                                                                rmsn_v##ACC##_##ISA *gv,                            \
                                                                 rmsn_v##ACC##_##ISA *s)                             \
     {                                                                                                               \
-        *gv = rmsn_vloadm_##T##_##ACC##_##ISA(g, m);                                                                \
-        *s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig, m) : rmsn_vsigmoid_##ACC##_##ISA(*gv);                    \
+        *gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m);                                                            \
+        *s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig + i, m) : rmsn_vsigmoid_##ACC##_##ISA(*gv);                \
         return rmsn_vact_##ACC##_##ISA(*gv, *s, silu);                                                              \
     }                                                                                                               \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgateddot_##T##_##ISA(int before, int silu, const rmsn_##T *dy,           \
                                                                  const rmsn_##T *x, const rmsn_##T *g,              \
                                                                  const rmsn_##ACC *sig, const rmsn_##ACC *w,        \
-                                                                 ptrdiff_t m, rmsn_v##ACC##_##ISA acc)              \
+                                                                 ptrdiff_t i, ptrdiff_t m,                          \
+                                                                 rmsn_v##ACC##_##ISA acc)                           \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA gv, s, a = rmsn_vgatesig_##T##_##ISA(g, sig, m, silu, &gv, &s);                         \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
+        rmsn_v##ACC##_##ISA gv, s, a = rmsn_vgatesig_##T##_##ISA(g, sig, i, m, silu, &gv, &s);                      \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
         if (before)                                                                                                 \
             d = rmsn_vmul_##ACC##_##ISA(d, a);                                                                      \
         else                                                                                                        \
             v = rmsn_vmul_##ACC##_##ISA(v, a);                                                                      \
-        if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                             \
+        if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m));                         \
         return rmsn_vfma_##ACC##_##ISA(d, v, acc);                                                                  \
     }                                                                                                               \
     static rmsn_##ACC rmsn_gateddot_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, \
@@ -579,27 +582,25 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         int before = o->norm_before_gate, silu = o->act_silu;                                                       \
         if (sdy != 1 || sx != 1 || sg != 1) return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, w); \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                        \
-            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy + i, x + i, g + i, sig ? sig + i : NULL,               \
-                                            w ? w + i : NULL, L, a0);                                               \
-            a1 = rmsn_vgateddot_##T##_##ISA(before, silu, dy + i + L, x + i + L, g + i + L,                         \
-                                            sig ? sig + i + L : NULL, w ? w + i + L : NULL, L, a1);                 \
+            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, a0);                              \
+            a1 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i + L, L, a1);                          \
         }                                                                                                           \
         for (; i < n; i += L)                                                                                       \
-            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy + i, x + i, g + i, sig ? sig + i : NULL,               \
-                                            w ? w + i : NULL, n - i < L ? n - i : L, a0);                           \
+            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, n - i < L ? n - i : L, a0);          \
         return rmsn_vhsum_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1));                                           \
     }                                                                                                               \
     RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,       \
                                                   const rmsn_##T *g, const rmsn_##ACC *sig, rmsn_##T *dx,           \
                                                   rmsn_##T *dg, const rmsn_##ACC *w, const rmsn_##ACC *b,           \
                                                   rmsn_v##ACC##_##ISA r, rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw,     \
-                                                  rmsn_##ACC *db, ptrdiff_t m)                                      \
+                                                  rmsn_##ACC *db, ptrdiff_t i, ptrdiff_t m)                         \
     {                                                                                                               \
         rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv, s;                                               \
-        rmsn_v##ACC##_##ISA a = rmsn_vgatesig_##T##_##ISA(g, sig, m, silu, &gv, &s);                                \
+        rmsn_v##ACC##_##ISA a = rmsn_vgatesig_##T##_##ISA(g, sig, i, m, silu, &gv, &s);                             \
         rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
-        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m) : one, up, dv;                         \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
+        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m) : one, up, dv;                     \
         if (silu)                                                                                                   \
             da = rmsn_vadd_##ACC##_##ISA(                                                                           \
                 s, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(gv, s), rmsn_vsub_##ACC##_##ISA(one, s)));       \
@@ -609,30 +610,31 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                                          rmsn_vmul_##ACC##_##ISA(k, v));                                            \
             v = rmsn_vmul_##ACC##_##ISA(v, r);                                                                      \
             rmsn_vstorem_##T##_##ACC##_##ISA(                                                                       \
-                dg,                                                                                                 \
+                dg + i,                                                                                             \
                 rmsn_vmul_##ACC##_##ISA(                                                                            \
                     rmsn_vmul_##ACC##_##ISA(                                                                        \
                         d, rmsn_vadd_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, wi),                                  \
-                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m)                      \
+                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b + i, m)                  \
                                                      : rmsn_vzero_##ACC##_##ISA())),                                \
                     da),                                                                                            \
                 m);                                                                                                 \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx, dv, m);                                                            \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, dv, m);                                                        \
         } else {                                                                                                    \
             up = d;                                                                                                 \
             dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(d, wi)),                \
                                          rmsn_vmul_##ACC##_##ISA(k, rmsn_vmul_##ACC##_##ISA(v, a)));                \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dg, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m);   \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx, rmsn_vmul_##ACC##_##ISA(dv, a), m);                                \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dg + i, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m); \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, rmsn_vmul_##ACC##_##ISA(dv, a), m);                            \
             v = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, a), r);                                          \
         }                                                                                                           \
         if (dw)                                                                                                     \
             rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
-                dw, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
+                dw + i,                                                                                             \
+                rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw + i, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
                 m);                                                                                                 \
         if (db)                                                                                                     \
-            rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), up), \
-                                               m);                                                                  \
+            rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
+                db + i, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db + i, m), up), m);              \
     }                                                                                                               \
     static void rmsn_gatedbwdwrite_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
@@ -644,18 +646,13 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                     \
         int before = o->norm_before_gate, silu = o->act_silu; /* locals: stores cannot change them */               \
         ptrdiff_t i;                                                                                                \
-        if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                              \
+        if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                               \
             rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, r, k, dw, db); \
             return;                                                                                                 \
         }                                                                                                           \
         for (i = 0; i + L <= n; i += L)                                                                             \
-            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy + i, x + i, g + i, sig ? sig + i : NULL, dx + i, dg + i,    \
-                                       w ? w + i : NULL, b ? b + i : NULL, rv, kv, dw ? dw + i : NULL,              \
-                                       db ? db + i : NULL, L);                                                      \
-        if (i < n)                                                                                                  \
-            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy + i, x + i, g + i, sig ? sig + i : NULL, dx + i, dg + i,    \
-                                       w ? w + i : NULL, b ? b + i : NULL, rv, kv, dw ? dw + i : NULL,              \
-                                       db ? db + i : NULL, n - i);                                                  \
+            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, L);            \
+        if (i < n) rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, n - i); \
     }
 /* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
  * provides, on f32 vectors:
