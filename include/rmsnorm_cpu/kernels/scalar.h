@@ -168,27 +168,18 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         }                                                                                                           \
     }
 
-/* sig: sigmoid(g) of the slice, filled by rmsn_gateact (slice.h), or NULL:
- * computed here (the same bits either way). */
+/* s = sigmoid(g): the dot pass keeps it in sig[] when given, the write pass
+ * reads it from there (or computes it again: the same bits). */
 #define RMSN_SCALAR_PRIM_gated_bwd(T, T_, ACC)                                                                       \
-    static inline rmsn_##ACC rmsn_gatesig_##T##_##ACC(const rmsn_opts *o, const rmsn_##T *g, const rmsn_##ACC *sig,  \
-                                                      ptrdiff_t i, ptrdiff_t sg, rmsn_##ACC *gv, rmsn_##ACC *s)      \
-    {                                                                                                                \
-        *gv = rmsn_load_##T##_##ACC(g + i * sg);                                                                     \
-        if (sig)                                                                                                     \
-            *s = sig[i];                                                                                             \
-        else                                                                                                         \
-            rmsn_gate_##ACC(*gv, 0, s);                                                                              \
-        return o->act_silu ? *gv * *s : *s;                                                                          \
-    }                                                                                                                \
     static rmsn_##ACC rmsn_gateddot_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy,                \
                                                  ptrdiff_t sdy, const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g,  \
-                                                 ptrdiff_t sg, const rmsn_##ACC *sig, const rmsn_##ACC *w)           \
+                                                 ptrdiff_t sg, rmsn_##ACC *sig, const rmsn_##ACC *w)                 \
     {                                                                                                                \
-        rmsn_##ACC gx = 0, d, v, a, gv, s;                                                                           \
+        rmsn_##ACC gx = 0, d, v, a, s;                                                                               \
         ptrdiff_t i;                                                                                                 \
         for (i = 0; i < n; i++) {                                                                                    \
-            a = rmsn_gatesig_##T##_##ACC(o, g, sig, i, sg, &gv, &s);                                                 \
+            a = rmsn_gate_##ACC(rmsn_load_##T##_##ACC(g + i * sg), o->act_silu, &s);                                 \
+            if (sig) sig[i] = s;                                                                                     \
             d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
             v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \
             if (o->norm_before_gate)                                                                                 \
@@ -209,7 +200,12 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         rmsn_##ACC d, v, gv, a, s, da, wi, up, dv;                                                                   \
         ptrdiff_t i;                                                                                                 \
         for (i = 0; i < n; i++) {                                                                                    \
-            a = rmsn_gatesig_##T##_##ACC(o, g, sig, i, sg, &gv, &s);                                                 \
+            gv = rmsn_load_##T##_##ACC(g + i * sg);                                                                  \
+            if (sig)                                                                                                 \
+                s = sig[i];                                                                                          \
+            else                                                                                                     \
+                rmsn_gate_##ACC(gv, 0, &s);                                                                          \
+            a = o->act_silu ? gv * s : s;                                                                            \
             da = o->act_silu ? s + gv * s * (1 - s) : s * (1 - s);                                                   \
             d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
             v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \

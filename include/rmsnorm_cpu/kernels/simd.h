@@ -544,27 +544,21 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     }
 
 /* gated_bwd (f32 acc): the formulas of RMSN_SLICE_gated_bwd, in the order of
- * the scalar primitives; s = sigmoid(g) read from sig[] (slice.h fills it
- * once per slice) or, for a slice too long for it, computed in each pass. */
+ * the scalar primitives.  s = sigmoid(g): the dot pass computes it and keeps
+ * it in sig[] when given, the write pass reads it from there (or computes it
+ * again for a slice too long for the buffer). */
 #define RMSN_SIMD_PRIM_gated_bwd(ISA, T, T_, ACC)                                                                   \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgatesig_##T##_##ISA(const rmsn_##T *g, const rmsn_##ACC *sig,            \
-                                                                ptrdiff_t i, ptrdiff_t m, int silu,                 \
-                                                                rmsn_v##ACC##_##ISA *gv,                            \
-                                                                rmsn_v##ACC##_##ISA *s)                             \
-    {                                                                                                               \
-        *gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m);                                                            \
-        *s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig + i, m) : rmsn_vsigmoid_##ACC##_##ISA(*gv);                \
-        return rmsn_vact_##ACC##_##ISA(*gv, *s, silu);                                                              \
-    }                                                                                                               \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgateddot_##T##_##ISA(int before, int silu, const rmsn_##T *dy,           \
                                                                  const rmsn_##T *x, const rmsn_##T *g,              \
-                                                                 const rmsn_##ACC *sig, const rmsn_##ACC *w,        \
+                                                                 rmsn_##ACC *sig, const rmsn_##ACC *w,              \
                                                                  ptrdiff_t i, ptrdiff_t m,                          \
                                                                  rmsn_v##ACC##_##ISA acc)                           \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA gv, s, a = rmsn_vgatesig_##T##_##ISA(g, sig, i, m, silu, &gv, &s);                      \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m), s = rmsn_vsigmoid_##ACC##_##ISA(gv);    \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
         rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
         rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
+        if (sig) rmsn_vstorem_##ACC##_##ACC##_##ISA(sig + i, s, m);                                                 \
         if (before)                                                                                                 \
             d = rmsn_vmul_##ACC##_##ISA(d, a);                                                                      \
         else                                                                                                        \
@@ -574,7 +568,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     }                                                                                                               \
     static rmsn_##ACC rmsn_gateddot_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, \
                                                 const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,   \
-                                                const rmsn_##ACC *sig, const rmsn_##ACC *w)                         \
+                                                rmsn_##ACC *sig, const rmsn_##ACC *w)                               \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA a0 = rmsn_vzero_##ACC##_##ISA(), a1 = a0;                                               \
@@ -595,8 +589,9 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                                                   rmsn_v##ACC##_##ISA r, rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw,     \
                                                   rmsn_##ACC *db, ptrdiff_t i, ptrdiff_t m)                         \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv, s;                                               \
-        rmsn_v##ACC##_##ISA a = rmsn_vgatesig_##T##_##ISA(g, sig, i, m, silu, &gv, &s);                             \
+        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m);      \
+        rmsn_v##ACC##_##ISA s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig + i, m) : rmsn_vsigmoid_##ACC##_##ISA(gv);\
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
         rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
         rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
         rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \

@@ -14,9 +14,10 @@
  *   rmsn_gateact_<TIN>_<TOUT>_<ISA>(o, n, g, sg, act)            act[i] = act(g[i])
  *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum (x * act(g))^2; act[i] = act(g[i]) if act
  *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act)  act(g) from act[] if act
- *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w) -> the gated backward's sum(g * x)
+ *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w) -> the gated backward's sum(g * x);
+ *                                       sig[i] = sigmoid(g[i]) if sig
  *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
- *                                       (sig: sigmoid(g) of the slice, or NULL: computed)
+ *                                       sigmoid(g) read from sig if given
  *
  * The per-dtype ones (sumsq, colsumsq) come from the tier's list of (storage,
  * acc) types, the others with the entry that uses them (RMSN_SCALAR_PRIM_<op>
@@ -198,10 +199,9 @@
  *                      dx = du * a, dg = du * x * a', dw += dy * u * rstd, db += dy
  * with k = coef * sum(g_eff * v) as in RMSN_SLICE_bwd (v = x or u, g_eff =
  * dp * w or dy * w).  rstd given or recomputed the forward's way.  a and a'
- * come from s = sigmoid(g): a slice of at most RMSN_SUM_BLOCK elements has it
- * computed once, by the forward's rmsn_gateact with the sigmoid activation,
- * into a stack buffer that the dot and write passes read (the exp is the
- * costly part); a longer one computes it in each pass (the same bits). */
+ * come from s = sigmoid(g): for a slice of at most RMSN_SUM_BLOCK elements the
+ * dot pass keeps s in a stack buffer that the write pass reads (the exp is
+ * the costly part); a longer one computes it in both (the same bits). */
 #define RMSN_SLICE_gated_bwd(NAME, ISA, T, T_, ACC)                                                                 \
     static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x, ptrdiff_t sx,   \
                      const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg, ptrdiff_t sdg, const void *w,  \
@@ -211,10 +211,7 @@
         const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
         rmsn_##ACC ss, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                     \
         rmsn_##ACC *sig = n <= RMSN_SUM_BLOCK ? sig_buf : NULL;                                                     \
-        rmsn_opts sigmoid_opts = *o;                                                                                \
         double rms = 1.0;                                                                                           \
-        sigmoid_opts.act_silu = 0;                                                                                  \
-        if (sig) rmsn_gateact_##T##_##T##_##ISA(&sigmoid_opts, n, gt, sg, sig);                                     \
         RMSN_BLOCKED_SUM(ACC, gx, rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
                                                             xt + i0 * sx, sx, gt + i0 * sg, sg, sig,                \
                                                             wt ? wt + i0 : NULL));                                  \
