@@ -7,7 +7,7 @@ One torch thread and one kernel thread, float32 and bfloat16, a prefill shape
 (2048, 4096) and a decode shape (1, 4096), no autograd:
 
 - gated: ``rms_norm_gated(x, z, w, group_size=...)`` against Mamba's
-  ``rms_norm_ref`` (mamba_ssm/ops/triton/layernorm_gated.py, copied below: the
+  ``rms_norm_ref`` (mamba_ssm/ops/triton/layernorm_gated.py, copied in bench_gated.py: the
   eager path vLLM and Mamba users run on the CPU), for the gate before the
   norm (Mamba2, 8 groups) and after it (Qwen3-Next's order);
 - the replaced Hugging Face ``Qwen3NextRMSNormGated`` module against the
@@ -25,36 +25,13 @@ import json
 
 import torch
 
+from bench_gated import mamba_rms_norm_ref  # bench/ is the script's directory
 from rmsnorm_cpu import _bench
 from rmsnorm_cpu import torch as rt
 
 F = torch.nn.functional
 SHAPES = [(2048, 4096), (1, 4096)]
 DTYPES = ["float32", "bfloat16"]
-
-
-def rms_norm_ref(x, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True, upcast=True):
-    """Mamba's reference gated RMSNorm (mamba_ssm.ops.triton.layernorm_gated), unchanged but for names."""
-    dtype = x.dtype
-    weight = weight.float()
-    bias = bias.float() if bias is not None else None
-    if upcast:
-        x = x.float()
-        z = z.float() if z is not None else z
-    if z is not None and not norm_before_gate:
-        x = x * F.silu(z)
-    if group_size is None:
-        rstd = 1 / torch.sqrt((x.square()).mean(dim=-1, keepdim=True) + eps)
-        out = (x * rstd * weight) + bias if bias is not None else (x * rstd * weight)
-    else:
-        x_group = x.reshape(*x.shape[:-1], -1, group_size)
-        rstd = 1 / torch.sqrt((x_group.square()).mean(dim=-1, keepdim=True) + eps)
-        out = (x_group * rstd).reshape(*x.shape) * weight
-        if bias is not None:
-            out = out + bias
-    if z is not None and norm_before_gate:
-        out *= F.silu(z)
-    return out.to(dtype)
 
 
 def torch_quant(y):
@@ -81,9 +58,9 @@ def cases(shape, dtype):
     return {
         "gated, gate before, 8 groups (Mamba2)": (
             lambda: rt.rms_norm_gated(x, z, w, group_size=groups, norm_before_gate=False),
-            lambda: rms_norm_ref(x, w, None, z, group_size=groups, norm_before_gate=False)),
+            lambda: mamba_rms_norm_ref(torch, x, w, None, z, group_size=groups, norm_before_gate=False)),
         "gated, gate after": (lambda: rt.rms_norm_gated(x, z, w),
-                              lambda: rms_norm_ref(x, w, None, z, norm_before_gate=True)),
+                              lambda: mamba_rms_norm_ref(torch, x, w, None, z, norm_before_gate=True)),
         "HF Qwen3NextRMSNormGated module": (lambda: ours_module(x, z), lambda: theirs_module(x, z)),
         "quant int8": (lambda: rt.rms_norm_quant(x, w), lambda: torch_quant(F.rms_norm(x, (n,), w, 1e-6))),
         "quant int8, residual fused": (

@@ -98,11 +98,10 @@ def test_bad_rows_stay_in_their_row(rng, nbg, activation):
     assert_matches_reference(y, ref, scale, 16)
 
 
-@pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("activation", ["silu", "sigmoid"])
-def test_activation_as_torch(activation):
-    """With x = 1 and eps = 0 the gate-after output is act(g) itself: torch's within 2 ulp, its
-    NaN and inf exactly."""
+def test_activation_as_torch(isa, activation):
+    """With x = 1 and eps = 0 the gate-after output is act(g) itself: torch's within 2 ulp (3 on
+    the SIMD tiers, whose FMA polynomial has its own last bits), its NaN and inf exactly."""
     torch = pytest.importorskip("torch")
     g = np.concatenate([np.linspace(-100, 100, 2001), [-np.inf, np.inf, np.nan, -88.0, 88.0, 1e-30]]).astype(
         np.float32)
@@ -115,7 +114,8 @@ def test_activation_as_torch(activation):
     finite = np.isfinite(want)
     np.testing.assert_array_equal(y[~finite & ok], want[~finite & ok])
     spacing = np.spacing(np.abs(want[finite])).astype(np.float64)
-    assert (np.abs(y[finite].astype(np.float64) - want[finite]) <= 2 * spacing + 1e-40).all()
+    ulps = 2 if isa == "scalar" else 3
+    assert (np.abs(y[finite].astype(np.float64) - want[finite]) <= ulps * spacing + 1e-40).all()
 
 
 @pytest.mark.usefixtures("isa")

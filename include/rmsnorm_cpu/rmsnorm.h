@@ -297,10 +297,10 @@ static inline double rmsn_grad_coef(const rmsn_opts *o, double rstd, double rms,
  * act(g) = g * s (silu) or s (sigmoid), with s = 1 / (1 + exp(-g)), in the
  * acc type.  In f32, exp is Cephes' expf (range reduction by ln 2 in two
  * parts, a degree-5 polynomial, then 2^n in two exact multiplies) evaluated
- * with plain multiplies and adds, no FMA, and every SIMD tier repeats it
- * operation for operation: act(g) has the same bits on every tier (the
- * tiers' floor, min, max and division are exact IEEE operations).  Its error
- * is a few ulp of s.  In f64 it is libm's exp.
+ * with plain multiplies and adds, no FMA: the scalar tier's bits.  The SIMD
+ * tiers have their own, shorter FMA form with the same clamps
+ * (RMSN_SIMD_GATE, kernels/simd.h).  Either is within a few ulp of s.  In
+ * f64 it is libm's exp.
  * Limits, as torch's silu/sigmoid give them: exp overflows to inf where the
  * true value does (clamping at RMSN_EXP_HI keeps n at 128, so the last
  * multiply overflows), hence s = 0 and silu(-inf) = -inf * 0 = NaN as in

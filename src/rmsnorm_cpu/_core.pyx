@@ -526,23 +526,27 @@ cdef void *_acc_weight(size_t w, int wcode, Py_ssize_t n, bint f64) except? NULL
     return out
 
 
-def forward_at(size_t x, size_t y, size_t w, int wcode, size_t rstd, Py_ssize_t rows, Py_ssize_t n, int code,
-               double eps, bint round_mid):
+def forward_at(size_t x, size_t y, size_t w, int wcode, Py_ssize_t rows, Py_ssize_t n, int code,
+               double eps, bint round_mid, rstd_shape=None):
     """The short path for adapters that hold raw memory (torch tensors): as
     forward_rows, for `rows` C-contiguous rows of n elements of kernel code
     `code` at address x, into y (the same layout, disjoint), with the n
     weights at w (0: none) of kernel code wcode (converted when not the acc
-    type), rstd (0: none) one acc-typed number per row.  The caller vouches
-    for the addresses; rows * n is small (at most 32 x 4096 is the policy)."""
+    type).  Returns None, or with rstd_shape (of `rows` elements) a new
+    acc-typed ndarray of that shape holding rstd: an ndarray costs a tenth of
+    a tensor to make.  The caller vouches for the addresses; rows * n is
+    small (at most 32 x 4096 is the policy)."""
     cdef bint f64 = _acc_f64(code, code)
     cdef void *wacc = NULL
+    cdef cnp.ndarray rstd = None if rstd_shape is None else np.empty(rstd_shape, np.float64 if f64 else np.float32)
     if w and wcode != (RMSN_F64 if f64 else RMSN_F32):
         wacc = _acc_weight(w, wcode, n, f64)
     try:
         _rows_fwd(code, round_mid, eps, rows, n, <const void*>x, <void*>y, wacc if wacc else <const void*>w,
-                  <void*>rstd)
+                  NULL if rstd is None else cnp.PyArray_DATA(rstd))
     finally:
         free(wacc)
+    return rstd
 
 
 def add_at(size_t x, size_t residual, size_t residual_out, size_t y, size_t w, int wcode, Py_ssize_t rows,

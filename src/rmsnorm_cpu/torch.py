@@ -114,13 +114,15 @@ def _overlap(a, b):
 
 
 def _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, want_rstd):
-    """(y, rstd or None) for a CPU tensor x and weight/bias tensors or None."""
+    """(y, rstd or None) for a CPU tensor x and weight/bias tensors or None:
+    y a tensor, rstd an ndarray (the op makes it a tensor; the eager autograd
+    keeps it as it is)."""
     if _short(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
-        y = torch.empty(x.shape, dtype=x.dtype)
-        rstd = torch.empty(x.shape[:-1] + (1,), dtype=_acc(x.dtype)) if want_rstd else None
+        y = torch.empty_like(x)  # contiguous as x is; a third of torch.empty(x.shape)'s cost at decode
         n = x.shape[-1]
-        _core.forward_at(x.data_ptr(), y.data_ptr(), _address(weight), 0 if weight is None else _CODES[weight.dtype],
-                         _address(rstd), x.numel() // n, n, _CODES[x.dtype], eps, _ROUND_MID[cast_mode])
+        rstd = _core.forward_at(x.data_ptr(), y.data_ptr(), _address(weight),
+                                0 if weight is None else _CODES[weight.dtype], x.numel() // n, n, _CODES[x.dtype],
+                                eps, _ROUND_MID[cast_mode], x.shape[:-1] + (1,) if want_rstd else None)
         return y, rstd
     w, b, offset = _params(x, weight, bias, weight_offset)
     xa = _array(x)
@@ -128,7 +130,7 @@ def _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, wan
     result = _api.rms_norm(xa, w, b, axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset,
                            cast_mode=cast_mode, dtype="bfloat16" if x.dtype == _BF16 else None, out=_array(y),
                            return_rstd=want_rstd)
-    return y, torch.from_numpy(result[1]) if want_rstd else None
+    return y, result[1] if want_rstd else None
 
 
 def _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace):
@@ -277,11 +279,17 @@ def _gated_options(eps, activation, cast_mode):
 @torch.library.custom_op("rmsnorm_cpu::rms_norm", mutates_args=(), device_types="cpu")
 def _rms_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], dims: int,
                  eps: float, eps_mode: str, weight_offset: float, cast_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
+    y, rstd = _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
+    return y, torch.from_numpy(rstd)
 
 
 def _rstd_like(x, dims):
     return x.new_empty(x.shape[:x.dim() - dims] + (1,), dtype=_acc(x.dtype))
+
+
+def _grad_like(x, p):
+    """A backward fake's gradient of p: an empty tensor where p is None."""
+    return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
 
 
 @_rms_norm_op.register_fake
@@ -294,9 +302,15 @@ def _(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode):
 def _rms_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor],
                           bias: Optional[torch.Tensor], rstd: Optional[torch.Tensor], dims: int, eps: float,
                           eps_mode: str, weight_offset: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dy, x, weight, bias, None if rstd is None else _array(rstd), dims, eps, eps_mode, weight_offset)
+
+
+def _backward(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
+    """(dx, dweight, dbias) for CPU tensors and the forward's rstd as an
+    ndarray or None; empty tensors for absent parameters."""
     w, b, offset = _params(x, weight, bias, weight_offset)
     dx, dw, db = _api.rms_norm_backward(
-        _bits_or_array(dy.to(x.dtype)), _bits_or_array(x), w, b, rstd=None if rstd is None else _array(rstd),
+        _bits_or_array(dy.to(x.dtype)), _bits_or_array(x), w, b, rstd=rstd,
         axis=_AXES[dims], eps=eps, eps_mode=eps_mode, weight_offset=offset)
     return (_tensor(dx, x.dtype).contiguous(),
             x.new_empty(0) if dw is None else torch.from_numpy(dw).to(weight.dtype),
@@ -305,9 +319,7 @@ def _rms_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: Optional[to
 
 @_rms_norm_backward_op.register_fake
 def _(dy, x, weight, bias, rstd, dims, eps, eps_mode, weight_offset):
-    def grad(p):
-        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(weight), grad(bias)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), _grad_like(x, weight), _grad_like(x, bias)
 
 
 @torch.library.custom_op("rmsnorm_cpu::add_rms_norm", mutates_args=(), device_types="cpu")
@@ -361,9 +373,7 @@ def _rms_norm_gated_backward_op(dy: torch.Tensor, x: torch.Tensor, gate: Optiona
 
 @_rms_norm_gated_backward_op.register_fake
 def _(dy, x, gate, weight, rstd, groups, eps, norm_before_gate, activation):
-    def grad(p):
-        return x.new_empty(0) if p is None else torch.empty_like(p, memory_format=torch.contiguous_format)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), grad(gate), grad(weight)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), _grad_like(x, gate), _grad_like(x, weight)
 
 
 @torch.library.custom_op("rmsnorm_cpu::rms_norm_quant", mutates_args=(), device_types="cpu")
@@ -418,7 +428,12 @@ def _setup_forward(ctx, inputs, output):
 
 def _backward_forward(ctx, dy, _drstd):
     x, weight, bias, rstd = ctx.saved_tensors
-    dx, dw, db = torch.ops.rmsnorm_cpu.rms_norm_backward(dy, x, weight, bias, rstd, *ctx.args)
+    return _input_grads(torch.ops.rmsnorm_cpu.rms_norm_backward(dy, x, weight, bias, rstd, *ctx.args), weight, bias)
+
+
+def _input_grads(grads, weight, bias):
+    """The forward's input gradients from the backward op's (dx, dw, db)."""
+    dx, dw, db = grads
     return (dx, dw if weight is not None else None, db if bias is not None else None) + (None,) * 5
 
 
@@ -429,11 +444,12 @@ def _setup_add(ctx, inputs, output):
     ctx.dtypes = x.dtype, residual.dtype
 
 
-def _backward_add(ctx, dy, dnew_residual):
+def _backward_add(ctx, dy, dnew_residual, backward=torch.ops.rmsnorm_cpu.rms_norm_backward):
     """y = rms_norm(s) with s = x + residual, returned too: both x and residual
-    get ds = d(rms_norm)/ds . dy + d(new_residual); rstd is recomputed."""
+    get ds = d(rms_norm)/ds . dy + d(new_residual); rstd is recomputed.
+    backward: the op, or in eager mode its body."""
     s, weight, bias = ctx.saved_tensors
-    ds, dw, db = torch.ops.rmsnorm_cpu.rms_norm_backward(dy, s, weight, bias, None, *ctx.args)
+    ds, dw, db = backward(dy, s, weight, bias, None, *ctx.args)
     if dnew_residual is not None:
         ds = ds + dnew_residual
     return ((ds.to(ctx.dtypes[0]), ds.to(ctx.dtypes[1]), dw if weight is not None else None,
@@ -462,14 +478,22 @@ torch.library.register_autograd("rmsnorm_cpu::rms_norm_gated", _backward_gated, 
 # rather than a separate setup_context: apply() then binds no signature.
 
 class _RMSNormFunction(torch.autograd.Function):
+    """rms_norm's op and its autograd, less their cost at decode: y is the
+    one output (rstd, which nobody else sees, stays on ctx) and the backward
+    runs the backward op's body."""
+
     @staticmethod
     def forward(ctx, *inputs):
         x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode = inputs
-        output = _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
-        _setup_forward(ctx, inputs, output)
-        return output
+        y, ctx.rstd = _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, True)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.args = dims, eps, eps_mode, weight_offset
+        return y
 
-    backward = staticmethod(_backward_forward)
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias = ctx.saved_tensors
+        return _input_grads(_backward(dy, x, weight, bias, ctx.rstd, *ctx.args), weight, bias)
 
 
 class _AddRMSNormFunction(torch.autograd.Function):
@@ -480,20 +504,22 @@ class _AddRMSNormFunction(torch.autograd.Function):
         _setup_add(ctx, inputs, output)
         return output
 
-    backward = staticmethod(_backward_add)
+    @staticmethod
+    def backward(ctx, dy, dnew_residual):
+        return _backward_add(ctx, dy, dnew_residual, _backward)
 
 
 def _functorch_involved(x, weight, bias, residual=None):
     """Whether a functorch transform is active or a tensor is functorch's:
-    only then is the Python wrapper of Function.apply needed."""
+    those calls take the registered ops."""
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return torch._C._are_functorch_transforms_active() or wrapped(x) or any(
         t is not None and wrapped(t) for t in (weight, bias, residual))
 
 
 # Function.apply's Python wrapper costs a fifth of a decode call: forward takes
-# *inputs, so it binds no signature, and its functorch cases are checked by
-# _functorch_involved.  Otherwise eager calls take the C apply directly.
+# *inputs, so it binds no signature, and calls under functorch take the ops
+# (see _functorch_involved).  Eager calls take the C apply directly.
 _rms_norm_apply = super(torch.autograd.Function, _RMSNormFunction).apply
 _add_rms_norm_apply = super(torch.autograd.Function, _AddRMSNormFunction).apply
 
@@ -574,12 +600,12 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-6, *, bias=None, eps_mode=
     dims = _dims(x, normalized_shape, weight, bias)
     if eps is None:
         eps = torch.finfo(x.dtype).eps
-    if not _eager(x):
-        return torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
-    if _records(x, weight, bias):
-        apply = _RMSNormFunction.apply if _functorch_involved(x, weight, bias) else _rms_norm_apply
-        return apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
-    return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)[0]
+    if _eager(x):
+        if not _records(x, weight, bias):
+            return _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, False)[0]
+        if not _functorch_involved(x, weight, bias):
+            return _rms_norm_apply(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)
+    return torch.ops.rmsnorm_cpu.rms_norm(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode)[0]
 
 
 def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplace=False, bias=None,
@@ -629,11 +655,11 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=1e-6, *, inplac
     if eps is None:
         eps = torch.finfo(x.dtype).eps
     args = dims, eps, eps_mode, weight_offset, cast_mode
-    if _eager(x) and type(residual) is torch.Tensor and residual.is_cpu:
-        if not _records(x, weight, bias, residual):
-            return _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace)
-        apply = _AddRMSNormFunction.apply if _functorch_involved(x, weight, bias, residual) else _add_rms_norm_apply
-        y, new_residual = apply(x, residual, weight, bias, *args)
+    eager = _eager(x) and type(residual) is torch.Tensor and residual.is_cpu
+    if eager and not _records(x, weight, bias, residual):
+        return _add(x, residual, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, inplace)
+    if eager and not _functorch_involved(x, weight, bias, residual):
+        y, new_residual = _add_rms_norm_apply(x, residual, weight, bias, *args)
     elif inplace and not _records(x, weight, bias, residual):
         torch.ops.rmsnorm_cpu.add_rms_norm_(x, residual, weight, bias, *args)
         return x, residual

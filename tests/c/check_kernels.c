@@ -17,7 +17,8 @@
  * element's own scale (|x * rstd * w| + |b|; dx: |rstd * g| + |k * x|)
  * instead of a floor of 4, so the bound also means something for huge and
  * tiny values; y bitwise equal where the tier's rstd is (rmsnorm.h: the same
- * rstd gives the same bits, which checks the conversions exactly); NaN at the
+ * rstd gives the same bits, which checks the conversions exactly), except for
+ * the gated kernels, whose activation is each SIMD tier's own; NaN at the
  * same places; inf equal; the residual sum ro and db bitwise equal; each tier
  * bitwise deterministic (run twice); nothing written outside the outputs.
  * Strided layouts are not run: every tier hands them to the scalar primitives.
@@ -428,21 +429,30 @@ static void gate_opts(rmsn_opts *o)
     describe(" norm_before_gate=%d silu=%d", o->norm_before_gate, o->act_silu);
 }
 
-static double act(const rmsn_opts *o, double g, double *s, double *da)
+/* act(g), s = sigmoid(g) and da = act'(g); *da_size: the size of the terms
+ * of da, which a few ulp of s move da by (silu's da cancels near g = -1.28). */
+static double act(const rmsn_opts *o, double g, double *s, double *da, double *da_size)
 {
     double a = rmsn_gate_f64(g, o->act_silu, s);
     *da = o->act_silu ? *s + g * *s * (1 - *s) : *s * (1 - *s);
+    *da_size = o->act_silu ? *s * (1 + fabs(g)) : *s;
     return a;
 }
 
-/* y of type tout from x and the gate g of type tin; act(g) has the same bits
- * on every tier (rmsnorm.h), so y is bitwise where the rstd is. */
+/* Two quanta of a subnormal float32 product: where x * act(g) (or another
+ * product with act(g)) lands below the normal range, a few ulp of act(g) move
+ * it by whole quanta, which the later factors (rstd, w, dy) scale up. */
+static const double SUBNORMAL_FLIP = 2 * 0x1p-149;
+
+/* y of type tout from x and the gate g of type tin.  A SIMD tier's act(g) has
+ * bits of its own, within a few ulp of the scalar tier's (kernels/simd.h), so
+ * y is within the bound everywhere, not bitwise where the rstd is. */
 static void check_gated(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, int kind, int wb)
 {
     int acc = RMSN_ACC_DTYPE(tin, tout), misalign = (int)(n_cases % 5), r;
     arr x = input(tin, n, kind), g = input(tin, n, KIND_NORMAL), w, b, y[3], rstd[3];
     rmsn_opts o = case_opts(n_cases, misalign);
-    double *bnd = bounds_new(n), s, da, a, v, rs;
+    double *bnd = bounds_new(n), s, da, das, a, v, rs;
     ptrdiff_t i;
     gate_opts(&o);
     weight_bias(wb, acc, tout, n, &w, &b);
@@ -451,19 +461,21 @@ static void check_gated(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n
     for (r = 0; r < 3; r++) k[r]->gated[tin][tout](&o, n, x.p, 1, g.p, 1, y[r].p, 1, w.p, b.p, rstd[r].p);
     rs = at(&rstd[0], 0);
     for (i = 0; i < n; i++) {
-        a = act(&o, at(&g, i), &s, &da);
+        a = act(&o, at(&g, i), &s, &da, &das);
         v = o.norm_before_gate ? at(&x, i) : at(&x, i) * a;
-        bnd[i] = bits_equal(&rstd[0], &rstd[1], 0) ? (n_same_rstd++, -1)
-                 : bound(tout, acc, n, at(&y[0], i),
-                         (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * (o.norm_before_gate ? fabs(a) : 1));
-        if (bnd[i] >= 0 && o.round_mid && DT[tin].size == 2)
+        bnd[i] = bound(tout, acc, n, at(&y[0], i),
+                       (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * (o.norm_before_gate ? fabs(a) : 1)) +
+                 SUBNORMAL_FLIP * fabs(rs * w_at(&w, i));
+        if (o.round_mid && DT[tin].size == 2)
             bnd[i] += 2 * ulp(v * rs * w_at(&w, i), tin) * (o.norm_before_gate ? fabs(a) : 1);
     }
     check_y_rstd(y, bnd, rstd, acc, n);
     arr_free(&x), arr_free(&g), arr_free(&w), arr_free(&b);
 }
 
-/* dx, dg of type t; dw, db partial sums or none; rstd given or recomputed. */
+/* dx, dg of type t; dw, db partial sums or none; rstd given or recomputed.
+ * db is bitwise where it sums dy alone (gate first), within the bound where
+ * it sums dy * act(g) (act: each SIMD tier's own, as in check_gated). */
 static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n, int kind, int wb)
 {
     int acc = RMSN_ACC_DTYPE(t, t), misalign = (int)(n_cases % 5), r;
@@ -471,7 +483,7 @@ static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n
     arr x = input(t, n, kind), g = input(t, n, KIND_NORMAL), dy = input(t, n, KIND_NORMAL), w, b;
     arr dx[3], dg[3], dw[3], db[3], y = arr_new(t, n, 0), rstd = arr_new(acc, 1, 0);
     rmsn_opts o = case_opts(n_cases, misalign);
-    double *bdx = bounds_new(n), *bdg = bounds_new(n), *bdw = bounds_new(n), rs, kabs = 0, s, da, a, v, e, du;
+    double *bdx = bounds_new(n), *bdg = bounds_new(n), *bdw = bounds_new(n), *bdb = bounds_new(n), rs, kabs = 0, s, da, das, a, v, e, du, flip;
     ptrdiff_t i;
     (void)t_;
     gate_opts(&o);
@@ -489,26 +501,29 @@ static void check_gated_bwd(const rmsn_kernels *k[3], int t, int t_, ptrdiff_t n
                            sums ? dw[r].p : NULL, sums ? db[r].p : NULL);
     }
     for (i = 0; i < n; i++) {
-        a = act(&o, at(&g, i), &s, &da);
+        a = act(&o, at(&g, i), &s, &da, &das);
         kabs += fabs(at(&dy, i) * w_at(&w, i) * at(&x, i) * a);
     }
     kabs *= fabs(rs * rs * rs / (double)n) * (o.eps_mode == RMSN_EPS_ADD ? 4 : 1); /* coef: at most ~rstd^3 / n */
     for (i = 0; i < n; i++) {
-        a = act(&o, at(&g, i), &s, &da);
+        a = act(&o, at(&g, i), &s, &da, &das);
         v = at(&x, i);
+        flip = SUBNORMAL_FLIP * fabs(rs) * fmax(1, fabs(at(&dy, i))) * fmax(1, fabs(w_at(&w, i)));
         e = o.norm_before_gate ? at(&dy, i) * a : at(&dy, i);
         du = fabs(rs * e * w_at(&w, i)) + kabs * fabs(o.norm_before_gate ? v : v * a);
-        bdx[i] = bound(t, acc, n, at(&dx[0], i), o.norm_before_gate ? du : du * fabs(a));
+        bdx[i] = bound(t, acc, n, at(&dx[0], i), o.norm_before_gate ? du : du * fabs(a)) + flip * (1 + fabs(a));
         bdg[i] = bound(t, acc, n, at(&dg[0], i),
-                       o.norm_before_gate ? fabs(at(&dy, i)) * (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * fabs(da)
-                                          : du * fabs(v * da));
-        bdw[i] = bound(acc, acc, n, sums ? at(&dw[0], i) : 0, fabs(e * (o.norm_before_gate ? v : v * a) * rs));
+                       o.norm_before_gate ? fabs(at(&dy, i)) * (fabs(v * rs * w_at(&w, i)) + fabs(b_at(&b, i))) * das
+                                          : du * fabs(v) * das) +
+                 flip * das;
+        bdw[i] = bound(acc, acc, n, sums ? at(&dw[0], i) : 0, fabs(e * (o.norm_before_gate ? v : v * a) * rs)) + flip;
+        bdb[i] = o.norm_before_gate ? bound(acc, acc, n, sums ? at(&db[0], i) : 0, fabs(e)) : -1; /* dy * act(g) */
     }
     check_output("dx", dx, bdx);
     check_output("dg", dg, bdg);
     check_output("dw", dw, bdw);
-    check_output("db", db, NULL);
-    free(bdx), free(bdg), free(bdw);
+    check_output("db", db, bdb);
+    free(bdx), free(bdg), free(bdw), free(bdb);
     arr_free(&x), arr_free(&g), arr_free(&dy), arr_free(&w), arr_free(&b), arr_free(&y), arr_free(&rstd);
 }
 

@@ -87,14 +87,14 @@ RMSN_VINLINE void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
 }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
 
-RMSN_VINLINE __m256 rmsn_vdiv_f32_avx2(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
-RMSN_VINLINE __m256 rmsn_vfloor_f32_avx2(__m256 v) { return _mm256_floor_ps(v); }
 /* MAXPS/MINPS return their second operand when either is NaN. */
 RMSN_VINLINE __m256 rmsn_vclamp_f32_avx2(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }
-RMSN_VINLINE __m256 rmsn_vpow2m1_f32_avx2(__m256 n)
+/* t's low mantissa bits hold m: (126 - m) << 23, modulo 2^32. */
+RMSN_VINLINE __m256 rmsn_vpow2neg_f32_avx2(__m256 t)
 {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23));
+    return _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_set1_epi32(126 << 23), _mm256_slli_epi32(_mm256_castps_si256(t), 23)));
 }
+RMSN_VINLINE __m256 rmsn_vdiv_f32_avx2(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
 RMSN_SIMD_GATE(avx2)
 /* quant (simd.h): |y| max with NaN sticking; int8 by cvtps (round half to
  * even) of the clamped values and saturating packs; float8_e4m3fn in

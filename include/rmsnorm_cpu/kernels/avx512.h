@@ -62,21 +62,18 @@
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));                          \
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));                                                \
     }                                                                                                              \
-    RMSN_VINLINE __m512 rmsn_vdiv_f32_##ISA(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }                  \
-    RMSN_VINLINE __m512 rmsn_vfloor_f32_##ISA(__m512 v)                                                           \
-    {                                                                                                              \
-        return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);                                 \
-    }                                                                                                              \
     /* VMAXPS/VMINPS return their second operand when either is NaN. */                                           \
     RMSN_VINLINE __m512 rmsn_vclamp_f32_##ISA(__m512 v, __m512 lo, __m512 hi)                                     \
     {                                                                                                              \
         return _mm512_min_ps(hi, _mm512_max_ps(lo, v));                                                            \
     }                                                                                                              \
-    RMSN_VINLINE __m512 rmsn_vpow2m1_f32_##ISA(__m512 n)                                                          \
+    /* t's low mantissa bits hold m: (126 - m) << 23, modulo 2^32. */                                          \
+    RMSN_VINLINE __m512 rmsn_vpow2neg_f32_##ISA(__m512 t)                                                         \
     {                                                                                                              \
         return _mm512_castsi512_ps(                                                                                \
-            _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(126)), 23));              \
+            _mm512_sub_epi32(_mm512_set1_epi32(126 << 23), _mm512_slli_epi32(_mm512_castps_si512(t), 23)));       \
     }                                                                                                              \
+    RMSN_VINLINE __m512 rmsn_vdiv_f32_##ISA(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }                  \
     RMSN_SIMD_GATE(ISA)                                                                                            \
     RMSN_AVX512_MASKED_ACC(ISA, f32, ps, rmsn_mask16_##ISA)                                                        \
     RMSN_AVX512_MASKED_ACC(ISA, f64, pd, rmsn_mask8_##ISA)                                                         \

@@ -61,17 +61,17 @@ RMSN_NEON_ACC_TYPE(f32, f32)
 RMSN_NEON_ACC_TYPE(f64, f64)
 #undef RMSN_NEON_ACC_TYPE
 
-RMSN_VINLINE float32x4_t rmsn_vdiv_f32_neon(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
-RMSN_VINLINE float32x4_t rmsn_vfloor_f32_neon(float32x4_t v) { return vrndmq_f32(v); }
 /* FMAX/FMIN return NaN when either operand is NaN. */
 RMSN_VINLINE float32x4_t rmsn_vclamp_f32_neon(float32x4_t v, float32x4_t lo, float32x4_t hi)
 {
     return vminq_f32(hi, vmaxq_f32(lo, v));
 }
-RMSN_VINLINE float32x4_t rmsn_vpow2m1_f32_neon(float32x4_t n)
+/* t's low mantissa bits hold m: (126 - m) << 23, modulo 2^32. */
+RMSN_VINLINE float32x4_t rmsn_vpow2neg_f32_neon(float32x4_t t)
 {
-    return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(126)), 23));
+    return vreinterpretq_f32_s32(vsubq_s32(vdupq_n_s32(126 << 23), vshlq_n_s32(vreinterpretq_s32_f32(t), 23)));
 }
+RMSN_VINLINE float32x4_t rmsn_vdiv_f32_neon(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
 RMSN_SIMD_GATE(neon)
 
 /* (v0 + v2) + (v1 + v3): the halves added first, as the x86 tiers do. */

@@ -14,9 +14,9 @@
  *                                        (RMSN_SIMD_ACC_TYPE makes them from the intrinsics),
  *   rmsn_vhsum_<ACC>_<ISA>(v)            horizontal sum in a fixed order
  * for f32 only (the gate activation, RMSN_SIMD_GATE):
- *   rmsn_vdiv_f32_<ISA>(a, b), rmsn_vfloor_f32_<ISA>(v)   IEEE division, floor
  *   rmsn_vclamp_f32_<ISA>(v, lo, hi)     min(max(v, lo), hi) letting a NaN v through
- *   rmsn_vpow2m1_f32_<ISA>(n)            2^(n-1) for integral n in [-124, 128]
+ *   rmsn_vpow2neg_f32_<ISA>(t)           2^(-m-1) for t = 1.5 * 2^23 + m, integral m in [-128, 124]
+ *   rmsn_vdiv_f32_<ISA>(a, b)            IEEE division
  * and for each (storage T, ACC) of RMSN_SIMD_FOR_EACH_DTYPE_ACC:
  *   rmsn_vload_<T>_<ACC>_<ISA>(p), rmsn_vloadn_..(p, m)    widen exactly; loadn reads m < LANES
  *                                                          elements, the other lanes are 0
@@ -409,31 +409,41 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         }                                                                                                                        \
     }
 
-/* The gate activation of rmsnorm.h in f32 vectors: rmsn_exp_f32 and
- * rmsn_gate_f32 operation for operation (no FMA), so every tier gives the
- * scalar bits.  -g as 0 - g: it differs from the scalar negation only at
- * g = +0, where both exps give 1. */
+/* The gate activation in f32 vectors, each tier's own bits (not the scalar
+ * tier's: rmsnorm.h): s = 1 / (1 + exp(-g)), exp(-g) = 2^-m exp(-r) with
+ * g = m ln 2 + r, |r| <= ln 2 / 2.  Adding 1.5 * 2^23 rounds g / ln 2 to m and
+ * leaves m in the sum's low bits for the 2^-m; exp(-r) is a degree-6 minimax
+ * polynomial (relative error 2e-8) in FMA Horner form, its coefficients
+ * doubled so that 2^(-m-1), normal for every clamped m, scales it in the FMA
+ * that adds the 1.  About 1 ulp of s; half the dependent operations of
+ * rmsn_exp_f32's form.  The clamp of rmsnorm.h keeps its limits: exp(-g) = inf
+ * below -88.72 (s = 0), 1 + exp(-g) = 1 above 86 (s = 1), NaN through; the
+ * division (not a reciprocal estimate) keeps s's subnormals near -88. */
+#define RMSN_VEXP_ROUND 12582912.0f /* 1.5 * 2^23 */
+#define RMSN_VEXP_Q0 2.0f
+#define RMSN_VEXP_Q1 -2.0f
+#define RMSN_VEXP_Q2 9.999998212e-01f
+#define RMSN_VEXP_Q3 -3.333283961e-01f
+#define RMSN_VEXP_Q4 8.333645016e-02f
+#define RMSN_VEXP_Q5 -1.674963161e-02f
+#define RMSN_VEXP_Q6 2.767369151e-03f
 #define RMSN_SIMD_GATE(ISA)                                                                                     \
     RMSN_VINLINE rmsn_vf32_##ISA rmsn_vsigmoid_f32_##ISA(rmsn_vf32_##ISA g)                                     \
     {                                                                                                           \
-        rmsn_vf32_##ISA c, n, r, z, p;                                                                          \
-        c = rmsn_vclamp_f32_##ISA(rmsn_vsub_f32_##ISA(rmsn_vzero_f32_##ISA(), g),                               \
-                                  rmsn_vset1_f32_##ISA(RMSN_EXP_LO), rmsn_vset1_f32_##ISA(RMSN_EXP_HI));        \
-        n = rmsn_vfloor_f32_##ISA(rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(c, rmsn_vset1_f32_##ISA(RMSN_EXP_LOG2E)), \
-                                                      rmsn_vset1_f32_##ISA(0.5f)));                             \
-        r = rmsn_vsub_f32_##ISA(c, rmsn_vmul_f32_##ISA(n, rmsn_vset1_f32_##ISA(RMSN_EXP_C1)));                  \
-        r = rmsn_vsub_f32_##ISA(r, rmsn_vmul_f32_##ISA(n, rmsn_vset1_f32_##ISA(RMSN_EXP_C2)));                  \
-        z = rmsn_vmul_f32_##ISA(r, r);                                                                          \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(rmsn_vset1_f32_##ISA(RMSN_EXP_P0), r),                      \
-                                rmsn_vset1_f32_##ISA(RMSN_EXP_P1));                                             \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P2));                  \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P3));                  \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P4));                  \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, r), rmsn_vset1_f32_##ISA(RMSN_EXP_P5));                  \
-        p = rmsn_vadd_f32_##ISA(rmsn_vmul_f32_##ISA(p, z), r);                                                  \
-        p = rmsn_vadd_f32_##ISA(p, rmsn_vset1_f32_##ISA(1.0f));                                                 \
-        p = rmsn_vmul_f32_##ISA(rmsn_vmul_f32_##ISA(p, rmsn_vpow2m1_f32_##ISA(n)), rmsn_vset1_f32_##ISA(2.0f)); \
-        return rmsn_vdiv_f32_##ISA(rmsn_vset1_f32_##ISA(1.0f), rmsn_vadd_f32_##ISA(rmsn_vset1_f32_##ISA(1.0f), p)); \
+        rmsn_vf32_##ISA c, t, m, r, p;                                                                          \
+        c = rmsn_vclamp_f32_##ISA(g, rmsn_vset1_f32_##ISA(-RMSN_EXP_HI), rmsn_vset1_f32_##ISA(-RMSN_EXP_LO));   \
+        t = rmsn_vfma_f32_##ISA(c, rmsn_vset1_f32_##ISA(RMSN_EXP_LOG2E), rmsn_vset1_f32_##ISA(RMSN_VEXP_ROUND)); \
+        m = rmsn_vsub_f32_##ISA(t, rmsn_vset1_f32_##ISA(RMSN_VEXP_ROUND));                                      \
+        r = rmsn_vfma_f32_##ISA(m, rmsn_vset1_f32_##ISA(-RMSN_EXP_C1), c);                                      \
+        r = rmsn_vfma_f32_##ISA(m, rmsn_vset1_f32_##ISA(-RMSN_EXP_C2), r);                                      \
+        p = rmsn_vfma_f32_##ISA(rmsn_vset1_f32_##ISA(RMSN_VEXP_Q6), r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q5));     \
+        p = rmsn_vfma_f32_##ISA(p, r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q4));                                      \
+        p = rmsn_vfma_f32_##ISA(p, r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q3));                                      \
+        p = rmsn_vfma_f32_##ISA(p, r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q2));                                      \
+        p = rmsn_vfma_f32_##ISA(p, r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q1));                                      \
+        p = rmsn_vfma_f32_##ISA(p, r, rmsn_vset1_f32_##ISA(RMSN_VEXP_Q0));                                      \
+        p = rmsn_vfma_f32_##ISA(p, rmsn_vpow2neg_f32_##ISA(t), rmsn_vset1_f32_##ISA(1.0f));                     \
+        return rmsn_vdiv_f32_##ISA(rmsn_vset1_f32_##ISA(1.0f), p);                                              \
     }                                                                                                           \
     /* act(g) from g and s = sigmoid(g). */                                                                     \
     RMSN_VINLINE rmsn_vf32_##ISA rmsn_vact_f32_##ISA(rmsn_vf32_##ISA g, rmsn_vf32_##ISA s, int silu)            \

@@ -61,19 +61,29 @@
  * rsy (row strides in bytes; rstd[r]): per slice, rstd from the sum of
  * squares, then scale and write.  One call takes a block of short rows, so a
  * row pays no dispatch or index arithmetic; each row's result is the same
- * bits as on its own. */
+ * bits as on its own.  The next row's sum of squares is computed before this
+ * row's scale pass: it runs while rstd's divisions and square root are in
+ * flight, which on short rows would otherwise stall every row. */
 #define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                         \
     static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                     \
                      ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                  \
                      ptrdiff_t rsy, const void *w, const void *b, void *rstd)                             \
     {                                                                                                     \
         ptrdiff_t row;                                                                                    \
+        rmsn_##ACC next = 0;                                                                              \
+        if (nrows > 0) {                                                                                  \
+            const rmsn_##TIN *x0 = (const rmsn_##TIN *)x;                                                 \
+            RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, x0 + i0 * sx, sx));         \
+        }                                                                                                 \
         for (row = 0; row < nrows; row++) {                                                               \
             const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                     \
             char *yt = (char *)y + row * rsy;                                                             \
-            rmsn_##ACC pre, r, ss;                                                                        \
-            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));           \
+            rmsn_##ACC pre, r, ss = next;                                                                 \
             r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                          \
+            if (row + 1 < nrows) {                                                                        \
+                const rmsn_##TIN *xn = (const rmsn_##TIN *)((const char *)xt + rsx);                      \
+                RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xn + i0 * sx, sx));     \
+            }                                                                                             \
             rmsn_scale_##TIN##_##TOUT##_##ISA(o, n, xt, sx, (rmsn_##TOUT *)yt, sy, (const rmsn_##ACC *)w, \
                                               (const rmsn_##ACC *)b, pre, r);                             \
             if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                \
