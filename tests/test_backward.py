@@ -6,6 +6,7 @@ import pytest
 from numpy.exceptions import AxisError
 
 import rmsnorm_cpu as rn
+from rmsnorm_cpu import _spec
 from helpers import FLOAT_DTYPES, readme_table_rows, X
 
 
@@ -128,6 +129,17 @@ def test_param_grad_overflow_is_silent_inf():
     _, dw, db = rn.rms_norm_backward(dy, x, np.ones(8, np.float16), np.zeros(8, np.float16))
     assert dw.dtype == db.dtype == np.float16
     assert np.isposinf(dw).all() and np.isposinf(db).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_param_grad_of_one_block(rng, dtype):
+    # One block (a decode row) is returned as it is: the bits of the sum over blocks.
+    plan = _spec.plan((3, 37), -1, 1)
+    partials = rng.standard_normal((1, 37)).astype(dtype)
+    one = _spec.param_grad(partials, np.ones(37, dtype), plan)
+    summed = _spec.param_grad(np.concatenate([partials, np.zeros_like(partials)]), np.ones(37, dtype), plan)
+    assert one.dtype == summed.dtype == dtype and one.shape == summed.shape == (37,)
+    np.testing.assert_array_equal(one.view(f"u{one.itemsize}"), summed.view(f"u{one.itemsize}"))
 
 
 @pytest.mark.usefixtures("isa")

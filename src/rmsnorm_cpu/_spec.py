@@ -580,6 +580,10 @@ def param_grad(partials, param, plan):
     parameter was broadcast along, and give it the parameter's dtype."""
     p = np.asarray(param)
     dtype = p.dtype if dtype_code(p.dtype) is not None else _F64_DTYPE
+    if len(partials) == 1 and dtype == partials.dtype and p.shape == plan.norm_shape:
+        # One block (a decode row) of the parameter's own shape and dtype: the sums below would give its
+        # values back (the kernels add into zeros, so no -0 that the sum would turn into +0).
+        return partials[0].reshape(p.shape)
     with np.errstate(over="ignore"):  # overflow gives inf silently, as dx does in the kernels
         full = partials.sum(axis=0, dtype=np.float64).reshape(plan.norm_shape)  # the blocks' sums in double
         lead = full.ndim - p.ndim

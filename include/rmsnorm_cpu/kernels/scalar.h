@@ -168,15 +168,18 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         }                                                                                                           \
     }
 
+/* s = sigmoid(g): the dot pass keeps it in sig[] when given, the write pass
+ * reads it from there (or computes it again: the same bits). */
 #define RMSN_SCALAR_PRIM_gated_bwd(T, T_, ACC)                                                                       \
     static rmsn_##ACC rmsn_gateddot_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy,                \
                                                  ptrdiff_t sdy, const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g,  \
-                                                 ptrdiff_t sg, const rmsn_##ACC *w)                                  \
+                                                 ptrdiff_t sg, rmsn_##ACC *sig, const rmsn_##ACC *w)                 \
     {                                                                                                                \
-        rmsn_##ACC gx = 0, d, v, a, sig;                                                                             \
+        rmsn_##ACC gx = 0, d, v, a, s;                                                                               \
         ptrdiff_t i;                                                                                                 \
         for (i = 0; i < n; i++) {                                                                                    \
-            a = rmsn_gate_##ACC(rmsn_load_##T##_##ACC(g + i * sg), o->act_silu, &sig);                               \
+            a = rmsn_gate_##ACC(rmsn_load_##T##_##ACC(g + i * sg), o->act_silu, &s);                                 \
+            if (sig) sig[i] = s;                                                                                     \
             d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
             v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \
             if (o->norm_before_gate)                                                                                 \
@@ -190,15 +193,19 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
     }                                                                                                                \
     static void rmsn_gatedbwdwrite_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
                                                 const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
-                                                rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg, ptrdiff_t sdg,            \
-                                                const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC r,              \
-                                                rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)                        \
+                                                const rmsn_##ACC *sig, rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg,    \
+                                                ptrdiff_t sdg, const rmsn_##ACC *w, const rmsn_##ACC *b,             \
+                                                rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)          \
     {                                                                                                                \
         rmsn_##ACC d, v, gv, a, s, da, wi, up, dv;                                                                   \
         ptrdiff_t i;                                                                                                 \
         for (i = 0; i < n; i++) {                                                                                    \
             gv = rmsn_load_##T##_##ACC(g + i * sg);                                                                  \
-            a = rmsn_gate_##ACC(gv, o->act_silu, &s);                                                                \
+            if (sig)                                                                                                 \
+                s = sig[i];                                                                                          \
+            else                                                                                                     \
+                rmsn_gate_##ACC(gv, 0, &s);                                                                          \
+            a = o->act_silu ? gv * s : s;                                                                            \
             da = o->act_silu ? s + gv * s * (1 - s) : s * (1 - s);                                                   \
             d = rmsn_load_##T##_##ACC(dy + i * sdy);                                                                 \
             v = rmsn_load_##T##_##ACC(x + i * sx);                                                                   \

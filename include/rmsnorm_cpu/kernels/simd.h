@@ -554,103 +554,110 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     }
 
 /* gated_bwd (f32 acc): the formulas of RMSN_SLICE_gated_bwd, in the order of
- * the scalar primitives. */
+ * the scalar primitives.  s = sigmoid(g): the dot pass computes it and keeps
+ * it in sig[] when given, the write pass reads it from there (or computes it
+ * again for a slice too long for the buffer). */
 #define RMSN_SIMD_PRIM_gated_bwd(ISA, T, T_, ACC)                                                                   \
-    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgateddot_##T##_##ISA(const rmsn_opts *o, const rmsn_##T *dy,             \
+    RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vgateddot_##T##_##ISA(int before, int silu, const rmsn_##T *dy,           \
                                                                  const rmsn_##T *x, const rmsn_##T *g,              \
-                                                                 const rmsn_##ACC *w, ptrdiff_t m,                  \
+                                                                 rmsn_##ACC *sig, const rmsn_##ACC *w,              \
+                                                                 ptrdiff_t i, ptrdiff_t m,                          \
                                                                  rmsn_v##ACC##_##ISA acc)                           \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##T##_##ACC##_##ISA(g, m);                                             \
-        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, rmsn_vsigmoid_##ACC##_##ISA(gv), o->act_silu);          \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
-        if (o->norm_before_gate)                                                                                    \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m), s = rmsn_vsigmoid_##ACC##_##ISA(gv);    \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
+        if (sig) rmsn_vstorem_##ACC##_##ACC##_##ISA(sig + i, s, m);                                                 \
+        if (before)                                                                                                 \
             d = rmsn_vmul_##ACC##_##ISA(d, a);                                                                      \
         else                                                                                                        \
             v = rmsn_vmul_##ACC##_##ISA(v, a);                                                                      \
-        if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                             \
+        if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m));                         \
         return rmsn_vfma_##ACC##_##ISA(d, v, acc);                                                                  \
     }                                                                                                               \
     static rmsn_##ACC rmsn_gateddot_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, \
                                                 const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,   \
-                                                const rmsn_##ACC *w)                                                \
+                                                rmsn_##ACC *sig, const rmsn_##ACC *w)                               \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA a0 = rmsn_vzero_##ACC##_##ISA(), a1 = a0;                                               \
         ptrdiff_t i = 0;                                                                                            \
-        if (sdy != 1 || sx != 1 || sg != 1) return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, w);      \
+        int before = o->norm_before_gate, silu = o->act_silu;                                                       \
+        if (sdy != 1 || sx != 1 || sg != 1) return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, w); \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                        \
-            a0 = rmsn_vgateddot_##T##_##ISA(o, dy + i, x + i, g + i, w ? w + i : NULL, L, a0);                      \
-            a1 = rmsn_vgateddot_##T##_##ISA(o, dy + i + L, x + i + L, g + i + L, w ? w + i + L : NULL, L, a1);      \
+            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, a0);                              \
+            a1 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i + L, L, a1);                          \
         }                                                                                                           \
         for (; i < n; i += L)                                                                                       \
-            a0 = rmsn_vgateddot_##T##_##ISA(o, dy + i, x + i, g + i, w ? w + i : NULL, n - i < L ? n - i : L, a0);  \
+            a0 = rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, n - i < L ? n - i : L, a0);          \
         return rmsn_vhsum_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1));                                           \
     }                                                                                                               \
-    RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(const rmsn_opts *o, const rmsn_##T *dy, const rmsn_##T *x,         \
-                                                  const rmsn_##T *g, rmsn_##T *dx, rmsn_##T *dg,                    \
-                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,  \
-                                                  rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw, rmsn_##ACC *db,            \
-                                                  ptrdiff_t m)                                                      \
+    RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,       \
+                                                  const rmsn_##T *g, const rmsn_##ACC *sig, rmsn_##T *dx,           \
+                                                  rmsn_##T *dg, const rmsn_##ACC *w, const rmsn_##ACC *b,           \
+                                                  rmsn_v##ACC##_##ISA r, rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw,     \
+                                                  rmsn_##ACC *db, ptrdiff_t i, ptrdiff_t m)                         \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv = rmsn_vloadm_##T##_##ACC##_##ISA(g, m);          \
-        rmsn_v##ACC##_##ISA s = rmsn_vsigmoid_##ACC##_##ISA(gv), a = rmsn_vact_##ACC##_##ISA(gv, s, o->act_silu);   \
+        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m);      \
+        rmsn_v##ACC##_##ISA s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig + i, m) : rmsn_vsigmoid_##ACC##_##ISA(gv);\
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
         rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy, m), v = rmsn_vloadm_##T##_##ACC##_##ISA(x, m);  \
-        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m) : one, up, dv;                         \
-        if (o->act_silu)                                                                                            \
+        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
+        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
+        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m) : one, up, dv;                     \
+        if (silu)                                                                                                   \
             da = rmsn_vadd_##ACC##_##ISA(                                                                           \
                 s, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(gv, s), rmsn_vsub_##ACC##_##ISA(one, s)));       \
-        if (o->norm_before_gate) {                                                                                  \
+        if (before) {                                                                                               \
             up = rmsn_vmul_##ACC##_##ISA(d, a);                                                                     \
             dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(up, wi)),               \
                                          rmsn_vmul_##ACC##_##ISA(k, v));                                            \
             v = rmsn_vmul_##ACC##_##ISA(v, r);                                                                      \
             rmsn_vstorem_##T##_##ACC##_##ISA(                                                                       \
-                dg,                                                                                                 \
+                dg + i,                                                                                             \
                 rmsn_vmul_##ACC##_##ISA(                                                                            \
                     rmsn_vmul_##ACC##_##ISA(                                                                        \
                         d, rmsn_vadd_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, wi),                                  \
-                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m)                      \
+                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b + i, m)                  \
                                                      : rmsn_vzero_##ACC##_##ISA())),                                \
                     da),                                                                                            \
                 m);                                                                                                 \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx, dv, m);                                                            \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, dv, m);                                                        \
         } else {                                                                                                    \
             up = d;                                                                                                 \
             dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(d, wi)),                \
                                          rmsn_vmul_##ACC##_##ISA(k, rmsn_vmul_##ACC##_##ISA(v, a)));                \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dg, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m);   \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx, rmsn_vmul_##ACC##_##ISA(dv, a), m);                                \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dg + i, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m); \
+            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, rmsn_vmul_##ACC##_##ISA(dv, a), m);                            \
             v = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, a), r);                                          \
         }                                                                                                           \
         if (dw)                                                                                                     \
             rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
-                dw, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
+                dw + i,                                                                                             \
+                rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw + i, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
                 m);                                                                                                 \
         if (db)                                                                                                     \
-            rmsn_vstorem_##ACC##_##ACC##_##ISA(db, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db, m), up), \
-                                               m);                                                                  \
+            rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
+                db + i, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db + i, m), up), m);              \
     }                                                                                                               \
     static void rmsn_gatedbwdwrite_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
-                                               rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg, ptrdiff_t sdg,            \
-                                               const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC r,              \
-                                               rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)                        \
+                                               const rmsn_##ACC *sig, rmsn_##T *dx, ptrdiff_t sdx, rmsn_##T *dg,    \
+                                               ptrdiff_t sdg, const rmsn_##ACC *w, const rmsn_##ACC *b,             \
+                                               rmsn_##ACC r, rmsn_##ACC k, rmsn_##ACC *dw, rmsn_##ACC *db)          \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                     \
-        rmsn_opts local = *o; /* a copy: stores cannot change it */                                                 \
-        ptrdiff_t i, m;                                                                                             \
-        if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                              \
-            rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, dx, sdx, dg, sdg, w, b, r, k, dw, db);     \
+        int before = o->norm_before_gate, silu = o->act_silu; /* locals: stores cannot change them */               \
+        ptrdiff_t i;                                                                                                \
+        if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                               \
+            rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, r, k, dw, db); \
             return;                                                                                                 \
         }                                                                                                           \
-        for (i = 0; i < n; i += m) {                                                                                \
-            m = n - i < L ? n - i : L;                                                                              \
-            rmsn_vgatedbwd_##T##_##ISA(&local, dy + i, x + i, g + i, dx + i, dg + i, w ? w + i : NULL,              \
-                                       b ? b + i : NULL, rv, kv, dw ? dw + i : NULL, db ? db + i : NULL, m);        \
-        }                                                                                                           \
+        for (i = 0; i + L <= n; i += L)                                                                             \
+            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, L);            \
+        if (i < n) rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, n - i); \
     }
 /* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
  * provides, on f32 vectors:

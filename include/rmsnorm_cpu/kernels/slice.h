@@ -14,8 +14,10 @@
  *   rmsn_gateact_<TIN>_<TOUT>_<ISA>(o, n, g, sg, act)            act[i] = act(g[i])
  *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum (x * act(g))^2; act[i] = act(g[i]) if act
  *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act)  act(g) from act[] if act
- *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, w)      -> the gated backward's sum(g * x)
- *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
+ *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w) -> the gated backward's sum(g * x);
+ *                                       sig[i] = sigmoid(g[i]) if sig
+ *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
+ *                                       sigmoid(g) read from sig if given
  *
  * The per-dtype ones (sumsq, colsumsq) come from the tier's list of (storage,
  * acc) types, the others with the entry that uses them (RMSN_SCALAR_PRIM_<op>
@@ -206,7 +208,10 @@
  *   else:              u = x * a, du = rstd * dy * w - k * u,
  *                      dx = du * a, dg = du * x * a', dw += dy * u * rstd, db += dy
  * with k = coef * sum(g_eff * v) as in RMSN_SLICE_bwd (v = x or u, g_eff =
- * dp * w or dy * w).  rstd given or recomputed the forward's way. */
+ * dp * w or dy * w).  rstd given or recomputed the forward's way.  a and a'
+ * come from s = sigmoid(g): for a slice of at most RMSN_SUM_BLOCK elements the
+ * dot pass keeps s in a stack buffer that the write pass reads (the exp is
+ * the costly part); a longer one computes it in both (the same bits). */
 #define RMSN_SLICE_gated_bwd(NAME, ISA, T, T_, ACC)                                                                 \
     static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x, ptrdiff_t sx,   \
                      const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg, ptrdiff_t sdg, const void *w,  \
@@ -214,10 +219,12 @@
     {                                                                                                               \
         const rmsn_##T *xt = (const rmsn_##T *)x, *gt = (const rmsn_##T *)g;                                        \
         const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
-        rmsn_##ACC ss, r = 0, pre, gx;                                                                              \
+        rmsn_##ACC ss, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                     \
+        rmsn_##ACC *sig = n <= RMSN_SUM_BLOCK ? sig_buf : NULL;                                                     \
         double rms = 1.0;                                                                                           \
         RMSN_BLOCKED_SUM(ACC, gx, rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
-                                                            xt + i0 * sx, sx, gt + i0 * sg, sg, wt ? wt + i0 : NULL)); \
+                                                            xt + i0 * sx, sx, gt + i0 * sg, sg, sig,                \
+                                                            wt ? wt + i0 : NULL));                                  \
         if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
             if (o->norm_before_gate)                                                                                \
                 RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
@@ -227,7 +234,7 @@
             r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                            \
         }                                                                                                           \
         if (rstd) r = *(const rmsn_##ACC *)rstd;                                                                    \
-        rmsn_gatedbwdwrite_##T##_##ISA(o, n, (const rmsn_##T *)dy, sdy, xt, sx, gt, sg, (rmsn_##T *)dx, sdx,        \
+        rmsn_gatedbwdwrite_##T##_##ISA(o, n, (const rmsn_##T *)dy, sdy, xt, sx, gt, sg, sig, (rmsn_##T *)dx, sdx,   \
                                        (rmsn_##T *)dg, sdg, wt, (const rmsn_##ACC *)b, r,                           \
                                        (rmsn_##ACC)(rmsn_grad_coef(o, r, rms, n) * (double)gx), (rmsn_##ACC *)dw,   \
                                        (rmsn_##ACC *)db);                                                           \
