@@ -122,7 +122,7 @@ def _forward(x, weight, bias, dims, eps, eps_mode, weight_offset, cast_mode, wan
         n = x.shape[-1]
         rstd = _core.forward_at(x.data_ptr(), y.data_ptr(), _address(weight),
                                 0 if weight is None else _CODES[weight.dtype], x.numel() // n, n, _CODES[x.dtype],
-                                eps, _ROUND_MID[cast_mode], x.shape[:-1] + (1,) if want_rstd else None)
+                                eps, _ROUND_MID[cast_mode], _rstd_shape(x, 1) if want_rstd else None)
         return y, rstd
     w, b, offset = _params(x, weight, bias, weight_offset)
     xa = _array(x)
@@ -283,8 +283,13 @@ def _rms_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional
     return y, torch.from_numpy(rstd)
 
 
+def _rstd_shape(x, dims):
+    """The shape of the forward's rstd: x's batch dims and a 1."""
+    return x.shape[:x.dim() - dims] + (1,)
+
+
 def _rstd_like(x, dims):
-    return x.new_empty(x.shape[:x.dim() - dims] + (1,), dtype=_acc(x.dtype))
+    return x.new_empty(_rstd_shape(x, dims), dtype=_acc(x.dtype))
 
 
 def _grad_like(x, p):

@@ -321,7 +321,7 @@ static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_
         rmsn_##ACC ss, pre, rs;                                                                                 \
         RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                       \
         rs = rmsn_rstd_##T##_##ACC(o, ss, n, xt, sx, &pre);                                                     \
-        RMSN_QUANT_PASSES(ISA, T, Q, ACC, xt, sx);                                                                   \
+        RMSN_QUANT_PASSES(ISA, T, Q, ACC, xt, sx);                                                              \
     }
 
 /* ro = round(x + r) as the add op (its rmsn_addsq), then the quant passes on ro. */
@@ -337,7 +337,7 @@ static inline void rmsn_qstore_e4m3_f64(rmsn_e4m3 *p, double v) { *p = rmsn_f64_
                                                                (const rmsn_##T *)r + i0 * sr, sr,               \
                                                                (rmsn_##T *)ro + i0 * sro, sro));                \
         rs = rmsn_rstd_##T##_##ACC(o, ss, n, rot, sro, &pre);                                                   \
-        RMSN_QUANT_PASSES(ISA, T, Q, ACC, rot, sro);                                                                 \
+        RMSN_QUANT_PASSES(ISA, T, Q, ACC, rot, sro);                                                            \
     }
 
 #endif /* RMSN_KERNELS_SLICE_H */
