@@ -82,10 +82,11 @@ typedef struct {
     int stream;    /* the call's operands exceed the last-level cache: SIMD tiers write
                       outputs with non-temporal stores (same values, less traffic);
                       the caller then runs rmsn_stream_fence() (dispatch.h) */
-    int prefetch_next; /* the next slice starts where this one ends (rows of a C-contiguous
-                          batch): SIMD tiers prefetch it into L2 during the pass that
-                          works from cache, so the next slice's first pass does not wait
-                          for memory (kernels/simd.h) */
+    int prefetch_next; /* 0, or the slices follow each other (rows of a C-contiguous batch)
+                          and SIMD tiers prefetch the slice prefetch_next ahead into L2
+                          during the pass that works from cache, so its first pass does
+                          not wait for memory (kernels/simd.h; the forward's row kernel
+                          looks 2 ahead for a row whose successor is summed already) */
     int norm_before_gate; /* gated: normalize x, then multiply by act(gate); else normalize x * act(gate) */
     int act_silu;         /* gated: act is silu (else sigmoid) */
 } rmsn_opts;

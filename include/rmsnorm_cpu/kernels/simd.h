@@ -277,7 +277,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
         for (; i + L <= n; i += L) {                                                                               \
-            if (next) rmsn_prefetch_l2(x + n + i);                                                                 \
+            if (next) rmsn_prefetch_l2(x + next * n + i);                                                          \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
                                                stream);                                                            \
         }                                                                                                          \
@@ -401,8 +401,8 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         for (; i < n; i += m) {                                                                                                  \
             m = rmsn_step(i, head, n, L);                                                                                        \
             if (next) {                                                                                                          \
-                rmsn_prefetch_l2(dy + n + i);                                                                                    \
-                rmsn_prefetch_l2(x + n + i);                                                                                     \
+                rmsn_prefetch_l2(dy + next * n + i);                                                                             \
+                rmsn_prefetch_l2(x + next * n + i);                                                                              \
             }                                                                                                                    \
             rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,                           \
                                   db ? db + i : NULL, m, stream);                                                                \
@@ -743,7 +743,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
             return rmsn_qamax_##T##_##Q##_scalar(o, n, x, sx, w, b, pre, r, ybuf);                               \
         a0 = a1 = rmsn_vzero_##ACC##_##ISA();                                                                    \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                     \
-            if (next) rmsn_prefetch_l2(x + n + i);                                                               \
+            if (next) rmsn_prefetch_l2(x + next * n + i);                                                        \
             y0 = rmsn_vqy_##T##_##Q##_##ISA(x + i, w ? w + i : NULL, b ? b + i : NULL, rv, L);                   \
             y1 = rmsn_vqy_##T##_##Q##_##ISA(x + i + L, w ? w + i + L : NULL, b ? b + i + L : NULL, rv, L);       \
             if (ybuf) {                                                                                          \

@@ -63,7 +63,10 @@
  * row pays no dispatch or index arithmetic; each row's result is the same
  * bits as on its own.  The next row's sum of squares is computed before this
  * row's scale pass: it runs while rstd's divisions and square root are in
- * flight, which on short rows would otherwise stall every row. */
+ * flight, which on short rows would otherwise stall every row.  So in a block
+ * of rows the scale pass prefetches (prefetch_next) two rows ahead: the next
+ * row is in cache already, and the next block's first two rows are summed
+ * before its first scale pass. */
 #define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                         \
     static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                     \
                      ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                  \
@@ -71,6 +74,8 @@
     {                                                                                                     \
         ptrdiff_t row;                                                                                    \
         rmsn_##ACC next = 0;                                                                              \
+        rmsn_opts ahead = *o;                                                                             \
+        ahead.prefetch_next *= nrows > 1 ? 2 : 1;                                                         \
         if (nrows > 0) {                                                                                  \
             const rmsn_##TIN *x0 = (const rmsn_##TIN *)x;                                                 \
             RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, x0 + i0 * sx, sx));         \
@@ -84,8 +89,8 @@
                 const rmsn_##TIN *xn = (const rmsn_##TIN *)((const char *)xt + rsx);                      \
                 RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xn + i0 * sx, sx));     \
             }                                                                                             \
-            rmsn_scale_##TIN##_##TOUT##_##ISA(o, n, xt, sx, (rmsn_##TOUT *)yt, sy, (const rmsn_##ACC *)w, \
-                                              (const rmsn_##ACC *)b, pre, r);                             \
+            rmsn_scale_##TIN##_##TOUT##_##ISA(&ahead, n, xt, sx, (rmsn_##TOUT *)yt, sy,                   \
+                                              (const rmsn_##ACC *)w, (const rmsn_##ACC *)b, pre, r);      \
             if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                \
         }                                                                                                 \
     }
