@@ -1,5 +1,6 @@
-"""What the test files share: dtypes, the reference assertion, the README's tables."""
+"""What the test files share: dtypes, the reference assertion, the store policy, the README's tables."""
 
+import contextlib
 import pathlib
 
 import numpy as np
@@ -9,6 +10,20 @@ from reference import ml_dtypes, ulp
 BF16 = None if ml_dtypes is None else np.dtype(ml_dtypes.bfloat16)
 FLOAT_DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)] + ([BF16] if BF16 else [])
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+
+
+@contextlib.contextmanager
+def store_policy(choice, from_bytes=None, min_run_bytes=None):
+    """The store policy's choice (0 plain, 1 non-temporal, -1 trying again) and, when
+    given, its thresholds, for the block. Streaming still needs outputs in memory."""
+    from rmsnorm_cpu import _runtime
+    previous = _runtime._set_store_policy(0, 0)
+    try:
+        _runtime._set_store_policy(previous[0] if from_bytes is None else from_bytes,
+                                   previous[1] if min_run_bytes is None else min_run_bytes, choice)
+        yield
+    finally:
+        _runtime._set_store_policy(*previous)
 
 
 def acc_roundoff(*dtypes):

@@ -6,7 +6,7 @@ import pytest
 from numpy.exceptions import AxisError
 
 import rmsnorm_cpu as rn
-from helpers import BF16, FLOAT_DTYPES, assert_matches_reference, readme_table_rows, X
+from helpers import BF16, FLOAT_DTYPES, assert_matches_reference, readme_table_rows, store_policy, X
 from reference import rms_ref
 
 TAIL_LENGTHS = list(range(1, 68)) + [127, 128, 129, 4095, 4096, 4097]
@@ -71,8 +71,9 @@ def test_column_chunks_follow_the_output_alignment(rng, dtype):
         rn.rms_norm(x, axis=1, out=y)
         np.testing.assert_array_equal(y.view(np.uint8), expected.view(np.uint8))
     big = _data(rng, (1, 16, 655360 // x.itemsize), dtype)  # x + y: 40 MiB, so y is streamed
-    out = np.empty(big.size + 3, dtype)[3:].reshape(big.shape)
-    rn.rms_norm(big, axis=1, out=out)
+    out = np.ones(big.size + 3, dtype)[3:].reshape(big.shape)  # written before: in memory
+    with store_policy(1):
+        rn.rms_norm(big, axis=1, out=out)
     np.testing.assert_array_equal(out.view(np.uint8), rn.rms_norm(big, axis=1).view(np.uint8))
 
 
@@ -84,8 +85,9 @@ def test_streamed_rows_any_output_offset(rng, dtype):
     x = _data(rng, (20, (1 << 20) // np.dtype(dtype).itemsize + 3), dtype)  # x + y: 40 MiB
     expected = rn.rms_norm(x)
     for offset in (1, 3, 16 // x.itemsize):
-        out = np.empty(x.size + offset, dtype)[offset:].reshape(x.shape)
-        rn.rms_norm(x, out=out)
+        out = np.ones(x.size + offset, dtype)[offset:].reshape(x.shape)  # written before: in memory
+        with store_policy(1):
+            rn.rms_norm(x, out=out)
         np.testing.assert_array_equal(out.view(np.uint8), expected.view(np.uint8))
 
 
@@ -219,17 +221,14 @@ def test_row_blocks_bitwise(rng, dtype, n):
 def test_stores_plain_or_streamed_same_bits(rng, dtype):
     """Both kinds of stores the store policy may pick (here forced for small
     arrays) write the same bits, for every op and any output offset."""
-    from rmsnorm_cpu import _runtime
     x = _data(rng, (5, 1000), dtype)
     r = _data(rng, (5, 1000), dtype)
     w = rng.uniform(0.5, 1.5, 1000).astype(np.float64 if dtype == np.float64 else np.float32)
     expected = rn.rms_norm(x, w), rn.add_rms_norm(x, r, w), rn.rms_norm_backward(r, x, w)[0]
-    previous = _runtime._set_store_policy(0, 0, 1)
-    try:
-        for choice in (0, 1):
-            _runtime._set_store_policy(0, 0, choice)
+    for choice in (0, 1):
+        with store_policy(choice, 0, 0):
             for offset in (0, 1, 3):
-                outs = [np.empty(x.size + offset, dtype)[offset:].reshape(x.shape) for _ in range(3)]
+                outs = [np.ones(x.size + offset, dtype)[offset:].reshape(x.shape) for _ in range(3)]
                 rn.rms_norm(x, w, out=outs[0], weight_offset=0)
                 rn.add_rms_norm(x, r, w, out=outs[1], residual_out=outs[2], weight_offset=0)
                 np.testing.assert_array_equal(outs[0].view(np.uint8), expected[0].view(np.uint8))
@@ -237,23 +236,32 @@ def test_stores_plain_or_streamed_same_bits(rng, dtype):
                 np.testing.assert_array_equal(outs[2].view(np.uint8), expected[1][1].view(np.uint8))
                 rn.rms_norm_backward(r, x, w, dx_out=outs[0])
                 np.testing.assert_array_equal(outs[0].view(np.uint8), expected[2].view(np.uint8))
-    finally:
-        _runtime._set_store_policy(*previous)
 
 
 @pytest.mark.usefixtures("isa")
 def test_store_policy_tries_both_then_keeps_one(rng):
-    from rmsnorm_cpu import _runtime
     x = _data(rng, (4, 1024), np.float32)
-    out = np.empty_like(x)
-    previous = _runtime._set_store_policy(0, 0)
-    try:
+    out = np.ones_like(x)
+    with store_policy(-1, 0, 0):
         assert rn.config()["stream_stores"] == "trying"
         for _ in range(6):
             rn.rms_norm(x, out=out, weight_offset=0)
         assert rn.config()["stream_stores"] in ("plain", "non-temporal")
-    finally:
-        _runtime._set_store_policy(*previous)
+
+
+def test_store_policy_streams_only_into_pages_in_memory(rng):
+    """Outputs whose pages are new (an out= never written, an output in a fresh
+    mapping) are never streamed, so never trials; an output in memory is."""
+    x = _data(rng, (1024, 9 << 10), np.float32)  # 36 MiB: a fresh mapping each np.empty
+    with store_policy(-1, 0, 0):
+        for _ in range(6):
+            rn.rms_norm(x, out=np.empty_like(x), weight_offset=0)
+            rn.rms_norm(x, weight_offset=0)
+        assert rn.config()["stream_stores"] == "trying"
+        out = np.ones_like(x)
+        for _ in range(6):
+            rn.rms_norm(x, out=out, weight_offset=0)
+        assert rn.config()["stream_stores"] in ("plain", "non-temporal")
 
 
 @pytest.mark.usefixtures("isa")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rmsnorm_cpu as rn
-from helpers import FLOAT_DTYPES, assert_matches_reference
+from helpers import FLOAT_DTYPES, assert_matches_reference, store_policy
 from rmsnorm_cpu import _runtime
 
 TIERS = _runtime.build_info()["isa_supported"]
@@ -73,17 +73,19 @@ def test_each_tier_is_bitwise_deterministic(rng, dtype, tier):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("tier", TIERS)
 def test_streamed_output_is_the_same(rng, dtype, tier):
-    """Outputs (y of the forward and of the fused add, dx) of 32 MiB and more are
-    written with non-temporal stores; rows of odd length start at every
-    alignment, so the aligned head is exercised."""
+    """Outputs (y of the forward and of the fused add, dx) of 32 MiB and more,
+    in memory, written with non-temporal stores; rows of odd length start at
+    every alignment, so the aligned head is exercised."""
     dtype = np.dtype(dtype)
     rows = (32 << 20) // (4099 * dtype.itemsize) + 1
     x = rng.standard_normal((rows, 4099), dtype=np.float32).astype(dtype)
     w = rng.uniform(0.5, 1.5, 4099).astype(np.float32)
     r = x[::-1]  # a residual / a dy
-    y = _on_tier(tier, lambda: rn.rms_norm(x, w, n_threads=1))
-    y_add = _on_tier(tier, lambda: rn.add_rms_norm(x, r, w, n_threads=1)[0])
-    dx = _on_tier(tier, lambda: rn.rms_norm_backward(r, x, w, n_threads=1)[0])
+    y, y_add, ro, dx = (np.ones_like(x) for _ in range(4))
+    with store_policy(1):
+        _on_tier(tier, lambda: rn.rms_norm(x, w, out=y, n_threads=1))
+        _on_tier(tier, lambda: rn.add_rms_norm(x, r, w, out=y_add, residual_out=ro, n_threads=1))
+        _on_tier(tier, lambda: rn.rms_norm_backward(r, x, w, dx_out=dx, n_threads=1))
     for i in (0, 1, 2, 3, rows // 2, rows - 1):
         row = slice(i, i + 1)
         for big, alone in [(y, lambda: rn.rms_norm(x[row], w)), (y_add, lambda: rn.add_rms_norm(x[row], r[row], w)[0]),

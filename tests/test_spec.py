@@ -51,7 +51,7 @@ def test_call_is_frozen_and_complete(rng):
     assert call.plan.norm_axes == (1,) and call.plan.n == 2 and call.plan.groups == 2
     assert call.options == _spec.Options(1e-5, _spec.EPS_MODES["add"], True, 2)
     np.testing.assert_array_equal(call.weight, np.full(4, 2.0, np.float32))  # weight + offset, in acc
-    assert call.rstd.shape == (3, 5, 2) and call.arrays[1].dtype == np.float32 and not call.out_given
+    assert call.rstd.shape == (3, 5, 2) and call.arrays[1].dtype == np.float32
     with pytest.raises(AttributeError):
         call.plan = None
 

@@ -18,6 +18,11 @@
 #include "cpu_features.h"
 #include "kernels/scalar.h"
 
+#if defined(__linux__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 enum { RMSN_TIER_SCALAR = 0, RMSN_TIER_AVX2 = 1, RMSN_TIER_AVX512 = 2, RMSN_TIER_NEON = 3, RMSN_NTIERS = 4 };
 static const char *const rmsn_tier_names[RMSN_NTIERS] = {"scalar", "avx2", "avx512", "neon"};
 
@@ -70,6 +75,26 @@ static inline void rmsn_stream_fence(void)
     __builtin_ia32_sfence();
 #else
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/* Whether the pages holding the first and the last byte of [lo, end) are in
+ * memory: the store policy streams only into those (non-temporal stores into
+ * pages that the stores themselves fault in cost about twice plain ones).
+ * 0 where the OS cannot tell. */
+static inline int rmsn_pages_resident(const char *lo, const char *end)
+{
+#if defined(__linux__) || defined(__APPLE__)
+    uintptr_t mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+    unsigned char first = 0, last = 0; /* void *: unsigned char * on Linux, char * on macOS */
+    if (mincore((void *)((uintptr_t)lo & mask), 1, (void *)&first) != 0 ||
+        mincore((void *)((uintptr_t)(end - 1) & mask), 1, (void *)&last) != 0)
+        return 0;
+    return (first & 1) && (last & 1);
+#else
+    (void)lo;
+    (void)end;
+    return 0;
 #endif
 }
 

@@ -22,8 +22,8 @@ from libc.stdlib cimport free, malloc
 
 from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, RMSN_Q_E4M3, RMSN_Q_I8,
                         active_kernels, may_stream, rmsn_add_fn, rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn,
-                        rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize, rmsn_opts, rmsn_quant_add_fn, rmsn_quant_fn,
-                        rmsn_to_acc, run_units, serial_work)
+                        rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize, rmsn_opts, rmsn_pages_resident,
+                        rmsn_quant_add_fn, rmsn_quant_fn, rmsn_to_acc, run_units, serial_work)
 
 cnp.import_array()
 
@@ -203,6 +203,33 @@ cdef bint _writes_in_place(list made):
     return True
 
 
+cdef bint _resident(cnp.ndarray a):
+    """Whether the pages of a's first and last bytes are in memory."""
+    cdef const char *lo = <const char *>cnp.PyArray_DATA(a)
+    cdef const char *hi = lo
+    cdef int d
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_STRIDES(a)[d] < 0:
+            lo += (cnp.PyArray_DIMS(a)[d] - 1) * cnp.PyArray_STRIDES(a)[d]
+        else:
+            hi += (cnp.PyArray_DIMS(a)[d] - 1) * cnp.PyArray_STRIDES(a)[d]
+    return rmsn_pages_resident(lo, hi + cnp.PyArray_ITEMSIZE(a))
+
+
+cdef bint _may_stream(call, list made, Py_ssize_t operand_bytes, Py_ssize_t run_bytes):
+    """_runtime.may_stream, and the call's outputs allow it: the kernels write
+    them in place (a temporary is copied out at once) and their pages are in
+    memory already (the caller's out=, or memory the allocator handed out
+    again; never pages the stores themselves would fault in)."""
+    cdef cnp.ndarray a
+    if not (may_stream(operand_bytes, run_bytes) and _writes_in_place(made)):
+        return False
+    for a in call.arrays[call.n_inputs:]:
+        if not _resident(a):
+            return False
+    return True
+
+
 cdef inline void _slice_ptrs(const Layout *L, Py_ssize_t s, char **p) noexcept nogil:
     """Pointers to the start of slice s (batch index s // groups, group s % groups)."""
     cdef Py_ssize_t k, d, i, flat = s // L.groups, g = s % L.groups
@@ -312,13 +339,15 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
               NULL if f.rstd == NULL else f.rstd + first * f.accsize)
 
 
-cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given) except -1:
-    """y = rms_norm(x) over f.L (operands x, y), f.w, f.b and f.rstd set."""
+cdef int _run_forward(Fwd *f, int tin, int tout, call, list made) except -1:
+    """y = rms_norm(x) over f.L (operands x, y), f.w, f.b and f.rstd set, for
+    call (its options, and its outputs for the store policy)."""
     cdef Py_ssize_t nunits, lead
     cdef Layout *L = &f.L
     cdef Py_ssize_t operand_bytes = _operand_bytes(L, 0) + _operand_bytes(L, 1)
+    options = call.options
     _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid,
-              may_stream(operand_bytes, out_given, _run_bytes(L, 1)), _slices_follow(L, 1))
+              _may_stream(call, made, operand_bytes, _run_bytes(L, 1)), _slices_follow(L, 1))
     f.row = active_kernels().fwd[tin][tout]
     f.cols = active_kernels().fwd_cols[tin][tout]
     f.accsize = _acc_size(tin, tout)
@@ -349,7 +378,7 @@ def forward(call):
     f.w = _ptr_or_null(call.weight)
     f.b = _ptr_or_null(call.bias)
     f.rstd = _ptr_or_null(call.rstd)
-    _run_forward(&f, call.codes[0], call.codes[1], call.options, call.out_given and _writes_in_place(made))
+    _run_forward(&f, call.codes[0], call.codes[1], call, made)
     _finish(made)
 
 
@@ -607,14 +636,13 @@ def add_forward(call):
     cdef int tx = call.codes[0], tr = call.codes[1]
     cdef bint strided = False
     cdef list made = _layout(&a.L, call.arrays, call.n_inputs, call.plan)
-    cdef bint out_given = call.out_given and _writes_in_place(made)
     options = call.options
     for k in range(4):
         operand_bytes += _operand_bytes(&a.L, k)
         strided = strided or a.L.nstride[k] != 1
     # No prefetch: the second pass reads residual_out, not the next x and residual.
     _set_opts(&a.opts, options.eps, options.eps_mode, options.round_mid,
-              may_stream(operand_bytes, out_given, _run_bytes(&a.L, 3)), False)
+              _may_stream(call, made, operand_bytes, _run_bytes(&a.L, 3)), False)
     a.fn = active_kernels().add[tx][tr]
     a.w = _ptr_or_null(call.weight)
     a.b = _ptr_or_null(call.bias)
@@ -623,7 +651,7 @@ def add_forward(call):
     if strided:
         _operands(&f.L, &a.L, 2)
         f.w, f.b, f.rstd = a.w, a.b, NULL
-        _run_forward(&f, tr, tx, options, out_given)
+        _run_forward(&f, tr, tx, call, made)
     _finish(made)
 
 
@@ -682,11 +710,10 @@ def backward(call):
     cdef int t = call.codes[0]
     cdef Py_ssize_t operand_bytes
     cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
-    cdef bint out_given = call.out_given and _writes_in_place(made)
     options = call.options
     operand_bytes = _operand_bytes(&g.L, 0) + _operand_bytes(&g.L, 1) + _operand_bytes(&g.L, 2)
-    _set_opts(&g.opts, options.eps, options.eps_mode, False, may_stream(operand_bytes, out_given, _run_bytes(&g.L, 2)),
-              _slices_follow(&g.L, 2))
+    _set_opts(&g.opts, options.eps, options.eps_mode, False,
+              _may_stream(call, made, operand_bytes, _run_bytes(&g.L, 2)), _slices_follow(&g.L, 2))
     g.fn = active_kernels().bwd[t]
     g.w = _ptr_or_null(call.weight)
     g.rstd = _ptr_or_null(call.rstd)

@@ -63,12 +63,13 @@ cdef extern from "rmsnorm_cpu/dispatch.h" nogil:
     void rmsn_select_tier(rmsn_kernels *k, int tier, int cpu)
     enum: RMSN_CPU_AVX512BF16
     void rmsn_stream_fence()
+    int rmsn_pages_resident(const char *lo, const char *end)
 
 # One unit of a call's work (a slice, a block of rows, a chunk of columns).
 ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
 
 cdef const rmsn_kernels *active_kernels() noexcept nogil
 cdef Py_ssize_t serial_work() noexcept
-cdef bint may_stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_bytes) noexcept
+cdef bint may_stream(Py_ssize_t operand_bytes, Py_ssize_t run_bytes) noexcept
 cdef int run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work,
                    rmsn_opts *opts, Py_ssize_t operand_bytes) except -1

@@ -44,9 +44,9 @@ cdef enum:
     # for a team (calibrated with bench/bench_threads.py).
     SERIAL_MAX_WORK = 32 * 4096
     # The store policy (docs/kernels.md): non-temporal stores may be used
-    # only for outputs the caller preallocated (into pages the call itself
-    # allocates they cost twice plain stores: the first touch faults them in
-    # either way), when the call's operands take at least STREAM_FROM bytes
+    # only for outputs whose pages are in memory already (the caller's out=,
+    # or memory the allocator handed out again; into pages the stores fault
+    # in they cost twice plain ones), when the call's operands take at least STREAM_FROM bytes
     # (a last-level cache: a cached output would only evict the call's own
     # input), and when each slice's output is a run of at least
     # STREAM_MIN_RUN bytes (shorter runs pay the partial cache lines at both
@@ -150,10 +150,11 @@ cdef double stream_trial_best[2]   # fastest seconds per operand byte: [plain, s
 cdef int stream_choice = -1        # -1: still trying; 0: plain stores; 1: non-temporal
 
 
-cdef bint may_stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_bytes) noexcept:
-    """Whether a call may stream its outputs (see STREAM_FROM); run_units
-    then decides whether it does."""
-    return out_given and operand_bytes >= stream_from and run_bytes >= stream_min_run
+cdef bint may_stream(Py_ssize_t operand_bytes, Py_ssize_t run_bytes) noexcept:
+    """Whether a call of these sizes may stream its outputs (see STREAM_FROM);
+    the caller adds what it knows of the outputs (_core._may_stream), and
+    run_units then decides whether it does."""
+    return operand_bytes >= stream_from and run_bytes >= stream_min_run
 
 
 def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choice=-1):

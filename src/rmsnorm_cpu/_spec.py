@@ -386,7 +386,7 @@ def _unshared(param, outputs):
 
 # ---- the call description -------------------------------------------------------
 
-Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options out_given gate",
+Call = namedtuple("Call", "arrays n_inputs codes plan acc weight bias rstd dweight dbias options gate",
                   defaults=(None,))
 Call.__doc__ = """One checked call, what _core runs.
 
@@ -397,7 +397,6 @@ codes: their kernel dtype codes, forward and gated (x, y), add (x,
 residual), backward and gated backward (x,).  plan: the normalized axes.  acc: the accumulator
 dtype, that of weight/bias (flat, weight_offset added), rstd and the
 backward's dweight/dbias partial sums (or None).  options: Options.
-out_given: the caller preallocated every output (the store policy).
 gate: the gated ops' GateOptions, else None."""
 
 
@@ -455,7 +454,7 @@ def forward_call(x, weight, bias, axis, eps, groups, eps_mode, weight_offset, ca
         y = check_output(out, "out", x.shape, y_dtype, (x,))
         w, b = _unshared(w, (y,)), _unshared(b, (y,))
     rstd = np.empty(p.rstd_shape(), acc) if return_rstd else None
-    return Call((x, y), 1, (tin, tout), p, acc, w, b, rstd, None, None, opts, out is not None)
+    return Call((x, y), 1, (tin, tout), p, acc, w, b, rstd, None, None, opts)
 
 
 def add_call(x, residual, weight, bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, out, residual_out,
@@ -484,8 +483,7 @@ def add_call(x, residual, weight, bias, axis, eps, groups, eps_mode, weight_offs
     y = np.empty_like(x) if out is None else \
         check_output(out, "out", x.shape, x.dtype, inputs, (("residual_out", ro),))
     w, b = _unshared(w, (y, ro)), _unshared(b, (y, ro))
-    return Call((x, residual, ro, y), 2, (tx, tr), p, acc, w, b, None, None, None, opts,
-                out is not None and residual_out is not None)
+    return Call((x, residual, ro, y), 2, (tx, tr), p, acc, w, b, None, None, None, opts)
 
 
 def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset, dx_out, n_threads):
@@ -499,7 +497,7 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
     else:
         dx = check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
         w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
-    return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts, dx_out is not None)
+    return Call((dy, x, dx), 2, (t,), p, acc, w, None, rstd, dw, db, opts)
 
 
 def _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset, n_threads):
@@ -545,7 +543,7 @@ def gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset
         y = check_output(out, "out", x.shape, y_dtype, inputs)
         w, b = _unshared(w, (y,)), _unshared(b, (y,))
     rstd = np.empty(p.rstd_shape(), acc) if return_rstd else None
-    return Call((x, gate, y), 2, (tin, tout), p, acc, w, b, rstd, None, None, opts, out is not None, gopts)
+    return Call((x, gate, y), 2, (tin, tout), p, acc, w, b, rstd, None, None, opts, gopts)
 
 
 def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_mode, weight_offset,
@@ -558,7 +556,7 @@ def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_
                                                               eps_mode, weight_offset, n_threads)
     gopts = gate_options(norm_before_gate, activation)
     return Call((dy, x, gate, np.empty_like(x), np.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
-                False, gopts), x_dtype, gate_dtype
+                gopts), x_dtype, gate_dtype
 
 
 def check_call(shape, dtype, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode="sqrt",
@@ -708,6 +706,6 @@ def quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_of
         arrays, n_inputs = (x, residual, ro, q), 2
     else:
         pre = Call((x, residual, ro, np.empty_like(x)), 2, (tx, tr), p, acc_dtype(tx, tr), None, None, None, None,
-                   None, opts, False)
+                   None, opts)
         arrays, n_inputs = (ro, q), 1
     return QuantCall(arrays, n_inputs, (tr, kind), p, w, b, scale, dst, ro, ub, opts, pre, name)
