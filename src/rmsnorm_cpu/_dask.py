@@ -15,10 +15,7 @@ import dask.array as da
 import numpy as np
 from dask import is_dask_collection
 
-try:  # NumPy >= 2.0
-    from numpy.lib.array_utils import normalize_axis_tuple
-except ImportError:  # NumPy 1.25, 1.26
-    from numpy.core.numeric import normalize_axis_tuple
+from ._spec import plan
 
 
 def rms_norm(eager, x, weight, bias, *, out, return_rstd, **options):
@@ -184,10 +181,10 @@ def _check_now(eager, arrays, weight, bias, options, rstd=None):
         except TypeError:
             pass
     try:
-        norm_axes = tuple(sorted(normalize_axis_tuple(options["axis"], ndim)))
-    except (TypeError, ValueError, OverflowError):  # eager raises its error for axis (AxisError is a ValueError)
+        axes = plan(shape, options["axis"])  # the axes only: eager checks groups on the stand-ins
+    except (TypeError, ValueError):  # eager raises its error for axis (AxisError is a ValueError)
         eager(*(_empty(a, (0,) * ndim) for a in arrays.values()), weight, bias, **options)
-    batch_axes = tuple(d for d in range(ndim) if d not in norm_axes)
+    norm_axes, batch_axes = axes.norm_axes, axes.batch_axes
     block_options = dict(options, axis=norm_axes)
     if batch_axes:
         stand_in_shape = tuple(0 if d in batch_axes else n for d, n in enumerate(shape))
