@@ -670,10 +670,12 @@ cdef void _operands(Layout *dst, const Layout *src, Py_ssize_t first) noexcept:
 # ---- backward --------------------------------------------------------------
 
 cdef struct Bwd:
-    Layout L                  # operands: dy, x, dx
+    Layout L                  # operands: dy, x, dx; gated: dy, x, gate, dx, dgate
     rmsn_opts opts
-    rmsn_bwd_fn fn
+    rmsn_bwd_fn fn            # one of the two kernels, the other NULL
+    rmsn_gated_bwd_fn gated_fn
     const char *w
+    const char *b
     const char *rstd
     char *dw                  # [nblocks, groups * n] acc partial sums, or NULL
     char *db
@@ -687,12 +689,34 @@ cdef void _bwd_block(const void *ctx, Py_ssize_t k) noexcept nogil:
     cdef char *p[MAX_OPERANDS]
     cdef const Layout *L = &g.L
     cdef Py_ssize_t s, grp, width = L.groups * L.n * g.accsize
+    cdef char *dw
+    cdef char *db
     for s in range(k * L.nslices // g.nblocks, (k + 1) * L.nslices // g.nblocks):
         _slice_ptrs(L, s, p)
         grp = (s % L.groups) * L.n * g.accsize
-        g.fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2],
-             _group_param(g.w, L, s, g.accsize), NULL if g.rstd == NULL else g.rstd + s * g.accsize,
-             NULL if g.dw == NULL else g.dw + k * width + grp, NULL if g.db == NULL else g.db + k * width + grp)
+        dw = NULL if g.dw == NULL else g.dw + k * width + grp
+        db = NULL if g.db == NULL else g.db + k * width + grp
+        if g.fn != NULL:
+            g.fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2],
+                 _group_param(g.w, L, s, g.accsize), NULL if g.rstd == NULL else g.rstd + s * g.accsize, dw, db)
+        else:
+            g.gated_fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
+                       p[4], L.nstride[4], _group_param(g.w, L, s, g.accsize), _group_param(g.b, L, s, g.accsize),
+                       NULL if g.rstd == NULL else g.rstd + s * g.accsize, dw, db)
+
+
+cdef int _run_backward(Bwd *g, call, Py_ssize_t operand_bytes) except -1:
+    """Run g (L, opts, the kernel set) for call: its parameters, rstd and
+    partial sums, in its fixed row blocks."""
+    cdef int t = call.codes[0]
+    g.w = _ptr_or_null(call.weight)
+    g.b = _ptr_or_null(call.bias)
+    g.rstd = _ptr_or_null(call.rstd)
+    g.dw = _ptr_or_null(call.dweight)
+    g.db = _ptr_or_null(call.dbias)
+    g.accsize = _acc_size(t, t)
+    g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
+    return run_units(_bwd_block, g, g.nblocks, call.options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
 
 
 def grad_blocks(Py_ssize_t nslices, Py_ssize_t width):
@@ -707,21 +731,14 @@ def backward(call):
     call.dbias: [grad_blocks, groups * n], zeroed), for a _spec.Call of
     rms_norm_backward (operands dy, x, dx)."""
     cdef Bwd g
-    cdef int t = call.codes[0]
     cdef Py_ssize_t operand_bytes
     cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
     options = call.options
     operand_bytes = _operand_bytes(&g.L, 0) + _operand_bytes(&g.L, 1) + _operand_bytes(&g.L, 2)
     _set_opts(&g.opts, options.eps, options.eps_mode, False,
               _may_stream(call, made, operand_bytes, _run_bytes(&g.L, 2)), _slices_follow(&g.L, 2))
-    g.fn = active_kernels().bwd[t]
-    g.w = _ptr_or_null(call.weight)
-    g.rstd = _ptr_or_null(call.rstd)
-    g.dw = _ptr_or_null(call.dweight)
-    g.db = _ptr_or_null(call.dbias)
-    g.accsize = _acc_size(t, t)
-    g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
-    run_units(_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    g.fn, g.gated_fn = active_kernels().bwd[call.codes[0]], NULL
+    _run_backward(&g, call, operand_bytes)
     _finish(made)
 
 
@@ -819,40 +836,12 @@ def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bi
     return y
 
 
-cdef struct GatedBwd:
-    Layout L                  # operands: dy, x, gate, dx, dgate
-    rmsn_opts opts
-    rmsn_gated_bwd_fn fn
-    const char *w
-    const char *b
-    const char *rstd
-    char *dw                  # [nblocks, groups * n] acc partial sums, or NULL
-    char *db
-    Py_ssize_t accsize
-    Py_ssize_t nblocks
-
-
-cdef void _gated_bwd_block(const void *ctx, Py_ssize_t k) noexcept nogil:
-    """Slices of fixed block k, in order, into block k's partial sums (as _bwd_block)."""
-    cdef const GatedBwd *g = <const GatedBwd*>ctx
-    cdef char *p[MAX_OPERANDS]
-    cdef const Layout *L = &g.L
-    cdef Py_ssize_t s, grp, width = L.groups * L.n * g.accsize
-    for s in range(k * L.nslices // g.nblocks, (k + 1) * L.nslices // g.nblocks):
-        _slice_ptrs(L, s, p)
-        grp = (s % L.groups) * L.n * g.accsize
-        g.fn(&g.opts, L.n, p[0], L.nstride[0], p[1], L.nstride[1], p[2], L.nstride[2], p[3], L.nstride[3],
-             p[4], L.nstride[4], _group_param(g.w, L, s, g.accsize), _group_param(g.b, L, s, g.accsize),
-             NULL if g.rstd == NULL else g.rstd + s * g.accsize,
-             NULL if g.dw == NULL else g.dw + k * width + grp, NULL if g.db == NULL else g.db + k * width + grp)
-
-
 def gated_backward(call):
     """dx, dgate, and the dweight/dbias partial sums per row block (as
     backward), for a _spec.Call of rms_norm_gated_backward (operands dy, x,
     gate, dx, dgate)."""
-    cdef GatedBwd g
-    cdef int t = call.codes[0], k
+    cdef Bwd g
+    cdef int k
     cdef Py_ssize_t operand_bytes = 0
     cdef list made = _layout(&g.L, call.arrays, call.n_inputs, call.plan)
     options = call.options
@@ -860,15 +849,8 @@ def gated_backward(call):
         operand_bytes += _operand_bytes(&g.L, k)
     _set_opts(&g.opts, options.eps, options.eps_mode, False, False, False)
     _set_gate(&g.opts, call.gate)
-    g.fn = active_kernels().gated_bwd[t]
-    g.w = _ptr_or_null(call.weight)
-    g.b = _ptr_or_null(call.bias)
-    g.rstd = _ptr_or_null(call.rstd)
-    g.dw = _ptr_or_null(call.dweight)
-    g.db = _ptr_or_null(call.dbias)
-    g.accsize = _acc_size(t, t)
-    g.nblocks = grad_blocks(g.L.nslices, g.L.groups * g.L.n)
-    run_units(_gated_bwd_block, &g, g.nblocks, options.n_threads, g.L.nslices * g.L.n, &g.opts, operand_bytes)
+    g.fn, g.gated_fn = NULL, active_kernels().gated_bwd[call.codes[0]]
+    _run_backward(&g, call, operand_bytes)
     _finish(made)
 
 
