@@ -391,22 +391,27 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
     {                                                                                                                            \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                   \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                                  \
-        ptrdiff_t i = 0, head = 0, m;                                                                                            \
+        ptrdiff_t i = 0;                                                                                                         \
         int stream = o->stream, next = o->prefetch_next;                                                                         \
         if (sdy != 1 || sx != 1 || sdx != 1) {                                                                                   \
             rmsn_bwdwrite_##T##_scalar(n, dy, sdy, x, sx, dx, sdx, w, r, k, dw, db, o);                                          \
             return;                                                                                                              \
         }                                                                                                                        \
-        if (stream) head = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n);                                                  \
-        for (; i < n; i += m) {                                                                                                  \
-            m = rmsn_step(i, head, n, L);                                                                                        \
+        /* As rmsn_scale: the streamed head, whole vectors (constant width: no                                                   \
+         * partial-vector branches per load), the tail. */                                                                       \
+        if (stream && (i = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n)) > 0)                                             \
+            rmsn_vbwd_##T##_##ISA(dy, x, dx, w, rv, kv, dw, db, i, stream);                                                      \
+        for (; i + L <= n; i += L) {                                                                                             \
             if (next) {                                                                                                          \
                 rmsn_prefetch_l2(dy + next * n + i);                                                                             \
                 rmsn_prefetch_l2(x + next * n + i);                                                                              \
             }                                                                                                                    \
             rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,                           \
-                                  db ? db + i : NULL, m, stream);                                                                \
+                                  db ? db + i : NULL, L, stream);                                                                \
         }                                                                                                                        \
+        if (i < n)                                                                                                               \
+            rmsn_vbwd_##T##_##ISA(dy + i, x + i, dx + i, w ? w + i : NULL, rv, kv, dw ? dw + i : NULL,                           \
+                                  db ? db + i : NULL, n - i, stream);                                                            \
     }
 
 /* The gate activation in f32 vectors, each tier's own bits (not the scalar
