@@ -314,11 +314,9 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
 
 cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given) except -1:
     """y = rms_norm(x) over f.L (operands x, y), f.w, f.b and f.rstd set."""
-    cdef Py_ssize_t nunits, lead
+    cdef Py_ssize_t nunits, lead, run
     cdef Layout *L = &f.L
     cdef Py_ssize_t operand_bytes = _operand_bytes(L, 0) + _operand_bytes(L, 1)
-    _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid,
-              may_stream(operand_bytes, out_given, _run_bytes(L, 1)), _slices_follow(L, 1))
     f.row = active_kernels().fwd[tin][tout]
     f.cols = active_kernels().fwd_cols[tin][tout]
     f.accsize = _acc_size(tin, tout)
@@ -339,6 +337,13 @@ cdef int _run_forward(Fwd *f, int tin, int tout, object options, bint out_given)
     else:
         f.row_block = 0
         nunits = L.nslices
+    run = _run_bytes(L, 1)
+    if f.row_block > 0 and L.nstride[1] == 1 and L.bstride[1][L.nb - 1] == run:
+        # Rows that follow each other in y: the kernel streams a block's rows
+        # as one run (RMSN_SLICE_fwd).
+        run = min(f.row_block, L.shape[L.nb - 1]) * run
+    _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid,
+              may_stream(operand_bytes, out_given, run), _slices_follow(L, 1))
     return run_units(_fwd_unit, f, nunits, options.n_threads, L.nslices * L.n, &f.opts, operand_bytes)
 
 

@@ -39,10 +39,6 @@
 
 #include "scalar.h"
 
-#if defined(__x86_64__)
-#include <emmintrin.h> /* SSE2: baseline on x86-64, so no target region needed */
-#endif
-
 /* The per-vector helpers must inline into their loops: the compiler left
  * the bfloat16 store (integer rounding) out of line, a call per 8 elements
  * that made the AVX2 bfloat16 forward several times slower than float16's. */
@@ -107,34 +103,6 @@ RMSN_VINLINE void rmsn_prefetch_l2(const void *p)
 #else
     (void)p;
 #endif
-}
-
-/* Non-temporal copy of nb bytes from s to d, for the partial vectors at the
- * ends of a streamed run: 16-byte pieces where d is 16-byte aligned (NumPy's
- * large arrays are 16 bytes past a page), 4-byte ones where it is 4-byte
- * aligned, plain stores for the rest.  A plain store into a line next to
- * streamed ones cost a row of 2 KiB float32 a memory latency: (32768, 512)
- * with y 16 bytes off a line, 6.4 ms -> 4.8 ms (2.9 ms aligned). */
-static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
-{
-#if defined(__x86_64__)
-    int v;
-    for (; nb && ((uintptr_t)d & 15); d++, s++, nb--)
-        if (!((uintptr_t)d & 3) && nb >= 4)
-            break;
-        else
-            *d = *s;
-    for (; nb >= 4 && ((uintptr_t)d & 15); d += 4, s += 4, nb -= 4) {
-        memcpy(&v, s, 4);
-        _mm_stream_si32((int *)d, v);
-    }
-    for (; nb >= 16; d += 16, s += 16, nb -= 16) _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
-    for (; nb >= 4; d += 4, s += 4, nb -= 4) {
-        memcpy(&v, s, 4);
-        _mm_stream_si32((int *)d, v);
-    }
-#endif
-    memcpy(d, s, nb);
 }
 
 /* Elements of y before the first address aligned for a non-temporal store of
