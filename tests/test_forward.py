@@ -256,6 +256,21 @@ def test_store_policy_tries_both_then_keeps_one(rng):
         _runtime._set_store_policy(*previous)
 
 
+def test_short_rows_take_no_part_in_store_trials(rng):
+    """Rows shorter than the minimum run stream (as one run per block) only
+    once calls of longer rows chose non-temporal stores."""
+    from rmsnorm_cpu import _runtime
+    x = _data(rng, (256, 64), np.float32)
+    out = np.empty_like(x)
+    previous = _runtime._set_store_policy(0, 4096)
+    try:
+        for _ in range(6):
+            rn.rms_norm(x, out=out, weight_offset=0)
+        assert rn.config()["stream_stores"] == "trying"
+    finally:
+        _runtime._set_store_policy(*previous)
+
+
 @pytest.mark.usefixtures("isa")
 def test_rstd(rng):
     x = _data(rng, (3, 4, 64), np.float32)

@@ -156,6 +156,12 @@ cdef bint may_stream(Py_ssize_t operand_bytes, bint out_given, Py_ssize_t run_by
     return out_given and operand_bytes >= stream_from and run_bytes >= stream_min_run
 
 
+cdef bint streaming_chosen() noexcept:
+    """Whether the trials chose non-temporal stores (for calls that stream
+    only then and take no part in the trials)."""
+    return stream_choice == 1
+
+
 def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choice=-1):
     """Set the streaming thresholds and choice (-1: try both again); return
     the previous thresholds and choice (bench, tests)."""
