@@ -51,9 +51,11 @@ cdef enum:
     # input), and when each slice's output is a run of at least
     # STREAM_MIN_RUN bytes (shorter runs pay the partial cache lines at both
     # ends: rows of 1 KiB ran 1.5x slower streamed, rows of 4 KiB and more
-    # 0.8x).  Whether they win at all depends on the machine, so the first
-    # STREAM_TRIALS eligible calls of a process alternate both kinds of
-    # stores and the faster per byte is kept (the bits are the same).
+    # 0.8x; shorter rows that follow each other stream as one run per block,
+    # without taking part in the trials: streaming_chosen).  Whether they win
+    # at all depends on the machine, so the first STREAM_TRIALS eligible calls
+    # of a process alternate both kinds of stores and the faster per byte is
+    # kept (the bits are the same).
     STREAM_FROM = 32 << 20
     STREAM_MIN_RUN = 4096
     STREAM_TRIALS = 6
