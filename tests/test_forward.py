@@ -264,6 +264,17 @@ def test_store_policy_streams_only_into_pages_in_memory(rng):
         assert rn.config()["stream_stores"] in ("plain", "non-temporal")
 
 
+def test_short_rows_take_no_part_in_store_trials(rng):
+    """Rows shorter than the minimum run stream (as one run per block) only
+    once calls of longer rows chose non-temporal stores."""
+    x = _data(rng, (256, 64), np.float32)
+    out = np.ones_like(x)  # in memory: only its rows' length keeps it out of the trials
+    with store_policy(-1, 0, 4096):
+        for _ in range(6):
+            rn.rms_norm(x, out=out, weight_offset=0)
+        assert rn.config()["stream_stores"] == "trying"
+
+
 @pytest.mark.usefixtures("isa")
 def test_rstd(rng):
     x = _data(rng, (3, 4, 64), np.float32)

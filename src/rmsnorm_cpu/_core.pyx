@@ -23,7 +23,7 @@ from libc.stdlib cimport free, malloc
 from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64, RMSN_Q_E4M3, RMSN_Q_I8,
                         active_kernels, may_stream, rmsn_add_fn, rmsn_bwd_fn, rmsn_fwd_cols_fn, rmsn_fwd_fn,
                         rmsn_gated_bwd_fn, rmsn_gated_fn, rmsn_itemsize, rmsn_opts, rmsn_pages_resident,
-                        rmsn_quant_add_fn, rmsn_quant_fn, rmsn_to_acc, run_units, serial_work)
+                        rmsn_quant_add_fn, rmsn_quant_fn, rmsn_to_acc, run_units, serial_work, streaming_chosen)
 
 cnp.import_array()
 
@@ -342,12 +342,11 @@ cdef void _fwd_unit(const void *ctx, Py_ssize_t u) noexcept nogil:
 cdef int _run_forward(Fwd *f, int tin, int tout, call, list made) except -1:
     """y = rms_norm(x) over f.L (operands x, y), f.w, f.b and f.rstd set, for
     call (its options, and its outputs for the store policy)."""
-    cdef Py_ssize_t nunits, lead
+    cdef Py_ssize_t nunits, lead, run
+    cdef bint stream
     cdef Layout *L = &f.L
     cdef Py_ssize_t operand_bytes = _operand_bytes(L, 0) + _operand_bytes(L, 1)
     options = call.options
-    _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid,
-              _may_stream(call, made, operand_bytes, _run_bytes(L, 1)), _slices_follow(L, 1))
     f.row = active_kernels().fwd[tin][tout]
     f.cols = active_kernels().fwd_cols[tin][tout]
     f.accsize = _acc_size(tin, tout)
@@ -368,6 +367,16 @@ cdef int _run_forward(Fwd *f, int tin, int tout, call, list made) except -1:
     else:
         f.row_block = 0
         nunits = L.nslices
+    run = _run_bytes(L, 1)
+    stream = _may_stream(call, made, operand_bytes, run)
+    if not stream and f.row_block > 0 and L.nstride[1] == 1 and L.bstride[1][L.nb - 1] == run:
+        # Short rows that follow each other in y: the kernel streams a block
+        # of them as one run (RMSN_SLICE_fwd).  They gain less from it than
+        # long rows (rows of 64 float32: 5% back to back), too little for the
+        # trials to tell, so they stream once calls of long rows chose it.
+        stream = streaming_chosen() and _may_stream(call, made, operand_bytes,
+                                                    min(f.row_block, L.shape[L.nb - 1]) * run)
+    _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid, stream, _slices_follow(L, 1))
     return run_units(_fwd_unit, f, nunits, options.n_threads, L.nslices * L.n, &f.opts, operand_bytes)
 
 

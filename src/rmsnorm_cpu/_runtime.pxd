@@ -71,5 +71,6 @@ ctypedef void (*unit_fn)(const void *ctx, Py_ssize_t u) noexcept nogil
 cdef const rmsn_kernels *active_kernels() noexcept nogil
 cdef Py_ssize_t serial_work() noexcept
 cdef bint may_stream(Py_ssize_t operand_bytes, Py_ssize_t run_bytes) noexcept
+cdef bint streaming_chosen() noexcept
 cdef int run_units(unit_fn fn, const void *ctx, Py_ssize_t nunits, object n_threads, Py_ssize_t work,
                    rmsn_opts *opts, Py_ssize_t operand_bytes) except -1

@@ -51,9 +51,11 @@ cdef enum:
     # input), and when each slice's output is a run of at least
     # STREAM_MIN_RUN bytes (shorter runs pay the partial cache lines at both
     # ends: rows of 1 KiB ran 1.5x slower streamed, rows of 4 KiB and more
-    # 0.8x).  Whether they win at all depends on the machine, so the first
-    # STREAM_TRIALS eligible calls of a process alternate both kinds of
-    # stores and the faster per byte is kept (the bits are the same).
+    # 0.8x; shorter rows that follow each other stream as one run per block,
+    # without taking part in the trials: streaming_chosen).  Whether they win
+    # at all depends on the machine, so the first STREAM_TRIALS eligible calls
+    # of a process alternate both kinds of stores and the faster per byte is
+    # kept (the bits are the same).
     STREAM_FROM = 32 << 20
     STREAM_MIN_RUN = 4096
     STREAM_TRIALS = 6
@@ -155,6 +157,12 @@ cdef bint may_stream(Py_ssize_t operand_bytes, Py_ssize_t run_bytes) noexcept:
     the caller adds what it knows of the outputs (_core._may_stream), and
     run_units then decides whether it does."""
     return operand_bytes >= stream_from and run_bytes >= stream_min_run
+
+
+cdef bint streaming_chosen() noexcept:
+    """Whether the trials chose non-temporal stores (for calls that stream
+    only then and take no part in the trials)."""
+    return stream_choice == 1
 
 
 def _set_store_policy(Py_ssize_t from_bytes, Py_ssize_t min_run_bytes, int choice=-1):

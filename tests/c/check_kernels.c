@@ -11,8 +11,8 @@
  * zero, huge (robust path), tiny (subnormal inputs), one NaN or inf; without
  * weight/bias, with them, and with a weight that makes the outputs subnormal;
  * the options (eps_mode, round_mid, stream, misaligned outputs) cycle over
- * the cases; fwd also runs the slice twice in one call (a block of rows) and
- * must give each row the one-row bits.  Promised, as tests/test_isa.py: a tier is within the bound of
+ * the cases; fwd also runs blocks of copies of the slice in one call (rows
+ * apart, and rows that follow each other) and must give each row the one-row bits.  Promised, as tests/test_isa.py: a tier is within the bound of
  * tests/helpers.py (assert_matches_reference) of the scalar tier, with each
  * element's own scale (|x * rstd * w| + |b|; dx: |rstd * g| + |k * x|)
  * instead of a floor of 4, so the bound also means something for huge and
@@ -283,17 +283,20 @@ static double y_bound(const rmsn_opts *o, int tin, int tout, int acc, ptrdiff_t 
 
 /* ---- the kernels ----------------------------------------------------------- */
 
-/* The slice twice in one call, rows n + 3 elements apart: each row gets the
- * bits of the one-row call (y1, rstd1), whatever its place in the block. */
+/* nrows copies of the slice in one call, rows n + gap elements apart: each
+ * row gets the bits of the one-row call (y1, rstd1), whatever its place in
+ * the block. */
 static void check_fwd_rows(const rmsn_kernels *k, const rmsn_opts *o, int tin, int tout, int acc, const arr *x,
-                           const arr *w, const arr *b, const arr *y1, const arr *rstd1)
+                           const arr *w, const arr *b, const arr *y1, const arr *rstd1, ptrdiff_t nrows,
+                           ptrdiff_t gap, int misalign)
 {
-    ptrdiff_t n = x->count, stride = n + 3, row, i;
-    arr x2 = arr_new(tin, 2 * stride, 0), y2 = arr_new(tout, 2 * stride, 0), rstd2 = arr_new(acc, 2, 0);
-    for (row = 0; row < 2; row++) memcpy((char *)x2.p + row * stride * DT[tin].size, x->p, (size_t)n * DT[tin].size);
-    k->fwd[tin][tout](o, 2, n, x2.p, 1, stride * (ptrdiff_t)DT[tin].size, y2.p, 1, stride * (ptrdiff_t)DT[tout].size,
-                      w->p, b->p, rstd2.p);
-    for (row = 0; row < 2; row++) {
+    ptrdiff_t n = x->count, stride = n + gap, row, i;
+    arr x2 = arr_new(tin, nrows * stride, 0), y2 = arr_new(tout, nrows * stride, misalign), rstd2 = arr_new(acc, nrows, 0);
+    for (row = 0; row < nrows; row++)
+        memcpy((char *)x2.p + row * stride * DT[tin].size, x->p, (size_t)n * DT[tin].size);
+    k->fwd[tin][tout](o, nrows, n, x2.p, 1, stride * (ptrdiff_t)DT[tin].size, y2.p, 1,
+                      stride * (ptrdiff_t)DT[tout].size, w->p, b->p, rstd2.p);
+    for (row = 0; row < nrows; row++) {
         for (i = 0; i < n; i++)
             if (memcmp((char *)y2.p + (row * stride + i) * DT[tout].size, (char *)y1->p + i * DT[tout].size,
                        DT[tout].size))
@@ -317,7 +320,13 @@ static void check_fwd(const rmsn_kernels *k[3], int tin, int tout, ptrdiff_t n, 
     for (r = 0; r < 3; r++) k[r]->fwd[tin][tout](&o, 1, n, x.p, 1, 0, y[r].p, 1, 0, w.p, b.p, rstd[r].p);
     for (i = 0; i < n; i++) bnd[i] = y_bound(&o, tin, tout, acc, n, at(&y[0], i), at(&x, i), rstd, 0, w_at(&w, i),
                                 b_at(&b, i));
-    for (r = 0; r < 3; r++) check_fwd_rows(k[r], &o, tin, tout, acc, &x, &w, &b, &y[r], &rstd[r]);
+    for (r = 0; r < 3; r++) {
+        check_fwd_rows(k[r], &o, tin, tout, acc, &x, &w, &b, &y[r], &rstd[r], 2, 3, misalign);
+        /* Rows that follow each other, more than a stage of them: streamed,
+         * they go through the stack stage and its flushes (slice.h). */
+        check_fwd_rows(k[r], &o, tin, tout, acc, &x, &w, &b, &y[r], &rstd[r],
+                       RMSN_STAGE_BYTES / (n * (ptrdiff_t)DT[tout].size) + 2, 0, misalign);
+    }
     check_y_rstd(y, bnd, rstd, acc, n);
     arr_free(&x), arr_free(&w), arr_free(&b);
 }

@@ -20,7 +20,7 @@
 
 typedef __m256 rmsn_vf32_avx2;
 typedef __m256d rmsn_vf64_avx2;
-enum { RMSN_LANES_f32_avx2 = 8, RMSN_LANES_f64_avx2 = 4 };
+enum { RMSN_LANES_f32_avx2 = 8, RMSN_LANES_f64_avx2 = 4, RMSN_NONTEMPORAL_avx2 = 1 };
 
 RMSN_SIMD_ACC_TYPE(avx2, f32, _mm256, ps)
 RMSN_SIMD_ACC_TYPE(avx2, f64, _mm256, pd)

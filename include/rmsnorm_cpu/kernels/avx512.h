@@ -44,7 +44,7 @@
 #define RMSN_AVX512_HELPERS(ISA)                                                                                   \
     typedef __m512 rmsn_vf32_##ISA;                                                                                \
     typedef __m512d rmsn_vf64_##ISA;                                                                               \
-    enum { RMSN_LANES_f32_##ISA = 16, RMSN_LANES_f64_##ISA = 8 };                                                  \
+    enum { RMSN_LANES_f32_##ISA = 16, RMSN_LANES_f64_##ISA = 8, RMSN_NONTEMPORAL_##ISA = 1 };                      \
     RMSN_VINLINE __mmask16 rmsn_mask16_##ISA(ptrdiff_t m) { return (__mmask16)((1u << m) - 1u); }                \
     RMSN_VINLINE __mmask8 rmsn_mask8_##ISA(ptrdiff_t m) { return (__mmask8)((1u << m) - 1u); }                   \
     RMSN_SIMD_ACC_TYPE(ISA, f32, _mm512, ps)                                                                       \

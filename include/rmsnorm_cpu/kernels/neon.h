@@ -26,7 +26,7 @@
 
 typedef float32x4_t rmsn_vf32_neon;
 typedef float64x2_t rmsn_vf64_neon;
-enum { RMSN_LANES_f32_neon = 4, RMSN_LANES_f64_neon = 2 };
+enum { RMSN_LANES_f32_neon = 4, RMSN_LANES_f64_neon = 2, RMSN_NONTEMPORAL_neon = 0 }; /* rmsn_vstream: plain stores */
 
 /* The helpers of one acc vector type (arithmetic; loads and stores of the acc
  * type itself), from its intrinsics' suffix (f32, f64). */

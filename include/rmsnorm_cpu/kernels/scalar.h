@@ -12,6 +12,8 @@
 
 #include "slice.h"
 
+enum { RMSN_NONTEMPORAL_scalar = 0 }; /* rmsn_opts.stream is a hint for SIMD tiers */
+
 /* y element from x element: (((v * pre) * r) [rounded to TIN]) * w[i] + b[i];
  * pre is 1 (an exact no-op) except for split rstds (rmsnorm.h). */
 #define RMSN_SCALAR_DTYPE_ACC(T, ACC)                                                                        \
