@@ -324,20 +324,15 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         else                                                                                                       \
             rmsn_vstore2_##TOUT##_##ACC##_##ISA(y, t);                                                             \
     }                                                                                                              \
-    static void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,            \
-                                                  ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                      \
-                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,        \
-                                                  rmsn_##ACC r)                                                    \
+    /* The scale pass's loops; inlined twice, once with the options of the                                       \
+     * decode call as constants, so that loop runs without their tests. */                                         \
+    RMSN_VINLINE void rmsn_scale_run_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, rmsn_##TOUT *y,      \
+                                                             const rmsn_##ACC *w, const rmsn_##ACC *b,             \
+                                                             rmsn_v##ACC##_##ISA rv, int round_mid, int stream,    \
+                                                             int next)                                             \
     {                                                                                                              \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                     \
-        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                      \
         ptrdiff_t i = 0;                                                                                           \
-        int round_mid = o->round_mid, stream = o->stream; /* locals: stores to y cannot change them */             \
-        int next = o->prefetch_next;                                                                               \
-        if (sx != 1 || sy != 1 || pre != 1) {                                                                      \
-            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                  \
-            return;                                                                                                \
-        }                                                                                                          \
         if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
         for (; i + 2 * L <= n; i += 2 * L) {                                                                       \
@@ -354,6 +349,19 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (i < n)                                                                                                 \
             rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,    \
                                                n - i, stream);                                                     \
+    }                                                                                                              \
+    static void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,            \
+                                                  ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                      \
+                                                  const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,        \
+                                                  rmsn_##ACC r)                                                    \
+    {                                                                                                              \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                      \
+        if (sx != 1 || sy != 1 || pre != 1)                                                                        \
+            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                  \
+        else if (w && !b && !o->round_mid && !o->stream)                                                           \
+            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, NULL, rv, 0, 0, o->prefetch_next);                   \
+        else                                                                                                       \
+            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, b, rv, o->round_mid, o->stream, o->prefetch_next);   \
     }
 
 /* fwd_cols: channel by channel (contiguous runs), each position with its own r[p]. */
