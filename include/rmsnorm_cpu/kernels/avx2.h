@@ -40,16 +40,25 @@ RMSN_VINLINE double rmsn_vhsum_f64_avx2(__m256d v)
 
 /* f32 -> bf16 bits in the low half of each 32-bit lane: rmsn_f32_to_bf16 of
  * rmsnorm.h lane by lane (nearest-even by integer add, subnormals kept, NaN
- * kept quiet), not a hardware conversion that flushes subnormals. */
+ * kept quiet), not a hardware conversion that flushes subnormals.  The
+ * rounding alone, then the NaN lanes' bits (hi | 0x40) put in. */
+RMSN_VINLINE __m256i rmsn_bf16_rounded_avx2(__m256 v)
+{
+    __m256i x = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    return _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+}
+RMSN_VINLINE __m256i rmsn_bf16_quiet_nan_avx2(__m256i rounded, __m256 v)
+{
+    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 16), _mm256_set1_epi32(0x40));
+    return _mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+/* NaN is rare: a branch, not a blend per vector. */
 RMSN_VINLINE __m256i rmsn_bf16_bits_avx2(__m256 v)
 {
-    __m256i x = _mm256_castps_si256(v), hi = _mm256_srli_epi32(x, 16);
-    __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
-    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-    if (__builtin_expect(!_mm256_movemask_ps(nan), 1)) /* NaN is rare: a branch, not a blend per vector */
-        return rounded;
-    return _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), _mm256_castps_si256(nan));
+    __m256i rounded = rmsn_bf16_rounded_avx2(v);
+    if (__builtin_expect(!_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)), 1)) return rounded;
+    return rmsn_bf16_quiet_nan_avx2(rounded, v);
 }
 
 RMSN_VINLINE __m256 rmsn_vload_f16_f32_avx2(const rmsn_f16 *p)
@@ -86,6 +95,54 @@ RMSN_VINLINE void rmsn_vstream_f16_f32_avx2(rmsn_f16 *p, __m256 v)
     _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 RMSN_VINLINE void rmsn_vstream_bf16_f32_avx2(rmsn_bf16 *p, __m256 v) { _mm_stream_si128((__m128i *)p, rmsn_bf16_packed_avx2(v)); }
+
+/* bfloat16 pairs in the order of unpacklo/hi_epi16 (within 128-bit halves):
+ * v[0] holds elements 0-3 and 8-11, v[1] 4-7 and 12-15.  One load and two
+ * unpacks widen 16 elements, and packus_epi32 of v[0], v[1] puts them back in
+ * order (the per-vector widening and pack each cross the halves). */
+/* Elements 0-3 | 8-11, 4-7 | 12-15 <-> 0-7, 8-15: the 128-bit halves exchanged. */
+RMSN_VINLINE void rmsn_vreorder2_bf16_f32_avx2(__m256 v[2])
+{
+    __m256 a = v[0], b = v[1];
+    v[0] = _mm256_permute2f128_ps(a, b, 0x20);
+    v[1] = _mm256_permute2f128_ps(a, b, 0x31);
+}
+RMSN_VINLINE void rmsn_vload2_bf16_f32_avx2(const rmsn_bf16 *p, __m256 v[2])
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)p), zero = _mm256_setzero_si256();
+    v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, h));
+    v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, h));
+}
+RMSN_VINLINE void rmsn_vload2_acc_bf16_f32_avx2(const float *p, __m256 v[2])
+{
+    v[0] = _mm256_loadu_ps(p);
+    v[1] = _mm256_loadu_ps(p + 8);
+    rmsn_vreorder2_bf16_f32_avx2(v);
+}
+/* The 16 bf16 of a pair, in order; one NaN test for both vectors. */
+RMSN_VINLINE __m256i rmsn_bf16_packed2_avx2(const __m256 v[2])
+{
+    __m256i r0 = rmsn_bf16_rounded_avx2(v[0]), r1 = rmsn_bf16_rounded_avx2(v[1]);
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v[0], v[1], _CMP_UNORD_Q)), 0)) {
+        r0 = rmsn_bf16_quiet_nan_avx2(r0, v[0]);
+        r1 = rmsn_bf16_quiet_nan_avx2(r1, v[1]);
+    }
+    return _mm256_packus_epi32(r0, r1);
+}
+RMSN_VINLINE void rmsn_vstore2_bf16_f32_avx2(rmsn_bf16 *p, const __m256 v[2])
+{
+    _mm256_storeu_si256((__m256i *)p, rmsn_bf16_packed2_avx2(v));
+}
+/* p is 16-byte aligned (one vector of bf16). */
+RMSN_VINLINE void rmsn_vstream2_bf16_f32_avx2(rmsn_bf16 *p, const __m256 v[2])
+{
+    __m256i h = rmsn_bf16_packed2_avx2(v);
+    _mm_stream_si128((__m128i *)p, _mm256_castsi256_si128(h));
+    _mm_stream_si128((__m128i *)p + 1, _mm256_extracti128_si256(h, 1));
+}
+RMSN_SIMD_NATURAL_PAIR(avx2, f32, f32)
+RMSN_SIMD_NATURAL_PAIR(avx2, f64, f64)
+RMSN_SIMD_NATURAL_PAIR(avx2, f16, f32)
 
 /* MAXPS/MINPS return their second operand when either is NaN. */
 RMSN_VINLINE __m256 rmsn_vclamp_f32_avx2(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }

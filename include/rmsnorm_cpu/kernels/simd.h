@@ -25,6 +25,8 @@
  *   rmsn_vstream_<T>_<ACC>_<ISA>(p, v)   non-temporal store of a full vector to p aligned
  *                                        to LANES * sizeof(T) (the caller fences once per
  *                                        thread: rmsn_stream_fence() in dispatch.h)
+ *   the pair helpers of two vectors at once (RMSN_SIMD_NATURAL_PAIR, or the tier's own
+ *                                        where another lane order is cheaper)
  *
  * Every primitive handles contiguous data (unit strides) and hands any other
  * layout to the scalar primitive.  Loads are unaligned.  A tail of m < LANES
@@ -144,6 +146,39 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         memcpy(p, buf, (size_t)m * sizeof *p);                                                          \
     }
 
+/* Two vectors of 2 * LANES elements for the main loops, in the tier's pair
+ * order for T: rmsn_vload2_<T>_<ACC>_<ISA>(p, v) widens them into v[0], v[1],
+ * rmsn_vload2_acc_<T>_<ACC>_<ISA>(p, v) loads acc-typed ones (the weight) in
+ * the same order, rmsn_vstore2/vstream2 round and store them back (vstream2:
+ * p aligned to LANES * sizeof(T)), and rmsn_vreorder2 (an involution) turns
+ * that order into the natural one (v[0]: the first LANES elements) and back.
+ * Only the element-wise scale pass runs in it: the sums of squares keep the
+ * natural order, where reordered lanes would meet in other additions and a
+ * row holding different NaNs could end with another NaN payload.  This is
+ * the natural order; AVX2's bfloat16 has its own (avx2.h). */
+#define RMSN_SIMD_NATURAL_PAIR(ISA, T, ACC)                                                               \
+    RMSN_VINLINE void rmsn_vload2_##T##_##ACC##_##ISA(const rmsn_##T *p, rmsn_v##ACC##_##ISA v[2])        \
+    {                                                                                                     \
+        v[0] = rmsn_vload_##T##_##ACC##_##ISA(p);                                                         \
+        v[1] = rmsn_vload_##T##_##ACC##_##ISA(p + RMSN_LANES_##ACC##_##ISA);                              \
+    }                                                                                                     \
+    RMSN_VINLINE void rmsn_vload2_acc_##T##_##ACC##_##ISA(const rmsn_##ACC *p, rmsn_v##ACC##_##ISA v[2])  \
+    {                                                                                                     \
+        v[0] = rmsn_vload_##ACC##_##ACC##_##ISA(p);                                                       \
+        v[1] = rmsn_vload_##ACC##_##ACC##_##ISA(p + RMSN_LANES_##ACC##_##ISA);                            \
+    }                                                                                                     \
+    RMSN_VINLINE void rmsn_vstore2_##T##_##ACC##_##ISA(rmsn_##T *p, const rmsn_v##ACC##_##ISA v[2])       \
+    {                                                                                                     \
+        rmsn_vstore_##T##_##ACC##_##ISA(p, v[0]);                                                         \
+        rmsn_vstore_##T##_##ACC##_##ISA(p + RMSN_LANES_##ACC##_##ISA, v[1]);                              \
+    }                                                                                                     \
+    RMSN_VINLINE void rmsn_vstream2_##T##_##ACC##_##ISA(rmsn_##T *p, const rmsn_v##ACC##_##ISA v[2])      \
+    {                                                                                                     \
+        rmsn_vstream_##T##_##ACC##_##ISA(p, v[0]);                                                        \
+        rmsn_vstream_##T##_##ACC##_##ISA(p + RMSN_LANES_##ACC##_##ISA, v[1]);                             \
+    }                                                                                                     \
+    RMSN_VINLINE void rmsn_vreorder2_##T##_##ACC##_##ISA(rmsn_v##ACC##_##ISA v[2]) { (void)v; }
+
 /* The primitives of one (storage, acc) type.  m-element load/store (m ==
  * LANES: a full vector), called with a constant LANES in main loops, where
  * the test folds away; the output store; the sums of squares of a row and of
@@ -237,31 +272,76 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                            \
         rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                         \
     }                                                                                                              \
+    /* The same for 2 * LANES elements, in x's pair order (the weight loaded in                                    \
+     * it), turned into y's before the store when the types differ. */                                             \
+    RMSN_VINLINE void rmsn_vscale2_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x, rmsn_##TOUT *y,      \
+                                                           const rmsn_##ACC *w, const rmsn_##ACC *b,               \
+                                                           rmsn_v##ACC##_##ISA r, int stream)                      \
+    {                                                                                                              \
+        rmsn_v##ACC##_##ISA t[2], c[2];                                                                            \
+        int k;                                                                                                     \
+        rmsn_vload2_##TIN##_##ACC##_##ISA(x, t);                                                                   \
+        for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], r);                                           \
+        if (round_mid)                                                                                             \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vround_##TIN##_##ACC##_##ISA(t[k]);                                \
+        if (w) {                                                                                                   \
+            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(w, c);                                                           \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], c[k]);                                    \
+        }                                                                                                          \
+        if (b) {                                                                                                   \
+            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(b, c);                                                           \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vadd_##ACC##_##ISA(t[k], c[k]);                                    \
+        }                                                                                                          \
+        if (RMSN_DT_##TIN != RMSN_DT_##TOUT) { /* at most one of the two is not the natural order */               \
+            rmsn_vreorder2_##TIN##_##ACC##_##ISA(t);                                                               \
+            rmsn_vreorder2_##TOUT##_##ACC##_##ISA(t);                                                              \
+        }                                                                                                          \
+        if (stream)                                                                                                \
+            rmsn_vstream2_##TOUT##_##ACC##_##ISA(y, t);                                                            \
+        else                                                                                                       \
+            rmsn_vstore2_##TOUT##_##ACC##_##ISA(y, t);                                                             \
+    }                                                                                                              \
+    /* The scale pass's loops; inlined twice, once with the options of the                                       \
+     * decode call as constants, so that loop runs without their tests. */                                         \
+    RMSN_VINLINE void rmsn_scale_run_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, rmsn_##TOUT *y,      \
+                                                             const rmsn_##ACC *w, const rmsn_##ACC *b,             \
+                                                             rmsn_v##ACC##_##ISA rv, int round_mid, int stream,    \
+                                                             ptrdiff_t ahead)                                      \
+    {                                                                                                              \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                     \
+        ptrdiff_t i = 0;                                                                                           \
+        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                                       \
+            if (ahead) rmsn_prefetch_l2(x + ahead + i); /* 2 * L elements: at most a cache line */                 \
+            rmsn_vscale2_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,   \
+                                                stream);                                                           \
+        }                                                                                                          \
+        if (i + L <= n) {                                                                                          \
+            if (ahead) rmsn_prefetch_l2(x + ahead + i);                                                            \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
+                                               stream);                                                            \
+            i += L;                                                                                                \
+        }                                                                                                          \
+        if (i < n)                                                                                                 \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,    \
+                                               n - i, stream);                                                     \
+    }                                                                                                              \
     RMSN_VINLINE void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,      \
                                                         ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                \
                                                         const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,  \
                                                         rmsn_##ACC r)                                              \
     {                                                                                                              \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                     \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                      \
-        ptrdiff_t i = 0;                                                                                           \
-        int round_mid = o->round_mid, stream = o->stream; /* locals: stores to y cannot change them */             \
-        int next = o->prefetch_next;                                                                               \
-        ptrdiff_t ahead = next * n > RMSN_PREFETCH_AHEAD ? next * n : RMSN_PREFETCH_AHEAD;                         \
-        if (sx != 1 || sy != 1 || pre != 1) {                                                                      \
+        /* prefetch_next slices ahead, at least RMSN_PREFETCH_AHEAD elements */                                    \
+        ptrdiff_t ahead = o->prefetch_next * n;                                                                    \
+        if (ahead && ahead < RMSN_PREFETCH_AHEAD) ahead = RMSN_PREFETCH_AHEAD;                                     \
+        if (sx != 1 || sy != 1 || pre != 1)                                                                        \
             rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                  \
-            return;                                                                                                \
-        }                                                                                                          \
-        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
-        for (; i + L <= n; i += L) {                                                                               \
-            if (next) rmsn_prefetch_l2(x + ahead + i);                                                             \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
-                                               stream);                                                            \
-        }                                                                                                          \
-        if (i < n)                                                                                                 \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,    \
-                                               n - i, stream);                                                     \
+        else if (w && !b && !o->round_mid && !o->stream)                                                           \
+            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, NULL, rv, 0, 0, ahead);                              \
+        else                                                                                                       \
+            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, b, rv, o->round_mid, o->stream, ahead);              \
     }
 
 /* fwd_cols: channel by channel (contiguous runs), each position with its own r[p]. */
