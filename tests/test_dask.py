@@ -79,7 +79,7 @@ def test_add_and_backward_on_the_cluster(client, rng):
     want = [*rn.add_rms_norm(x, r, w), *rn.rms_norm_backward(r, x, w)]
     for g, e in zip(got[:3], want[:3]):  # y, new_residual, dx
         np.testing.assert_array_equal(g, e)
-    np.testing.assert_allclose(got[3], want[3], rtol=1e-6)
+    _close_to(got[3], want[3], np.float32)
     assert want[4] is None and got[4] is None
 
 
@@ -213,13 +213,13 @@ def test_add_rms_norm_equals_eager(local_scheduler, rng, case, dask_args):
 
 def _close_to(got, want, x_dtype):
     """dweight/dbias: the blocks' partial sums (in float32 for float32 x) are
-    reduced in another order than the eager row blocks', so close to the
-    eager result, not bitwise; one rounding to the parameter's dtype apart."""
+    reduced in another order than the eager row blocks' (running sums over up
+    to 16 slices), so close to the eager result, not bitwise."""
     if want is None:
         assert got is None
         return
     assert got.shape == want.shape and got.dtype == want.dtype
-    rtol = max(4 * np.finfo(x_dtype).eps, 2 * np.finfo(want.dtype).eps)
+    rtol = max(16 * np.finfo(x_dtype).eps, 2 * np.finfo(want.dtype).eps)
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=rtol)
 
 
