@@ -132,19 +132,19 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
 /* act[i] = act(g[i]); gate first: the sum of (x * act(g))^2, in four
  * partial sums as sumsq, act(g) kept in act[] when given. */
 #define RMSN_SCALAR_PRIM_gated(TIN, TOUT, ACC)                                                                      \
-    static void rmsn_gateact_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *g,          \
-                                                     ptrdiff_t sg, rmsn_##ACC *act)                                 \
-    {                                                                                                               \
-        rmsn_##ACC sig;                                                                                             \
-        ptrdiff_t i;                                                                                                \
-        for (i = 0; i < n; i++) act[i] = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);   \
-    }                                                                                                               \
+    /* -> sum u^2, u = x with norm_before_gate (rmsn_sumsq's bits), else x * act(g);   \
+     * act[i] = act(g[i]) when act is given. */                                                                     \
     static rmsn_##ACC rmsn_gatedsq_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,    \
                                                            ptrdiff_t sx, const rmsn_##TIN *g, ptrdiff_t sg,         \
                                                            rmsn_##ACC *act)                                         \
     {                                                                                                               \
         rmsn_##ACC s[4] = {0, 0, 0, 0}, u, a, sig;                                                                  \
         ptrdiff_t i;                                                                                                \
+        if (o->norm_before_gate) {                                                                                  \
+            for (i = 0; act && i < n; i++)                                                                          \
+                act[i] = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                   \
+            return rmsn_sumsq_##TIN##_##ACC##_scalar(n, x, sx);                                                     \
+        }                                                                                                           \
         for (i = 0; i < n; i++) {                                                                                   \
             a = rmsn_gate_##ACC(rmsn_load_##TIN##_##ACC(g + i * sg), o->act_silu, &sig);                            \
             if (act) act[i] = a;                                                                                    \

@@ -11,8 +11,8 @@
  *   rmsn_addsq_<TX>_<TR>_<ISA>(n, x, sx, r, sr, ro, sro)         ro = round(x + r); -> sum ro^2
  *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
  *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
- *   rmsn_gateact_<TIN>_<TOUT>_<ISA>(o, n, g, sg, act)            act[i] = act(g[i])
- *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum (x * act(g))^2; act[i] = act(g[i]) if act
+ *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum u^2, u = x (norm_before_gate) or
+ *                                       x * act(g); act[i] = act(g[i]) if act
  *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act)  act(g) from act[] if act
  *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w) -> the gated backward's sum(g * x);
  *                                       sig[i] = sigmoid(g[i]) if sig
@@ -230,11 +230,11 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
  *   norm_before_gate:  y = affine((x * pre) * r) * act(g), r from sum x^2
  *   else:              y = affine((u * pre) * r), u = x * act(g), r from sum u^2
  * (affine: * w + b; with round_mid the result of x*rstd and of the affine
- * are each rounded to TIN).  Gate first, rmsn_gatedsq sums the squares of
- * u; a slice of at most RMSN_SUM_BLOCK elements keeps act(g) in a stack
- * buffer for the output pass (the exp is the costly part: computed by
- * rmsn_gateact with norm_before_gate, else by rmsn_gatedsq), a longer one
- * computes it in each pass (the same bits).  The robust path recomputes u in f64. */
+ * are each rounded to TIN).  A slice of at most RMSN_SUM_BLOCK elements
+ * computes act(g) once (the exp is the costly part), in rmsn_gatedsq's pass
+ * with the sum of squares, into a stack buffer for the output pass; a longer
+ * one computes it in each pass that needs it (the same bits), its sum of
+ * squares gate after by rmsn_sumsq.  The robust path recomputes u in f64. */
 #define RMSN_SLICE_gated(NAME, ISA, TIN, TOUT, ACC)                                                                 \
     static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *x, ptrdiff_t sx, const void *g, ptrdiff_t sg,     \
                      void *y, ptrdiff_t sy, const void *w, const void *b, void *rstd)                               \
@@ -242,10 +242,9 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
         const rmsn_##TIN *xt = (const rmsn_##TIN *)x, *gt = (const rmsn_##TIN *)g;                                  \
         rmsn_##ACC ss, pre, r, act_buf[RMSN_SUM_BLOCK];                                                             \
         rmsn_##ACC *act = n <= RMSN_SUM_BLOCK ? act_buf : NULL;                                                     \
-        if (o->norm_before_gate) {                                                                                  \
-            if (act) rmsn_gateact_##TIN##_##TOUT##_##ISA(o, n, gt, sg, act);                                        \
+        if (o->norm_before_gate && !act)                                                                            \
             RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xt + i0 * sx, sx));                     \
-        } else                                                                                                      \
+        else                                                                                                        \
             RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##TIN##_##TOUT##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg, \
                                                                           act));                                    \
         r = rmsn_gated_rstd_##TIN##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, NULL);                                    \
