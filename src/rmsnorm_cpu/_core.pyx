@@ -863,7 +863,7 @@ def gated_backward(call):
     options = call.options
     for k in range(5):
         operand_bytes += _operand_bytes(&g.L, k)
-    _set_opts(&g.opts, options.eps, options.eps_mode, False, False, False)
+    _set_opts(&g.opts, options.eps, options.eps_mode, False, False, _slices_follow(&g.L, 3))
     _set_gate(&g.opts, call.gate)
     g.fn, g.gated_fn = NULL, active_kernels().gated_bwd[call.codes[0]]
     _run_backward(&g, call, operand_bytes)

@@ -791,13 +791,18 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r), kv = rmsn_vset1_##ACC##_##ISA(k);                     \
         int before = o->norm_before_gate, silu = o->act_silu; /* locals: stores cannot change them */               \
-        ptrdiff_t i;                                                                                                \
+        ptrdiff_t i, ahead = rmsn_prefetch_ahead(o, n);                                                             \
         if (sdy != 1 || sx != 1 || sg != 1 || sdx != 1 || sdg != 1) {                                               \
             rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, r, k, dw, db); \
             return;                                                                                                 \
         }                                                                                                           \
-        for (i = 0; i + L <= n; i += L)                                                                             \
+        for (i = 0; i + L <= n; i += L) {                                                                           \
+            if (ahead && !((i * sizeof *x) & 63)) { /* the next slice's operands, a line at a time */               \
+                rmsn_prefetch_l2(dy + ahead + i), rmsn_prefetch_l2(x + ahead + i);                                  \
+                rmsn_prefetch_l2(g + ahead + i);                                                                    \
+            }                                                                                                       \
             rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, L);            \
+        }                                                                                                           \
         if (i < n) rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, n - i); \
     }
 /* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
