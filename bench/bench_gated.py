@@ -6,8 +6,11 @@ In one run, single-threaded: rms_norm_gated with out= against np.add(x, gate,
 out=y) on uint16 views of the same bytes (two reads and a write at memory
 speed, the bound); without out= against np.add into a new array (which pays
 the same first touch of fresh pages); Mamba's rms_norm_ref in torch eager
-(when torch is installed); rms_norm_gated_backward against two np.copyto of
-x's bytes (two reads and two writes); and the whole NumPy call of one decode
+(when torch is installed); rms_norm_gated_backward, which returns a new dx and
+dgate, against two np.copyto of x's bytes (two reads and two writes into warm
+pages, the target's bound) and against np.bitwise_not of x and of the gate
+into new arrays, both alive at once as dx and dgate are (the same with fresh
+outputs, like for like); and the whole NumPy call of one decode
 row (1, n).  Prints each time and the ratios the targets are stated in.
 """
 
@@ -67,12 +70,14 @@ def main():
     add_new = time(lambda: np.add(xb, gb))
     backward = time(lambda: rn.rms_norm_gated_backward(dy, x, gate, w, n_threads=1))
     copies = 2 * time(lambda: np.copyto(yb, xb))
+    fresh_copies = time(lambda: (np.bitwise_not(xb), np.bitwise_not(gb)))
     decode_x, decode_gate = x[:1].copy(), gate[:1].copy()
     decode = _bench.median_time(lambda: rn.rms_norm_gated(decode_x, decode_gate, w), args.min_time) * 1e6
     results = [
         ("rms_norm_gated, out=", out_call, add_out, "np.add(x, gate, out=y) (uint16 views)", "<= 1.3"),
         ("rms_norm_gated, new y", new_call, add_new, "np.add(x, gate) into a new array", ""),
         ("rms_norm_gated_backward", backward, copies, "2 x np.copyto (2 reads + 2 writes)", "<= 1.5"),
+        ("rms_norm_gated_backward", backward, fresh_copies, "np.bitwise_not of x, gate (new arrays)", ""),
     ]
     try:
         import torch
