@@ -171,14 +171,18 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
     }
 
 /* s = sigmoid(g): the dot pass keeps it in sig[] when given, the write pass
- * reads it from there (or computes it again: the same bits). */
+ * reads it from there (or computes it again: the same bits).  With ss, the
+ * dot pass also sums the squares of v (x, or x * act(g) gate first) in the
+ * accumulators of rmsn_sumsq (gate after) or rmsn_gatedsq (gate first), so
+ * *ss is the forward's sum bit for bit. */
 #define RMSN_SCALAR_PRIM_gated_bwd(T, T_, ACC)                                                                       \
     static rmsn_##ACC rmsn_gateddot_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy,                \
                                                  ptrdiff_t sdy, const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g,  \
-                                                 ptrdiff_t sg, rmsn_##ACC *sig, const rmsn_##ACC *w)                 \
+                                                 ptrdiff_t sg, rmsn_##ACC *sig, const rmsn_##ACC *w,                 \
+                                                 rmsn_##ACC *ss)                                                     \
     {                                                                                                                \
-        rmsn_##ACC gx = 0, d, v, a, s;                                                                               \
-        ptrdiff_t i;                                                                                                 \
+        rmsn_##ACC gx = 0, d, v, a, s, sq[4] = {0, 0, 0, 0};                                                         \
+        ptrdiff_t i, whole = n & ~(ptrdiff_t)3;                                                                      \
         for (i = 0; i < n; i++) {                                                                                    \
             a = rmsn_gate_##ACC(rmsn_load_##T##_##ACC(g + i * sg), o->act_silu, &s);                                 \
             if (sig) sig[i] = s;                                                                                     \
@@ -190,7 +194,9 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
                 v *= a;                                                                                              \
             if (w) d *= w[i];                                                                                        \
             gx += d * v;                                                                                             \
+            if (ss) sq[o->norm_before_gate && i >= whole ? 0 : i & 3] += v * v;                                      \
         }                                                                                                            \
+        if (ss) *ss = (sq[0] + sq[1]) + (sq[2] + sq[3]);                                                             \
         return gx;                                                                                                   \
     }                                                                                                                \
     static void rmsn_gatedbwdwrite_##T##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \

@@ -695,10 +695,12 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  * it in sig[] when given, the write pass reads it from there (or computes it
  * again for a slice too long for the buffer). */
 #define RMSN_SIMD_PRIM_gated_bwd(ISA, T, T_, ACC)                                                                   \
-    /* k vectors of m elements each from i (k = 1 for a tail), vector j into acc[j & 1]. */                         \
+    /* k vectors of m elements each from i (k = 1 for a tail), vector j into                                        \
+     * acc[j & 1]; with sq, the squares of v into sq[j] (slot < 0) or sq[slot]. */                                  \
     RMSN_VINLINE void rmsn_vgateddot_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,       \
                                                   const rmsn_##T *g, rmsn_##ACC *sig, const rmsn_##ACC *w,          \
-                                                  ptrdiff_t i, ptrdiff_t m, int k, rmsn_v##ACC##_##ISA *acc)        \
+                                                  ptrdiff_t i, ptrdiff_t m, int k, rmsn_v##ACC##_##ISA *acc,        \
+                                                  rmsn_v##ACC##_##ISA *sq, int slot)                                \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
         rmsn_v##ACC##_##ISA gv[RMSN_GATE_WAYS], s[RMSN_GATE_WAYS], a, d, v;                                         \
@@ -716,22 +718,32 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                 v = rmsn_vmul_##ACC##_##ISA(v, a);                                                                  \
             if (w) d = rmsn_vmul_##ACC##_##ISA(d, rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i + j * L, m));             \
             acc[j & 1] = rmsn_vfma_##ACC##_##ISA(d, v, acc[j & 1]);                                                 \
+            if (sq) sq[slot < 0 ? j : slot] = rmsn_vfma_##ACC##_##ISA(v, v, sq[slot < 0 ? j : slot]);               \
         }                                                                                                           \
     }                                                                                                               \
+    /* -> the dot; *ss (when given) the sum of squares of v in the four                                             \
+     * accumulators of rmsn_sumsq / rmsn_gatedsq: the forward's bits. */                                           \
     static rmsn_##ACC rmsn_gateddot_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy, \
                                                 const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,   \
-                                                rmsn_##ACC *sig, const rmsn_##ACC *w)                               \
+                                                rmsn_##ACC *sig, const rmsn_##ACC *w, rmsn_##ACC *ss)               \
     {                                                                                                               \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
-        rmsn_v##ACC##_##ISA a[2];                                                                                   \
+        rmsn_v##ACC##_##ISA a[2], q[4], *sq = ss ? q : NULL;                                                        \
         ptrdiff_t i = 0;                                                                                            \
         int before = o->norm_before_gate, silu = o->act_silu;                                                       \
-        if (sdy != 1 || sx != 1 || sg != 1) return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, w); \
-        a[0] = a[1] = rmsn_vzero_##ACC##_##ISA();                                                                   \
-        for (; i + 4 * L <= n; i += 4 * L) rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, 4, a);  \
-        for (; i + 2 * L <= n; i += 2 * L) rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, 2, a);  \
+        if (sdy != 1 || sx != 1 || sg != 1)                                                                         \
+            return rmsn_gateddot_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, w, ss);                             \
+        a[0] = a[1] = q[0] = q[1] = q[2] = q[3] = rmsn_vzero_##ACC##_##ISA();                                       \
+        for (; i + 4 * L <= n; i += 4 * L)                                                                          \
+            rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, 4, a, sq, -1);                         \
+        for (; i + 2 * L <= n; i += 2 * L)                                                                          \
+            rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, L, 2, a, sq, 0);                          \
         for (; i < n; i += L)                                                                                       \
-            rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, n - i < L ? n - i : L, 1, a);            \
+            rmsn_vgateddot_##T##_##ISA(before, silu, dy, x, g, sig, w, i, n - i < L ? n - i : L, 1, a, sq,          \
+                                       n - i < L);                                                                  \
+        if (ss)                                                                                                     \
+            *ss = rmsn_vhsum_##ACC##_##ISA(                                                                         \
+                rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(q[0], q[1]), rmsn_vadd_##ACC##_##ISA(q[2], q[3]))); \
         return rmsn_vhsum_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a[0], a[1]));                                       \
     }                                                                                                               \
     RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,       \

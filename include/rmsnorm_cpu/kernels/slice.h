@@ -14,8 +14,9 @@
  *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum u^2, u = x (norm_before_gate) or
  *                                       x * act(g); act[i] = act(g[i]) if act
  *   rmsn_gatedscale_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, y, sy, w, b, pre, r, act)  act(g) from act[] if act
- *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w) -> the gated backward's sum(g * x);
- *                                       sig[i] = sigmoid(g[i]) if sig
+ *   rmsn_gateddot_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, w, ss) -> the gated backward's sum(g * x);
+ *                                       sig[i] = sigmoid(g[i]) if sig; *ss = the forward's sum of
+ *                                       squares if ss
  *   rmsn_gatedbwdwrite_<T>_<ISA>(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, rstd, k, dw, db)
  *                                       sigmoid(g) read from sig if given
  *
@@ -260,10 +261,12 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
  *   else:              u = x * a, du = rstd * dy * w - k * u,
  *                      dx = du * a, dg = du * x * a', dw += dy * u * rstd, db += dy
  * with k = coef * sum(g_eff * v) as in RMSN_SLICE_bwd (v = x or u, g_eff =
- * dp * w or dy * w).  rstd given or recomputed the forward's way.  a and a'
- * come from s = sigmoid(g): for a slice of at most RMSN_SUM_BLOCK elements the
- * dot pass keeps s in a stack buffer that the write pass reads (the exp is
- * the costly part); a longer one computes it in both (the same bits). */
+ * dp * w or dy * w).  rstd given or recomputed the forward's way, from the
+ * sum of squares the dot pass adds up alongside (the forward's bits, without
+ * a pass of its own or, gate first, a second exp).  a and a' come from
+ * s = sigmoid(g): for a slice of at most RMSN_SUM_BLOCK elements the dot pass
+ * keeps s in a stack buffer that the write pass reads (the exp is the costly
+ * part); a longer one computes it in both (the same bits). */
 #define RMSN_SLICE_gated_bwd(NAME, ISA, T, T_, ACC)                                                                 \
     static void NAME(const rmsn_opts *o, ptrdiff_t n, const void *dy, ptrdiff_t sdy, const void *x, ptrdiff_t sx,   \
                      const void *g, ptrdiff_t sg, void *dx, ptrdiff_t sdx, void *dg, ptrdiff_t sdg, const void *w,  \
@@ -271,18 +274,22 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
     {                                                                                                               \
         const rmsn_##T *xt = (const rmsn_##T *)x, *gt = (const rmsn_##T *)g;                                        \
         const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
-        rmsn_##ACC ss, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                     \
+        rmsn_##ACC ss = 0, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                 \
         rmsn_##ACC *sig = n <= RMSN_SUM_BLOCK ? sig_buf : NULL;                                                     \
         double rms = 1.0;                                                                                           \
-        RMSN_BLOCKED_SUM(ACC, gx, rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
+        double blocked_gx = 0.0, blocked_ss = 0.0;                                                                  \
+        ptrdiff_t i0, len;                                                                                          \
+        int want_ss = !rstd || o->eps_mode != RMSN_EPS_SQRT;                                                        \
+        for (i0 = 0; i0 < n; i0 += RMSN_SUM_BLOCK) { /* RMSN_BLOCKED_SUM of both */                                 \
+            len = n - i0 < RMSN_SUM_BLOCK ? n - i0 : RMSN_SUM_BLOCK;                                                \
+            blocked_gx += (double)rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
                                                             xt + i0 * sx, sx, gt + i0 * sg, sg, sig,                \
-                                                            wt ? wt + i0 : NULL));                                  \
-        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
-            if (o->norm_before_gate)                                                                                \
-                RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                   \
-            else                                                                                                    \
-                RMSN_BLOCKED_SUM(ACC, ss, rmsn_gatedsq_##T##_##T##_##ISA(o, len, xt + i0 * sx, sx, gt + i0 * sg, sg, \
-                                                                         NULL));                                    \
+                                                            wt ? wt + i0 : NULL, want_ss ? &ss : NULL);             \
+            blocked_ss += (double)ss;                                                                               \
+        }                                                                                                           \
+        gx = (rmsn_##ACC)blocked_gx;                                                                                \
+        if (want_ss) {                                                                                              \
+            ss = (rmsn_##ACC)blocked_ss;                                                                            \
             r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                            \
         }                                                                                                           \
         if (rstd) r = *(const rmsn_##ACC *)rstd;                                                                    \
