@@ -374,11 +374,12 @@ cdef int _run_forward(Fwd *f, int tin, int tout, call, list made) except -1:
         nunits = L.nslices
     run = _run_bytes(L, 1)
     stream = _may_stream(call, made, operand_bytes, run)
-    if not stream and f.row_block > 0 and L.nstride[1] == 1 and L.bstride[1][L.nb - 1] == run:
+    if not stream and f.row_block > 1 and L.nstride[1] == 1 and L.bstride[1][L.nb - 1] == run:
         # Short rows that follow each other in y: the kernel streams a block
         # of them as one run (RMSN_SLICE_fwd).  They gain less from it than
         # long rows (rows of 64 float32: 5% back to back), too little for the
         # trials to tell, so they stream once calls of long rows chose it.
+        # (A block of one row is the run just checked.)
         stream = streaming_chosen() and _may_stream(call, made, operand_bytes,
                                                     min(f.row_block, L.shape[L.nb - 1]) * run)
     _set_opts(&f.opts, options.eps, options.eps_mode, options.round_mid, stream, _slices_follow(L, 1))
