@@ -746,53 +746,106 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                 rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(q[0], q[1]), rmsn_vadd_##ACC##_##ISA(q[2], q[3]))); \
         return rmsn_vhsum_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a[0], a[1]));                                       \
     }                                                                                                               \
+    /* One vector's gradients from its operands (bi: the bias, or 0): dx, dg, and                                   \
+     * up, v whose product dw adds (db adds up). */                                                                 \
+    RMSN_VINLINE void rmsn_vgatedgrad_##T##_##ISA(int before, int silu, rmsn_v##ACC##_##ISA d,                      \
+                                                   rmsn_v##ACC##_##ISA v, rmsn_v##ACC##_##ISA gv,                   \
+                                                   rmsn_v##ACC##_##ISA s, rmsn_v##ACC##_##ISA wi,                   \
+                                                   rmsn_v##ACC##_##ISA bi, rmsn_v##ACC##_##ISA r,                   \
+                                                   rmsn_v##ACC##_##ISA k, rmsn_v##ACC##_##ISA *dx,                  \
+                                                   rmsn_v##ACC##_##ISA *dg, rmsn_v##ACC##_##ISA *up,                \
+                                                   rmsn_v##ACC##_##ISA *vr)                                         \
+    {                                                                                                               \
+        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), dv;                                                  \
+        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
+        rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
+        if (silu)                                                                                                   \
+            da = rmsn_vadd_##ACC##_##ISA(                                                                           \
+                s, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(gv, s), rmsn_vsub_##ACC##_##ISA(one, s)));       \
+        if (before) {                                                                                               \
+            *up = rmsn_vmul_##ACC##_##ISA(d, a);                                                                    \
+            *dx = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(*up, wi)),             \
+                                          rmsn_vmul_##ACC##_##ISA(k, v));                                           \
+            *vr = rmsn_vmul_##ACC##_##ISA(v, r);                                                                    \
+            *dg = rmsn_vmul_##ACC##_##ISA(                                                                          \
+                rmsn_vmul_##ACC##_##ISA(d, rmsn_vadd_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(*vr, wi), bi)), da);     \
+        } else {                                                                                                    \
+            *up = d;                                                                                                \
+            dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(d, wi)),                \
+                                         rmsn_vmul_##ACC##_##ISA(k, rmsn_vmul_##ACC##_##ISA(v, a)));                \
+            *dg = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da);                                      \
+            *dx = rmsn_vmul_##ACC##_##ISA(dv, a);                                                                   \
+            *vr = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, a), r);                                        \
+        }                                                                                                           \
+    }                                                                                                               \
     RMSN_VINLINE void rmsn_vgatedbwd_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,       \
                                                   const rmsn_##T *g, const rmsn_##ACC *sig, rmsn_##T *dx,           \
                                                   rmsn_##T *dg, const rmsn_##ACC *w, const rmsn_##ACC *b,           \
                                                   rmsn_v##ACC##_##ISA r, rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw,     \
                                                   rmsn_##ACC *db, ptrdiff_t i, ptrdiff_t m)                         \
     {                                                                                                               \
-        rmsn_v##ACC##_##ISA one = rmsn_vset1_##ACC##_##ISA(1), gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m);      \
+        rmsn_v##ACC##_##ISA gv = rmsn_vloadm_##T##_##ACC##_##ISA(g + i, m), dxv, dgv, up, vr;                       \
         rmsn_v##ACC##_##ISA s = sig ? rmsn_vloadm_##ACC##_##ACC##_##ISA(sig + i, m) : rmsn_vsigmoid_##ACC##_##ISA(gv);\
-        rmsn_v##ACC##_##ISA a = rmsn_vact_##ACC##_##ISA(gv, s, silu);                                               \
-        rmsn_v##ACC##_##ISA da = rmsn_vmul_##ACC##_##ISA(s, rmsn_vsub_##ACC##_##ISA(one, s));                       \
-        rmsn_v##ACC##_##ISA d = rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m);                                         \
-        rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m);                                          \
-        rmsn_v##ACC##_##ISA wi = w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m) : one, up, dv;                     \
-        if (silu)                                                                                                   \
-            da = rmsn_vadd_##ACC##_##ISA(                                                                           \
-                s, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(gv, s), rmsn_vsub_##ACC##_##ISA(one, s)));       \
-        if (before) {                                                                                               \
-            up = rmsn_vmul_##ACC##_##ISA(d, a);                                                                     \
-            dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(up, wi)),               \
-                                         rmsn_vmul_##ACC##_##ISA(k, v));                                            \
-            v = rmsn_vmul_##ACC##_##ISA(v, r);                                                                      \
-            rmsn_vstorem_##T##_##ACC##_##ISA(                                                                       \
-                dg + i,                                                                                             \
-                rmsn_vmul_##ACC##_##ISA(                                                                            \
-                    rmsn_vmul_##ACC##_##ISA(                                                                        \
-                        d, rmsn_vadd_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, wi),                                  \
-                                                   b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b + i, m)                  \
-                                                     : rmsn_vzero_##ACC##_##ISA())),                                \
-                    da),                                                                                            \
-                m);                                                                                                 \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, dv, m);                                                        \
-        } else {                                                                                                    \
-            up = d;                                                                                                 \
-            dv = rmsn_vsub_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(r, rmsn_vmul_##ACC##_##ISA(d, wi)),                \
-                                         rmsn_vmul_##ACC##_##ISA(k, rmsn_vmul_##ACC##_##ISA(v, a)));                \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dg + i, rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(dv, v), da), m); \
-            rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, rmsn_vmul_##ACC##_##ISA(dv, a), m);                            \
-            v = rmsn_vmul_##ACC##_##ISA(rmsn_vmul_##ACC##_##ISA(v, a), r);                                          \
-        }                                                                                                           \
+        rmsn_vgatedgrad_##T##_##ISA(before, silu, rmsn_vloadm_##T##_##ACC##_##ISA(dy + i, m),                       \
+                                    rmsn_vloadm_##T##_##ACC##_##ISA(x + i, m), gv, s,                               \
+                                    w ? rmsn_vloadm_##ACC##_##ACC##_##ISA(w + i, m) : rmsn_vset1_##ACC##_##ISA(1),  \
+                                    b ? rmsn_vloadm_##ACC##_##ACC##_##ISA(b + i, m) : rmsn_vzero_##ACC##_##ISA(),   \
+                                    r, k, &dxv, &dgv, &up, &vr);                                                    \
+        rmsn_vstorem_##T##_##ACC##_##ISA(dg + i, dgv, m);                                                           \
+        rmsn_vstorem_##T##_##ACC##_##ISA(dx + i, dxv, m);                                                           \
         if (dw)                                                                                                     \
             rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
-                dw + i,                                                                                             \
-                rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw + i, m), rmsn_vmul_##ACC##_##ISA(up, v)), \
+                dw + i, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(dw + i, m), rmsn_vmul_##ACC##_##ISA(up, vr)), \
                 m);                                                                                                 \
         if (db)                                                                                                     \
             rmsn_vstorem_##ACC##_##ACC##_##ISA(                                                                     \
                 db + i, rmsn_vadd_##ACC##_##ISA(rmsn_vloadm_##ACC##_##ACC##_##ISA(db + i, m), up), m);              \
+    }                                                                                                               \
+    /* The same for 2 * LANES elements in T's pair order (sig, w, b, dw, db                                        \
+     * loaded in it; dw and db turned back into the natural order to store). */                                   \
+    RMSN_VINLINE void rmsn_vgatedbwd2_##T##_##ISA(int before, int silu, const rmsn_##T *dy, const rmsn_##T *x,      \
+                                                   const rmsn_##T *g, const rmsn_##ACC *sig, rmsn_##T *dx,          \
+                                                   rmsn_##T *dg, const rmsn_##ACC *w, const rmsn_##ACC *b,          \
+                                                   rmsn_v##ACC##_##ISA r, rmsn_v##ACC##_##ISA k, rmsn_##ACC *dw,    \
+                                                   rmsn_##ACC *db, ptrdiff_t i)                                     \
+    {                                                                                                               \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                      \
+        rmsn_v##ACC##_##ISA d[2], v[2], gv[2], s[2], wi[2], bi[2], dxv[2], dgv[2], up[2], vr[2], t[2];              \
+        int j;                                                                                                      \
+        rmsn_vload2_##T##_##ACC##_##ISA(dy + i, d);                                                                 \
+        rmsn_vload2_##T##_##ACC##_##ISA(x + i, v);                                                                  \
+        rmsn_vload2_##T##_##ACC##_##ISA(g + i, gv);                                                                 \
+        if (sig)                                                                                                    \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(sig + i, s);                                                        \
+        else {                                                                                                      \
+            s[0] = gv[0], s[1] = gv[1];                                                                             \
+            rmsn_vsigmoidk_##ACC##_##ISA(s, 2);                                                                     \
+        }                                                                                                           \
+        if (w)                                                                                                      \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(w + i, wi);                                                         \
+        else                                                                                                        \
+            wi[0] = wi[1] = rmsn_vset1_##ACC##_##ISA(1);                                                            \
+        if (b)                                                                                                      \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(b + i, bi);                                                         \
+        else                                                                                                        \
+            bi[0] = bi[1] = rmsn_vzero_##ACC##_##ISA();                                                             \
+        for (j = 0; j < 2; j++)                                                                                     \
+            rmsn_vgatedgrad_##T##_##ISA(before, silu, d[j], v[j], gv[j], s[j], wi[j], bi[j], r, k, &dxv[j],         \
+                                        &dgv[j], &up[j], &vr[j]);                                                   \
+        rmsn_vstore2_##T##_##ACC##_##ISA(dg + i, dgv);                                                              \
+        rmsn_vstore2_##T##_##ACC##_##ISA(dx + i, dxv);                                                              \
+        if (dw) {                                                                                                   \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(dw + i, t);                                                         \
+            for (j = 0; j < 2; j++) t[j] = rmsn_vadd_##ACC##_##ISA(t[j], rmsn_vmul_##ACC##_##ISA(up[j], vr[j]));    \
+            rmsn_vreorder2_##T##_##ACC##_##ISA(t);                                                                  \
+            for (j = 0; j < 2; j++) rmsn_vstore_##ACC##_##ACC##_##ISA(dw + i + j * L, t[j]);                        \
+        }                                                                                                           \
+        if (db) {                                                                                                   \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(db + i, t);                                                         \
+            for (j = 0; j < 2; j++) t[j] = rmsn_vadd_##ACC##_##ISA(t[j], up[j]);                                    \
+            rmsn_vreorder2_##T##_##ACC##_##ISA(t);                                                                  \
+            for (j = 0; j < 2; j++) rmsn_vstore_##ACC##_##ACC##_##ISA(db + i + j * L, t[j]);                        \
+        }                                                                                                           \
     }                                                                                                               \
     static void rmsn_gatedbwdwrite_##T##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,  \
                                                const rmsn_##T *x, ptrdiff_t sx, const rmsn_##T *g, ptrdiff_t sg,    \
@@ -808,13 +861,15 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
             rmsn_gatedbwdwrite_##T##_scalar(o, n, dy, sdy, x, sx, g, sg, sig, dx, sdx, dg, sdg, w, b, r, k, dw, db); \
             return;                                                                                                 \
         }                                                                                                           \
-        for (i = 0; i + L <= n; i += L) {                                                                           \
+        for (i = 0; i + 2 * L <= n; i += 2 * L) {                                                                   \
             if (ahead && !((i * sizeof *x) & 63)) { /* the next slice's operands, a line at a time */               \
                 rmsn_prefetch_l2(dy + ahead + i), rmsn_prefetch_l2(x + ahead + i);                                  \
                 rmsn_prefetch_l2(g + ahead + i);                                                                    \
             }                                                                                                       \
-            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, L);            \
+            rmsn_vgatedbwd2_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i);              \
         }                                                                                                           \
+        for (; i + L <= n; i += L)                                                                                  \
+            rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, L);            \
         if (i < n) rmsn_vgatedbwd_##T##_##ISA(before, silu, dy, x, g, sig, dx, dg, w, b, rv, kv, dw, db, i, n - i); \
     }
 /* quant (slice.h), f32 data only (float64 data stays scalar).  A tier
