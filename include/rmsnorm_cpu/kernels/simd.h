@@ -224,6 +224,25 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         rmsn_v##ACC##_##ISA v = rmsn_vloadm_##T##_##ACC##_##ISA(p, m);                                                          \
         return rmsn_vfma_##ACC##_##ISA(v, v, acc);                                                                              \
     }                                                                                                                           \
+    /* t = affine(t * r) on 2 * LANES elements in T's pair order (w, b loaded                                                   \
+     * in it): the scale pass's steps, rounded to T after t * r with round_mid. */                                              \
+    RMSN_VINLINE void rmsn_vaffine2_##T##_##ACC##_##ISA(int round_mid, rmsn_v##ACC##_##ISA t[2], const rmsn_##ACC *w,           \
+                                                         const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r)                            \
+    {                                                                                                                           \
+        rmsn_v##ACC##_##ISA c[2];                                                                                               \
+        int k;                                                                                                                  \
+        for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], r);                                                        \
+        if (round_mid)                                                                                                          \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vround_##T##_##ACC##_##ISA(t[k]);                                               \
+        if (w) {                                                                                                                \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(w, c);                                                                          \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], c[k]);                                                 \
+        }                                                                                                                       \
+        if (b) {                                                                                                                \
+            rmsn_vload2_acc_##T##_##ACC##_##ISA(b, c);                                                                          \
+            for (k = 0; k < 2; k++) t[k] = rmsn_vadd_##ACC##_##ISA(t[k], c[k]);                                                 \
+        }                                                                                                                       \
+    }                                                                                                                           \
     /* Inlined, as the scale pass: the forward's row loop then pays no call                                                     \
      * per row (what short rows were costing besides their bytes). */                                                           \
     RMSN_VINLINE rmsn_##ACC rmsn_sumsq_##T##_##ACC##_##ISA(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)                        \
@@ -286,20 +305,9 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
                                                            const rmsn_##ACC *w, const rmsn_##ACC *b,               \
                                                            rmsn_v##ACC##_##ISA r, int stream)                      \
     {                                                                                                              \
-        rmsn_v##ACC##_##ISA t[2], c[2];                                                                            \
-        int k;                                                                                                     \
+        rmsn_v##ACC##_##ISA t[2];                                                                                  \
         rmsn_vload2_##TIN##_##ACC##_##ISA(x, t);                                                                   \
-        for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], r);                                           \
-        if (round_mid)                                                                                             \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vround_##TIN##_##ACC##_##ISA(t[k]);                                \
-        if (w) {                                                                                                   \
-            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(w, c);                                                           \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], c[k]);                                    \
-        }                                                                                                          \
-        if (b) {                                                                                                   \
-            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(b, c);                                                           \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vadd_##ACC##_##ISA(t[k], c[k]);                                    \
-        }                                                                                                          \
+        rmsn_vaffine2_##TIN##_##ACC##_##ISA(round_mid, t, w, b, r);                                                \
         if (RMSN_DT_##TIN != RMSN_DT_##TOUT) { /* at most one of the two is not the natural order */               \
             rmsn_vreorder2_##TIN##_##ACC##_##ISA(t);                                                               \
             rmsn_vreorder2_##TOUT##_##ACC##_##ISA(t);                                                              \
@@ -633,17 +641,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         }                                                                                                           \
         if (!before)                                                                                                \
             for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], a[k]);                                     \
-        for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], r);                                            \
-        if (round_mid)                                                                                              \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vround_##TIN##_##ACC##_##ISA(t[k]);                                 \
-        if (w) {                                                                                                    \
-            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(w, c);                                                            \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vmul_##ACC##_##ISA(t[k], c[k]);                                     \
-        }                                                                                                           \
-        if (b) {                                                                                                    \
-            rmsn_vload2_acc_##TIN##_##ACC##_##ISA(b, c);                                                            \
-            for (k = 0; k < 2; k++) t[k] = rmsn_vadd_##ACC##_##ISA(t[k], c[k]);                                     \
-        }                                                                                                           \
+        rmsn_vaffine2_##TIN##_##ACC##_##ISA(round_mid, t, w, b, r);                                                 \
         if (round_mid)                                                                                              \
             for (k = 0; k < 2; k++) t[k] = rmsn_vround_##TIN##_##ACC##_##ISA(t[k]);                                 \
         if (before)                                                                                                 \
