@@ -82,11 +82,10 @@ typedef void (*rmsn_quant_add_fn)(const rmsn_opts *o, ptrdiff_t n, const void *x
  * kernel in that slot); SIMD: every SIMD tier does.  ARG is passed through
  * (a tier's name, for the definitions and the install functions).
  * Order: all fwd entries before the add entries (the fused add writes with
- * the forward's scale primitive of the reversed pair); all gated entries
- * before the gated_bwd ones, a SIMD gated_bwd T with a SIMD gated T -> T (it
- * sums the squares of x * act(g) with that entry's primitive); quant after
- * add and before quant_add (quant_add uses add's rmsn_addsq and quant's
- * passes). */
+ * the forward's scale primitive of the reversed pair); quant after add and
+ * before quant_add (quant_add uses add's rmsn_addsq and quant's passes).
+ * gated_bwd uses no gated entry's primitives (its dot pass sums the squares
+ * itself). */
 #define RMSN_FOR_EACH_KERNEL(SCALAR, SIMD, ARG)                                                                                            \
     SIMD(ARG, fwd, f16, f16, f32, rmsn_fwd_f16_f16_scalar, rmsn_fwd_f16_f16_avx2, rmsn_fwd_f16_f16_avx512,                                 \
          rmsn_fwd_f16_f16_avx512bf16, rmsn_fwd_f16_f16_neon)                                                                               \
