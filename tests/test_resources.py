@@ -92,6 +92,18 @@ def test_backward_allocates_dx_and_block_partials(gib_input):
     assert dx.shape == x.shape
 
 
+def test_small_batch_backward_partials_are_small():
+    """A block of partial sums holds at least 16 slices: a small batch's
+    partials are a fraction of dx, not one row of them per slice."""
+    rng = np.random.default_rng(0)
+    x, dy, g = (rng.standard_normal((64, 4096)).astype(np.float32) for _ in range(3))
+    w = np.ones(4096, np.float32)
+    (dx, _, _), extra = _extra_bytes(lambda: rn.rms_norm_backward(dy, x, w))
+    assert extra <= dx.nbytes // 4, f"backward used {extra / MiB:.2f} MiB besides dx and dw"
+    (dx, dgate, _, _), extra = _extra_bytes(lambda: rn.rms_norm_gated_backward(dy, x, g, w))
+    assert extra <= dx.nbytes // 4, f"gated backward used {extra / MiB:.2f} MiB besides dx, dgate, dw"
+
+
 # ---- leaks -----------------------------------------------------------------
 
 def _rss():
