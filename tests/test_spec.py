@@ -154,3 +154,33 @@ def test_layout_negative_and_size_one_strides(rng, axis):
         np.testing.assert_allclose(rn.rms_norm(x, axis=axis), expected, rtol=1e-13, atol=0)
         y = np.empty_like(x.transpose())
         np.testing.assert_allclose(rn.rms_norm(x, axis=axis, out=y.transpose()), expected, rtol=1e-13, atol=0)
+
+
+@pytest.fixture(params=["short path", "general path"])
+def weight_path(request, monkeypatch):
+    """Run the test on the short paths, or with them turned off."""
+    if request.param == "general path":
+        for name in ("forward_rows", "add_rows", "gated_rows", "quant_rows"):
+            monkeypatch.setattr(_core, name, lambda *args, **kwargs: None)
+    return request.param
+
+
+@pytest.mark.parametrize("x_dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("w_dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_weights_of_any_float_dtype(rng, weight_path, x_dtype, w_dtype):
+    """A weight in its own dtype (a float16 or bfloat16 model's) gives the bits
+    of the same weight converted by NumPy first, on every path and op; the C
+    conversion keeps signed zeros, subnormals, inf and NaN as astype does."""
+    if w_dtype == "bfloat16":
+        w_dtype = pytest.importorskip("ml_dtypes").bfloat16
+    n = 37
+    x = rng.standard_normal((3, n)).astype(x_dtype)
+    special = [0.0, -0.0, 1.0, 65504.0, -6e-8, 3e-5, 6.1e-5, np.inf, -np.inf, np.nan]
+    w = np.concatenate([special, rng.standard_normal(n - len(special))]).astype(w_dtype)
+    acc = _spec.acc_dtype(_spec.dtype_code(np.dtype(x_dtype)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for op in (lambda w: rn.rms_norm(x, w), lambda w: rn.add_rms_norm(x, x, w),
+                   lambda w: rn.rms_norm_gated(x, x, w), lambda w: rn.rms_norm_quant(x, w)):
+            got, want = op(w), op(w.astype(acc))
+            for a, b in zip(got if type(got) is tuple else (got,), want if type(want) is tuple else (want,)):
+                np.testing.assert_array_equal(a, b)

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=build/check_kernels
 # As setup.py: no FMA contraction (the kernels' rounding depends on it), no
 # auto-vectorization (the scalar tier stays scalar).
-FLAGS=(-O3 -ffp-contract=off -fno-math-errno -fno-tree-vectorize -Wall -Wextra -Iinclude)
+FLAGS=(-O3 -ffp-contract=off -fno-math-errno -fno-tree-vectorize -fopenmp-simd -Wall -Wextra -Iinclude)
 SRC=tests/c/check_kernels.c
 mkdir -p "$OUT"
 

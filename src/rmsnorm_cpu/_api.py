@@ -98,7 +98,7 @@ def rms_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-6, groups=1, eps_mode
     """
     # Short path: the common call of decode loops (thousands of one-row calls)
     # and of servers with a preallocated out: a small C-contiguous x (or its
-    # bfloat16 bits), weight None or acc-typed of the normalized shape, out
+    # bfloat16 bits), weight None or a float vector of the last axis, out
     # None or an array like x; _core.forward_rows checks the arrays and
     # returns None for anything else, which takes the general path below.
     round_mid = _spec.short_path_options(bias, axis, eps, groups, eps_mode, weight_offset, cast_mode, n_threads)

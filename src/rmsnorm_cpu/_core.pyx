@@ -470,31 +470,73 @@ cdef bint _acc_vector(object a, Py_ssize_t n, bint f64, bint writable):
         cnp.PyArray_TYPE(arr) == (cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT)
 
 
-cdef bint _short_weight(object w, Py_ssize_t n, bint f64):
-    """Whether w is None or what the short paths take: a C-contiguous vector of
-    n acc-typed (float64 if f64, else float32) numbers."""
-    return w is None or (_acc_vector(w, n, f64, False) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 1)
+cdef int _weight_code(object w, Py_ssize_t n):
+    """Kernel code of the weights the short paths take: -1 for None, else
+    that of a 1-d C-contiguous, aligned, native ndarray of n float16/bfloat16/
+    float32/float64 numbers (converted to the acc type by _weights_in_acc);
+    -2 for anything else."""
+    cdef cnp.ndarray arr
+    if w is None:
+        return -1
+    if type(w) is not cnp.ndarray:
+        return -2
+    arr = <cnp.ndarray>w
+    if cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIM(arr, 0) != n or not cnp.PyArray_ISCARRAY_RO(arr):
+        return -2
+    code = _type_code(arr)
+    return -2 if code < 0 else code
+
+
+cdef const void *_weights_in_acc(const void *w, int wcode, Py_ssize_t n, bint f64, void **made) except? NULL:
+    """The n weights at w (kernel code wcode; NULL: none) in the acc type
+    (float64 if f64, else float32): w itself, or a malloc'd copy that is also
+    left in *made for the caller to free (else *made is NULL)."""
+    made[0] = NULL
+    if w == NULL or wcode == (RMSN_F64 if f64 else RMSN_F32):
+        return w
+    made[0] = malloc(n * (8 if f64 else 4))
+    if made[0] == NULL:
+        raise MemoryError()
+    rmsn_to_acc(wcode, w, n, f64, made[0])
+    return made[0]
+
+
+def weights_in_acc(cnp.ndarray a, bint f64):
+    """A new flat acc-typed (float64 if f64, else float32) copy of a
+    C-contiguous, aligned, native float16/bfloat16/float32/float64 ndarray, or
+    None for any other array (NumPy's casts of float16 take ten times as long)."""
+    cdef int code = _type_code(a)
+    cdef cnp.npy_intp size = cnp.PyArray_SIZE(a)
+    cdef cnp.ndarray out
+    if code < 0 or not cnp.PyArray_ISCARRAY_RO(a):
+        return None
+    out = cnp.PyArray_EMPTY(1, &size, cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT, 0)
+    rmsn_to_acc(code, cnp.PyArray_DATA(a), size, f64, cnp.PyArray_DATA(out))
+    return out
 
 
 def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False, bint round_mid=False):
     """The short path of rms_norm's common call (see _api.rms_norm): y over the
     last axis of a small C-contiguous, aligned, native float16/bfloat16/float32/
     float64 ndarray (uint16 holding bfloat16 bits when bfloat16_bits), w None
-    or a contiguous acc-typed vector of x.shape[-1], out None, x itself, or a
+    or a vector of x.shape[-1] (_weight_code), out None, x itself, or a
     C-contiguous writable array of x's shape and dtype disjoint from x and w;
     rstd None or a C-contiguous writable acc-typed array of one element per
     row, disjoint from the others; round_mid for cast_mode="llama"; other
     arguments at their defaults.  Returns None for anything else (the caller then takes the general path, which also
     raises for bad arguments), all checks done with the C API."""
     cdef cnp.ndarray xa, y
-    cdef int code = _small_rows_code(x, False, bfloat16_bits)
+    cdef int code = _small_rows_code(x, False, bfloat16_bits), wcode
     cdef Py_ssize_t n, rows
     cdef char *rp = NULL
+    cdef void *made
+    cdef const void *wp
     if code < 0:
         return None
     xa = <cnp.ndarray>x
     n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
-    if not _short_weight(w, n, _acc_f64(code, code)):
+    wcode = _weight_code(w, n)
+    if wcode == -2:
         return None
     if out is None:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
@@ -510,7 +552,9 @@ def forward_rows(x, w, double eps, out=None, rstd=None, bint bfloat16_bits=False
                 _overlap(<cnp.ndarray>rstd, y) or (w is not None and _overlap(<cnp.ndarray>rstd, <cnp.ndarray>w)):
             return None
         rp = <char*>cnp.PyArray_DATA(<cnp.ndarray>rstd)
-    _rows_fwd(code, round_mid, eps, rows, n, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(y), _ptr_or_null(w), rp)
+    wp = _weights_in_acc(_ptr_or_null(w), wcode, n, _acc_f64(code, code), &made)
+    _rows_fwd(code, round_mid, eps, rows, n, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(y), wp, rp)
+    free(made)
     return y
 
 
@@ -522,12 +566,16 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
     (y, new_residual) or None."""
     cdef cnp.ndarray xa, ra, y, ro
     cdef int tx = _small_rows_code(x, inplace, bfloat16_bits), tr = _small_rows_code(residual, inplace, bfloat16_bits)
+    cdef int wcode
     cdef Py_ssize_t n
+    cdef void *made
+    cdef const void *wp
     if tx < 0 or tr < 0:
         return None
     xa, ra = <cnp.ndarray>x, <cnp.ndarray>residual
     n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
-    if not _same_shape(xa, ra) or _overlap(xa, ra) or not _short_weight(w, n, _acc_f64(tx, tr)):
+    wcode = _weight_code(w, n)
+    if not _same_shape(xa, ra) or _overlap(xa, ra) or wcode == -2:
         return None
     if inplace:
         if w is not None and (_overlap(xa, <cnp.ndarray>w) or _overlap(ra, <cnp.ndarray>w)):
@@ -536,8 +584,10 @@ def add_rows(x, residual, w, double eps, bint inplace, bint bfloat16_bits=False,
     else:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
         ro = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ra), cnp.PyArray_DIMS(ra), cnp.PyArray_TYPE(ra), 0)
+    wp = _weights_in_acc(_ptr_or_null(w), wcode, n, _acc_f64(tx, tr), &made)
     _rows_add(tx, tr, round_mid, eps, cnp.PyArray_SIZE(xa) // n, n, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(ra),
-              cnp.PyArray_DATA(ro), cnp.PyArray_DATA(y), _ptr_or_null(w))
+              cnp.PyArray_DATA(ro), cnp.PyArray_DATA(y), wp)
+    free(made)
     return y, ro
 
 
@@ -565,16 +615,6 @@ cdef void _rows_add(int tx, int tr, bint round_mid, double eps, Py_ssize_t rows,
                <char*>y + i * xbytes, 1, w, NULL, NULL)
 
 
-cdef void *_acc_weight(size_t w, int wcode, Py_ssize_t n, bint f64) except? NULL:
-    """A malloc'd copy of the n weights at address w (kernel code wcode) in the
-    acc type (float64 if f64, else float32)."""
-    cdef void *out = malloc(n * (8 if f64 else 4))
-    if out == NULL:
-        raise MemoryError()
-    rmsn_to_acc(wcode, <const void*>w, n, f64, out)
-    return out
-
-
 def forward_at(size_t x, size_t y, size_t w, int wcode, Py_ssize_t rows, Py_ssize_t n, int code,
                double eps, bint round_mid, rstd_shape=None):
     """The short path for adapters that hold raw memory (torch tensors): as
@@ -586,15 +626,11 @@ def forward_at(size_t x, size_t y, size_t w, int wcode, Py_ssize_t rows, Py_ssiz
     a tensor to make.  The caller vouches for the addresses; rows * n is
     small (at most 32 x 4096 is the policy)."""
     cdef bint f64 = _acc_f64(code, code)
-    cdef void *wacc = NULL
+    cdef void *made
     cdef cnp.ndarray rstd = None if rstd_shape is None else np.empty(rstd_shape, np.float64 if f64 else np.float32)
-    if w and wcode != (RMSN_F64 if f64 else RMSN_F32):
-        wacc = _acc_weight(w, wcode, n, f64)
-    try:
-        _rows_fwd(code, round_mid, eps, rows, n, <const void*>x, <void*>y, wacc if wacc else <const void*>w,
-                  NULL if rstd is None else cnp.PyArray_DATA(rstd))
-    finally:
-        free(wacc)
+    cdef const void *wp = _weights_in_acc(<const void*>w, wcode, n, f64, &made)
+    _rows_fwd(code, round_mid, eps, rows, n, <const void*>x, <void*>y, wp, NULL if rstd is None else cnp.PyArray_DATA(rstd))
+    free(made)
     return rstd
 
 
@@ -602,15 +638,10 @@ def add_at(size_t x, size_t residual, size_t residual_out, size_t y, size_t w, i
            Py_ssize_t n, int tx, int tr, double eps, bint round_mid):
     """add_rows for raw memory, as forward_at: residual_out and y may be
     residual and x themselves (in place)."""
-    cdef bint f64 = _acc_f64(tx, tr)
-    cdef void *wacc = NULL
-    if w and wcode != (RMSN_F64 if f64 else RMSN_F32):
-        wacc = _acc_weight(w, wcode, n, f64)
-    try:
-        _rows_add(tx, tr, round_mid, eps, rows, n, <const void*>x, <const void*>residual, <void*>residual_out,
-                  <void*>y, wacc if wacc else <const void*>w)
-    finally:
-        free(wacc)
+    cdef void *made
+    cdef const void *wp = _weights_in_acc(<const void*>w, wcode, n, _acc_f64(tx, tr), &made)
+    _rows_add(tx, tr, round_mid, eps, rows, n, <const void*>x, <const void*>residual, <void*>residual_out, <void*>y, wp)
+    free(made)
 
 
 
@@ -816,7 +847,7 @@ def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bi
     None, x, gate, or a C-contiguous writable array like x disjoint from both
     and from w.  Returns y, or None for anything else."""
     cdef cnp.ndarray xa, ga, y
-    cdef int code = _small_rows_code(x, False, False)
+    cdef int code = _small_rows_code(x, False, False), wcode
     cdef Py_ssize_t n, i, rows, row_bytes
     cdef rmsn_opts o
     cdef rmsn_gated_fn fn
@@ -824,11 +855,13 @@ def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bi
     cdef const char *gp
     cdef char *yp
     cdef const void *wp
+    cdef void *made
     if code < 0 or _small_rows_code(gate, False, False) != code or not _same_shape(<cnp.ndarray>gate, <cnp.ndarray>x):
         return None
     xa, ga = <cnp.ndarray>x, <cnp.ndarray>gate
     n = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
-    if not _short_weight(w, n, _acc_f64(code, code)):
+    wcode = _weight_code(w, n)
+    if wcode == -2:
         return None
     if out is None:
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
@@ -846,10 +879,11 @@ def gated_rows(x, gate, w, double eps, out, bint norm_before_gate, bint silu, bi
     o.norm_before_gate = norm_before_gate
     o.act_silu = silu
     xp, gp, yp = <const char*>cnp.PyArray_DATA(xa), <const char*>cnp.PyArray_DATA(ga), <char*>cnp.PyArray_DATA(y)
-    wp = _ptr_or_null(w)
+    wp = _weights_in_acc(_ptr_or_null(w), wcode, n, _acc_f64(code, code), &made)
     with nogil:
         for i in range(rows):
             fn(&o, n, xp + i * row_bytes, 1, gp + i * row_bytes, 1, yp + i * row_bytes, 1, wp, NULL, NULL)
+    free(made)
     return y
 
 
@@ -956,12 +990,15 @@ def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bi
     cdef char *qp
     cdef float *sp
     cdef const void *wp
+    cdef void *made
+    cdef int wcode
     if code < 0:
         return None
     xa = <cnp.ndarray>x
     ndim = cnp.PyArray_NDIM(xa)
     n = cnp.PyArray_DIM(xa, ndim - 1)
-    if not _short_weight(w, n, _acc_f64(code, code)):
+    wcode = _weight_code(w, n)
+    if wcode == -2:
         return None
     if residual is not None:
         if _small_rows_code(residual, inplace, False) != code:
@@ -986,7 +1023,7 @@ def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bi
     xp = <const char*>cnp.PyArray_DATA(xa)
     qp = <char*>cnp.PyArray_DATA(q)
     sp = <float*>cnp.PyArray_DATA(scale)
-    wp = <const void*>_ptr_or_null(w)
+    wp = _weights_in_acc(_ptr_or_null(w), wcode, n, _acc_f64(code, code), &made)
     fn = active_kernels().quant[code][kind]
     add_fn = active_kernels().quant_add[code][kind]
     _set_opts(&o, eps, 0, False, False, rp == NULL)  # as quant: the rows of x are adjacent
@@ -998,4 +1035,5 @@ def quant_rows(x, w, double eps, int kind, q_dtype, float scale_ub, residual, bi
             for i in range(rows):
                 add_fn(&o, n, xp + i * xbytes, 1, rp + i * xbytes, 1, rop + i * xbytes, 1, qp + i * n, 1, wp, NULL,
                        scale_ub, sp + i)
+    free(made)
     return (q, scale) if ro is None else (q, scale, ro)

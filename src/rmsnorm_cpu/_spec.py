@@ -300,9 +300,12 @@ def affine_param(p, name, plan, acc, offset=0.0):
     shape, or None.  A user's array already in that form is used as is."""
     if p is None:
         return None if offset == 0.0 else np.full(plan.size, acc.type(1) + acc.type(offset), acc)
-    if type(p) is np.ndarray and p.dtype == acc and p.shape == plan.norm_shape and offset == 0.0 \
-            and p.flags.c_contiguous and p.flags.aligned:
-        return p.reshape(-1)
+    if type(p) is np.ndarray and p.shape == plan.norm_shape and offset == 0.0:
+        if p.dtype == acc and p.flags.c_contiguous and p.flags.aligned:
+            return p.reshape(-1)
+        flat = _core.weights_in_acc(p, acc == np.float64)
+        if flat is not None:
+            return flat
     a = asarray(p, name)
     if a.dtype.kind not in "fbiu" and dtype_code(a.dtype) is None:
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
