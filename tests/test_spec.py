@@ -184,3 +184,15 @@ def test_weights_of_any_float_dtype(rng, weight_path, x_dtype, w_dtype):
             got, want = op(w), op(w.astype(acc))
             for a, b in zip(got if type(got) is tuple else (got,), want if type(want) is tuple else (want,)):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("f64", [False, True])
+def test_weight_conversion_of_every_float16(f64):
+    """rmsn_to_acc's branch-free float16 loop against NumPy on all 65536 bit
+    patterns: the same bits (NaN payloads too, in float32; to float64 through
+    float32, a signaling NaN comes out quiet)."""
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    got, want = _core.weights_in_acc(h, f64), h.astype(np.float64 if f64 else np.float32)
+    bits = np.uint64 if f64 else np.uint32
+    same = got.view(bits) == want.view(bits)
+    assert same.all() if not f64 else (same | (np.isnan(got) & np.isnan(want))).all()
