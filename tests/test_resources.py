@@ -182,3 +182,53 @@ def test_concurrent_calls_from_python_threads():
 
     with ThreadPoolExecutor(len(inputs)) as pool:
         assert all(pool.map(work, range(len(inputs))))
+
+
+# ---- the output pool ---------------------------------------------------------
+
+def test_large_outputs_reuse_a_freed_buffer():
+    """A new output of 4-64 MiB reuses the buffer of one of its size freed
+    before (pages in memory), and is an ordinary array: its own data, no base,
+    resizable."""
+    x = np.full((1031, 1033), 2.0)  # an 8.1 MiB size no other test uses
+    y = rn.rms_norm(x, eps=0.0)
+    assert y.base is None and y.flags.owndata and y.flags.writeable
+    address = y.ctypes.data
+    del y
+    y = rn.rms_norm(x, eps=0.0)
+    assert y.ctypes.data == address
+    np.testing.assert_array_equal(y, 1.0)
+    z = rn.rms_norm(x, eps=0.0)  # the buffer is taken: a new one
+    assert z.ctypes.data != address and not np.shares_memory(y, z)
+    y.resize(10, refcheck=False)
+    del y, z
+    assert rn.rms_norm(np.ones((3, 4))).flags.owndata  # small outputs: NumPy's own allocation
+
+
+def test_output_pool_holds_a_few_buffers():
+    """At most four freed buffers are kept, the last freed."""
+    for rows in range(600, 1200, 100):  # six sizes of 4.7-9.4 MiB, all freed at once
+        rn.rms_norm(np.ones((rows, 1024)))
+    assert _core.output_pool_held() == 4
+    x = np.ones((2048, 1024))
+    address = rn.rms_norm(x).ctypes.data  # freed into the pool (evicting one)
+    assert rn.rms_norm(x).ctypes.data == address
+    assert _core.output_pool_held() == 4
+
+
+def test_output_pool_from_python_threads():
+    """Outputs made and freed on many threads at once never share memory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.random.default_rng(3).standard_normal((1024, 1024))
+    expected = rn.rms_norm(x)
+
+    def work(_):
+        for _ in range(30):
+            a, b = rn.rms_norm(x), rn.rms_norm(x)
+            if np.shares_memory(a, b) or not (np.array_equal(a, expected) and np.array_equal(b, expected)):
+                return False
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(8)))

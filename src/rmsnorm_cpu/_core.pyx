@@ -27,6 +27,14 @@ from ._runtime cimport (RMSN_ACC_DTYPE, RMSN_BF16, RMSN_F16, RMSN_F32, RMSN_F64,
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+
+cdef extern from "_output_pool.h":
+    object rmsn_output_pool_handler()
+    int rmsn_output_pool_held()
+    size_t RMSN_POOL_MIN
+
 cdef enum:
     MAX_BATCH_DIMS = 64   # NPY_MAXDIMS
     MAX_OPERANDS = 5
@@ -395,6 +403,43 @@ def forward(call):
     f.rstd = _ptr_or_null(call.rstd)
     _run_forward(&f, call.codes[0], call.codes[1], call, made)
     _finish(made)
+
+
+# ---- new outputs ---------------------------------------------------------------
+
+# NumPy's memory handler for large outputs (_output_pool.h), or None.
+cdef object OUTPUT_POOL = rmsn_output_pool_handler()
+
+
+cdef object _pooled(size_t nbytes, make, args):
+    """make(*args), under the output pool's handler when nbytes >= RMSN_POOL_MIN."""
+    cdef object previous
+    if OUTPUT_POOL is None or nbytes < RMSN_POOL_MIN:
+        return make(*args)
+    previous = PyDataMem_SetHandler(OUTPUT_POOL)
+    try:
+        return make(*args)
+    finally:
+        PyDataMem_SetHandler(previous)
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype) for a new output: from the output pool when it
+    is large, so that a loop of calls without out= writes into pages in
+    memory rather than new ones."""
+    dtype = np.dtype(dtype)
+    return _pooled(np.prod(shape, dtype=np.intp) * dtype.itemsize, np.empty, (shape, dtype))
+
+
+def empty_like(cnp.ndarray a, dtype=None):
+    """np.empty_like(a, dtype) for a new output, as empty."""
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    return _pooled(a.size * dtype.itemsize, np.empty_like, (a, dtype))
+
+
+def output_pool_held():
+    """How many freed output buffers the pool holds now."""
+    return rmsn_output_pool_held()
 
 
 # ---- short paths -------------------------------------------------------------

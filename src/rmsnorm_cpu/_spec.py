@@ -452,7 +452,7 @@ def forward_call(x, weight, bias, axis, eps, groups, eps_mode, weight_offset, ca
     w, b = params(p, acc, weight, bias, weight_offset)
     opts = options(eps, eps_mode, cast_mode, n_threads)
     if out is None:
-        y = np.empty_like(x, dtype=y_dtype)
+        y = _core.empty_like(x, y_dtype)
     else:
         y = check_output(out, "out", x.shape, y_dtype, (x,))
         w, b = _unshared(w, (y,)), _unshared(b, (y,))
@@ -481,9 +481,9 @@ def add_call(x, residual, weight, bias, axis, eps, groups, eps_mode, weight_offs
     w, b = params(p, acc, weight, bias, weight_offset)
     opts = options(eps, eps_mode, cast_mode, n_threads)
     inputs = (x, residual)
-    ro = np.empty_like(residual) if residual_out is None else \
+    ro = _core.empty_like(residual) if residual_out is None else \
         check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
-    y = np.empty_like(x) if out is None else \
+    y = _core.empty_like(x) if out is None else \
         check_output(out, "out", x.shape, x.dtype, inputs, (("residual_out", ro),))
     w, b = _unshared(w, (y, ro)), _unshared(b, (y, ro))
     return Call((x, residual, ro, y), 2, (tx, tr), p, acc, w, b, None, None, None, opts)
@@ -496,7 +496,7 @@ def backward_call(dy, x, weight, bias, rstd, axis, eps, groups, eps_mode, weight
     dy, p, acc, w, _, rstd, opts, dw, db = _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups,
                                                               eps_mode, weight_offset, n_threads)
     if dx_out is None:
-        dx = np.empty_like(x)
+        dx = _core.empty_like(x)
     else:
         dx = check_output(dx_out, "dx_out", x.shape, x.dtype, (dy, x))
         w, rstd = _unshared(w, (dx,)), _unshared(rstd, (dx,))
@@ -540,7 +540,7 @@ def gated_call(x, gate, weight, bias, axis, eps, groups, eps_mode, weight_offset
     opts = options(eps, eps_mode, cast_mode, n_threads)
     gopts = gate_options(norm_before_gate, activation)
     if out is None:
-        y = np.empty(x.shape, y_dtype)
+        y = _core.empty(x.shape, y_dtype)
     else:
         inputs = tuple(a for a in (x_in, gate_in, x, gate) if isinstance(a, np.ndarray))
         y = check_output(out, "out", x.shape, y_dtype, inputs)
@@ -558,7 +558,7 @@ def gated_backward_call(dy, x, gate, weight, bias, rstd, axis, eps, groups, eps_
     dy, p, acc, w, b, rstd, opts, dw, db = _backward_operands(dy, x, t, weight, bias, rstd, axis, eps, groups,
                                                               eps_mode, weight_offset, n_threads)
     gopts = gate_options(norm_before_gate, activation)
-    return Call((dy, x, gate, np.empty_like(x), np.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
+    return Call((dy, x, gate, _core.empty_like(x), _core.empty_like(gate)), 3, (t,), p, acc, w, b, rstd, dw, db, opts,
                 gopts), x_dtype, gate_dtype
 
 
@@ -691,10 +691,10 @@ def quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_of
     inputs = (x,) if residual is None else (x, residual)
     ro = None
     if residual is not None:
-        ro = residual if inplace else np.empty_like(residual) if residual_out is None else \
+        ro = residual if inplace else _core.empty_like(residual) if residual_out is None else \
             check_output(residual_out, "residual_out", x.shape, residual.dtype, inputs)
     others = () if ro is None else (("residual_out", ro),)
-    q = np.empty(x.shape, q_dtype) if out is None else check_output(out, "out", x.shape, q_dtype, inputs, others)
+    q = _core.empty(x.shape, q_dtype) if out is None else check_output(out, "out", x.shape, q_dtype, inputs, others)
     if scale_out is None:
         scale = dst = np.empty(p.rstd_shape(), _F32_DTYPE)
     else:
@@ -708,7 +708,7 @@ def quant_call(x, weight, bias, residual, axis, eps, groups, eps_mode, weight_of
     elif tx == tr:
         arrays, n_inputs = (x, residual, ro, q), 2
     else:
-        pre = Call((x, residual, ro, np.empty_like(x)), 2, (tx, tr), p, acc_dtype(tx, tr), None, None, None, None,
+        pre = Call((x, residual, ro, _core.empty_like(x)), 2, (tx, tr), p, acc_dtype(tx, tr), None, None, None, None,
                    None, opts)
         arrays, n_inputs = (ro, q), 1
     return QuantCall(arrays, n_inputs, (tr, kind), p, w, b, scale, dst, ro, ub, opts, pre, name)
