@@ -91,7 +91,7 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
 }
 
 /* Output bytes a forward call stages before streaming them (below). */
-#define RMSN_STAGE_BYTES (16 << 10)
+#define RMSN_STAGE_BYTES (4 << 10)
 
 /* Forward of nrows slices of n elements, slice r at x + r * rsx and y + r *
  * rsy (row strides in bytes; rstd[r]): per slice, rstd from the sum of
@@ -103,13 +103,15 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
  * of rows the scale pass prefetches (prefetch_next) two rows ahead: the next
  * row is in cache already, and the next block's first two rows are summed
  * before its first scale pass.
- * Streaming, rows of at most 2 KiB of output that follow each other in y are
- * written with plain stores into a stack stage and streamed from there as one
- * run: streamed row by row, each row's partial lines at both ends cost about a
- * memory latency (64 MiB of float32 rows of 64 took 5x the np.copyto time).
- * Longer rows stream from the scale pass itself, whose compute then overlaps
- * the stores' drain (staged, 64 MiB of float32 rows of 1024 took 1.0x
- * np.copyto's time, direct 0.64-0.74x; rows of 2048 0.93x, direct 0.73x). */
+ * Streaming, rows of at most 512 bytes of output that follow each other in y
+ * are written with plain stores into a 4 KiB stack stage and streamed from
+ * there as one run: streamed row by row, each row's partial lines at both ends
+ * cost about a memory latency (64 MiB of float32 rows of 64 took 5x the
+ * np.copyto time).  Longer rows stream from the scale pass itself, whose
+ * compute then overlaps the stores' drain, where the stage's copy came after
+ * it (64 MiB into out=, float32 rows of 256 / 512 / 1024 / 2048 elements:
+ * 1.0 / 0.95 / 1.0 / 0.93x np.copyto's time staged in 16 KiB, 0.76-0.86 /
+ * 0.58-0.70 / 0.70-0.76 / 0.73x direct). */
 #define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                                   \
     static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                               \
                      ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                            \
