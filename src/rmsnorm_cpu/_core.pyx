@@ -15,6 +15,8 @@ slice's result never depends on the thread count).
 for adapters holding raw memory) run small C-contiguous calls with the
 default options on the same row kernel, with their checks done in the C API.
 """
+import math
+
 import numpy as np
 
 cimport numpy as cnp
@@ -428,7 +430,7 @@ def empty(shape, dtype):
     is large, so that a loop of calls without out= writes into pages in
     memory rather than new ones."""
     dtype = np.dtype(dtype)
-    return _pooled(np.prod(shape, dtype=np.intp) * dtype.itemsize, np.empty, (shape, dtype))
+    return _pooled(math.prod(shape) * dtype.itemsize, np.empty, (shape, dtype))
 
 
 def empty_like(cnp.ndarray a, dtype=None):
@@ -521,6 +523,7 @@ cdef int _weight_code(object w, Py_ssize_t n):
     float32/float64 numbers (converted to the acc type by _weights_in_acc);
     -2 for anything else."""
     cdef cnp.ndarray arr
+    cdef int code
     if w is None:
         return -1
     if type(w) is not cnp.ndarray:
