@@ -555,8 +555,13 @@ static double q_value(int qkind, const unsigned char *q, ptrdiff_t i)
  * two runs bitwise equal, each within one quantization step (q) and the
  * rstd's bound (scale: relative, from the order of the sum of squares) of the
  * scalar run; rstds a few ulps apart move y / scale across a rounding
- * boundary at most once. */
-static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float scale[3])
+ * boundary at most once.
+ * mid_t: the 16-bit input type x * rstd is rounded to (round_mid), else -1.
+ * Tiers sum the squares in other orders, so their rstd may differ in the
+ * last bit, and that rounding may then go the other way: y = round(x * r) * w
+ * + b moves by up to an ulp of round(x * r) * w, which a bias cancelling
+ * most of it leaves as several steps of q. */
+static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float scale[3], int mid_t, const arr *b)
 {
     double rel = (8 + 2 * sqrt((double)n)) * 0x1p-24;
     ptrdiff_t i;
@@ -570,6 +575,9 @@ static void check_q_scale(int qkind, ptrdiff_t n, unsigned char *q[3], float sca
     for (i = 0; i < n; i++) {
         double got = q_value(qkind, q[1] + PAD, i), ref = q_value(qkind, q[0] + PAD, i);
         double step = qkind == RMSN_Q_I8 ? 1 : fmax(ulp(fmax(fabs(got), fabs(ref)), RMSN_F16) * 128, 0x1p-9);
+        /* |round(x * r) * w| is |y - b|, within a factor of 2 */
+        if (mid_t >= 0 && isfinite(ref) && scale[0] > 0 && isfinite(scale[0]))
+            step += 2 * ulp(fabs(ref * scale[0] - b_at(b, i)), mid_t) / scale[0];
         if (q[1][PAD + i] != q[2][PAD + i]) mismatch("q (two runs)", i, got, q_value(qkind, q[2] + PAD, i), 0);
         if (!(fabs(got - ref) <= step) && !(isnan(got) && isnan(ref))) mismatch("q", i, got, ref, step);
     }
@@ -598,7 +606,7 @@ static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n,
     weight_bias(wb, acc, t, n, &w, &b);
     q_outputs(q, n);
     for (r = 0; r < 3; r++) k[r]->quant[t][qkind](&o, n, x.p, 1, q[r] + PAD, 1, w.p, b.p, ub, &scale[r]);
-    check_q_scale(qkind, n, q, scale);
+    check_q_scale(qkind, n, q, scale, o.round_mid && DT[t].size == 2 ? t : -1, &b);
     arr_free(&x);
     /* Integers in [-8, 8] (not from rng: the other cases keep their data):
      * every order of the sum of squares is exact, so the tiers share rstd, y
@@ -611,7 +619,7 @@ static void check_quant(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_t n,
     for (i = 0; i < n; i++)
         if (q[0][PAD + i] != q[1][PAD + i])
             mismatch("q of integers", i, q_value(qkind, q[1] + PAD, i), q_value(qkind, q[0] + PAD, i), 0);
-    check_q_scale(qkind, n, q, scale);
+    check_q_scale(qkind, n, q, scale, -1, &b);
     arr_free(&x), arr_free(&w), arr_free(&b);
 }
 
@@ -658,7 +666,7 @@ static void check_quant_add(const rmsn_kernels *k[3], int t, int qkind, ptrdiff_
     if (memcmp(add_ro.p, ro[0].p, (size_t)n * DT[t].size)) mismatch("ro (not the add kernel's)", 0, 0, 0, 0);
     arr_free(&add_ro), arr_free(&add_y);
     check_output("ro", ro, NULL);
-    check_q_scale(qkind, n, q, scale);
+    check_q_scale(qkind, n, q, scale, o.round_mid && DT[t].size == 2 ? t : -1, &b);
     arr_free(&x), arr_free(&res), arr_free(&w), arr_free(&b);
 }
 
