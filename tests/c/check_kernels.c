@@ -33,7 +33,9 @@
 
 #include "rmsnorm_cpu/dispatch.h"
 
-enum { PAD = 16, MAX_REPORT = 10, LONG_ROW = RMSN_SUM_BLOCK + 5, NLENGTHS = 71 };
+/* Lengths 1-70 (every SIMD tail), a row of the forward's fused sum (slice.h:
+ * odd, with a head when streamed), and a row longer than a sum block. */
+enum { PAD = 16, MAX_REPORT = 10, FUSED_ROW = RMSN_FUSED_SUM_MIN + 45, LONG_ROW = RMSN_SUM_BLOCK + 5, NLENGTHS = 72 };
 enum { KIND_NORMAL, KIND_ZERO, KIND_HUGE, KIND_TINY, KIND_NAN, KIND_INF, NKINDS };
 enum { NO_WB, W_ONLY, W_AND_B, TINY_W, NWB };
 static const char *const KIND_NAMES[NKINDS] = {"normal", "zero", "huge", "tiny", "nan", "inf"};
@@ -747,7 +749,7 @@ static int check_entries(void)
 
 /* ---- driver ---------------------------------------------------------------- */
 
-static ptrdiff_t length(int j) { return j < NLENGTHS - 1 ? j + 1 : LONG_ROW; }
+static ptrdiff_t length(int j) { return j < NLENGTHS - 2 ? j + 1 : j < NLENGTHS - 1 ? FUSED_ROW : LONG_ROW; }
 
 /* Every case of the kernels `tier` has of its own (the scalar tier: all, run
  * against itself for determinism and the guards); -> kernels checked. */

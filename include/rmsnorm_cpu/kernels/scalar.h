@@ -71,6 +71,14 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
         for (i = 0; i < n; i++)                                                                                     \
             rmsn_store_##TOUT##_##ACC(y + i * sy, rmsn_affine_##TIN##_##ACC(o, rmsn_load_##TIN##_##ACC(x + i * sx), \
                                                                             pre, r, w, b, i));                      \
+    }                                                                                                               \
+    static rmsn_##ACC rmsn_scalesq_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,    \
+                                                           ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,              \
+                                                           const rmsn_##ACC *w, const rmsn_##ACC *b,                \
+                                                           rmsn_##ACC pre, rmsn_##ACC r, const rmsn_##TIN *xn)      \
+    {                                                                                                               \
+        rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                       \
+        return xn ? rmsn_sumsq_##TIN##_##ACC##_scalar(n, xn, 1) : 0;                                                \
     }
 #define RMSN_SCALAR_PRIM_fwd_cols(TIN, TOUT, ACC)                                                        \
     static void rmsn_colscale_##TIN##_##TOUT##_scalar(const rmsn_opts *o, ptrdiff_t n, ptrdiff_t npos,   \

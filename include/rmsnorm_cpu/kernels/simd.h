@@ -243,25 +243,34 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
             for (k = 0; k < 2; k++) t[k] = rmsn_vadd_##ACC##_##ISA(t[k], c[k]);                                                 \
         }                                                                                                                       \
     }                                                                                                                           \
+    /* The sum of squares of a row, in four accumulators a[] over steps of 4 *                                                  \
+     * LANES contiguous elements (rmsn_vsq4), then rmsn_sumsq_from: the                                                         \
+     * accumulators of x[0, i), the rest of x[0, n) added.  The forward's scale                                                 \
+     * pass runs the steps of the next row in its own loop (rmsn_scalesq). */                                                   \
+    RMSN_VINLINE void rmsn_vsq4_##T##_##ACC##_##ISA(const rmsn_##T *x, rmsn_v##ACC##_##ISA a[4])                                \
+    {                                                                                                                           \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                  \
+        int k;                                                                                                                  \
+        for (k = 0; k < 4; k++) a[k] = rmsn_vsq_##T##_##ACC##_##ISA(x + k * L, L, a[k]);                                        \
+    }                                                                                                                           \
+    RMSN_VINLINE rmsn_##ACC rmsn_sumsq_from_##T##_##ACC##_##ISA(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t i,                    \
+                                                               rmsn_v##ACC##_##ISA a[4])                                        \
+    {                                                                                                                           \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                  \
+        for (; i + 4 * L <= n; i += 4 * L) rmsn_vsq4_##T##_##ACC##_##ISA(x + i, a);                                             \
+        for (; i + L <= n; i += L) a[0] = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a[0]);                                         \
+        if (i < n) a[1] = rmsn_vsq_##T##_##ACC##_##ISA(x + i, n - i, a[1]);                                                     \
+        return rmsn_vhsum_##ACC##_##ISA(                                                                                        \
+            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a[0], a[1]), rmsn_vadd_##ACC##_##ISA(a[2], a[3])));                 \
+    }                                                                                                                           \
     /* Inlined, as the scale pass: the forward's row loop then pays no call                                                     \
      * per row (what short rows were costing besides their bytes). */                                                           \
     RMSN_VINLINE rmsn_##ACC rmsn_sumsq_##T##_##ACC##_##ISA(ptrdiff_t n, const rmsn_##T *x, ptrdiff_t sx)                        \
     {                                                                                                                           \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                  \
-        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                                     \
-        ptrdiff_t i = 0;                                                                                                        \
+        rmsn_v##ACC##_##ISA a[4];                                                                                               \
         if (sx != 1) return rmsn_sumsq_##T##_##ACC##_scalar(n, x, sx);                                                          \
-        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                                         \
-        for (; i + 4 * L <= n; i += 4 * L) {                                                                                    \
-            a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                                                                    \
-            a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + L, L, a1);                                                                \
-            a2 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 2 * L, L, a2);                                                            \
-            a3 = rmsn_vsq_##T##_##ACC##_##ISA(x + i + 3 * L, L, a3);                                                            \
-        }                                                                                                                       \
-        for (; i + L <= n; i += L) a0 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, L, a0);                                             \
-        if (i < n) a1 = rmsn_vsq_##T##_##ACC##_##ISA(x + i, n - i, a1);                                                         \
-        return rmsn_vhsum_##ACC##_##ISA(                                                                                        \
-            rmsn_vadd_##ACC##_##ISA(rmsn_vadd_##ACC##_##ISA(a0, a1), rmsn_vadd_##ACC##_##ISA(a2, a3)));                         \
+        a[0] = a[1] = a[2] = a[3] = rmsn_vzero_##ACC##_##ISA();                                                                 \
+        return rmsn_sumsq_from_##T##_##ACC##_##ISA(n, x, 0, a);                                                                 \
     }                                                                                                                           \
     /* Channel by channel, each channel's run of positions read contiguously                                                    \
      * into the partial sums ss[] (one FMA chain per position, in channel order). */                                            \
@@ -287,75 +296,98 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
  * fwd: y = affine(x * r) for m elements at x, y (w, b: at the same offset, or
  * NULL; the order of operations is rmsn_affine_* of scalar.h), and the scale
  * pass of a slice. */
-#define RMSN_SIMD_PRIM_fwd(ISA, TIN, TOUT, ACC)                                                                    \
-    RMSN_VINLINE void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,                       \
-                                                          rmsn_##TOUT *y, const rmsn_##ACC *w,                     \
-                                                          const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,              \
-                                                          ptrdiff_t m, int stream)                                 \
-    {                                                                                                              \
-        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);               \
-        if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                   \
-        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                            \
-        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                            \
-        rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                         \
-    }                                                                                                              \
-    /* The same for 2 * LANES elements, in x's pair order (the weight loaded in                                    \
-     * it), turned into y's before the store when the types differ. */                                             \
-    RMSN_VINLINE void rmsn_vscale2_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x, rmsn_##TOUT *y,      \
-                                                           const rmsn_##ACC *w, const rmsn_##ACC *b,               \
-                                                           rmsn_v##ACC##_##ISA r, int stream)                      \
-    {                                                                                                              \
-        rmsn_v##ACC##_##ISA t[2];                                                                                  \
-        rmsn_vload2_##TIN##_##ACC##_##ISA(x, t);                                                                   \
-        rmsn_vaffine2_##TIN##_##ACC##_##ISA(round_mid, t, w, b, r);                                                \
-        if (RMSN_DT_##TIN != RMSN_DT_##TOUT) { /* at most one of the two is not the natural order */               \
-            rmsn_vreorder2_##TIN##_##ACC##_##ISA(t);                                                               \
-            rmsn_vreorder2_##TOUT##_##ACC##_##ISA(t);                                                              \
-        }                                                                                                          \
-        if (stream)                                                                                                \
-            rmsn_vstream2_##TOUT##_##ACC##_##ISA(y, t);                                                            \
-        else                                                                                                       \
-            rmsn_vstore2_##TOUT##_##ACC##_##ISA(y, t);                                                             \
-    }                                                                                                              \
-    /* The scale pass's loops; inlined twice, once with the options of the                                       \
-     * decode call as constants, so that loop runs without their tests. */                                         \
-    RMSN_VINLINE void rmsn_scale_run_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, rmsn_##TOUT *y,      \
-                                                             const rmsn_##ACC *w, const rmsn_##ACC *b,             \
-                                                             rmsn_v##ACC##_##ISA rv, int round_mid, int stream,    \
-                                                             ptrdiff_t ahead)                                      \
-    {                                                                                                              \
-        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                     \
-        ptrdiff_t i = 0;                                                                                           \
-        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                  \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                              \
-        for (; i + 2 * L <= n; i += 2 * L) {                                                                       \
-            if (ahead) rmsn_prefetch_l2(x + ahead + i); /* 2 * L elements: at most a cache line */                 \
-            rmsn_vscale2_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,   \
-                                                stream);                                                           \
-        }                                                                                                          \
-        if (i + L <= n) {                                                                                          \
-            if (ahead) rmsn_prefetch_l2(x + ahead + i);                                                            \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L, \
-                                               stream);                                                            \
-            i += L;                                                                                                \
-        }                                                                                                          \
-        if (i < n)                                                                                                 \
-            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,    \
-                                               n - i, stream);                                                     \
-    }                                                                                                              \
-    RMSN_VINLINE void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,      \
-                                                        ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                \
-                                                        const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,  \
-                                                        rmsn_##ACC r)                                              \
-    {                                                                                                              \
-        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                      \
-        ptrdiff_t ahead = rmsn_prefetch_ahead(o, n);                                                               \
-        if (sx != 1 || sy != 1 || pre != 1)                                                                        \
-            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                  \
-        else if (w && !b && !o->round_mid && !o->stream)                                                           \
-            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, NULL, rv, 0, 0, ahead);                              \
-        else                                                                                                       \
-            rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, b, rv, o->round_mid, o->stream, ahead);              \
+#define RMSN_SIMD_PRIM_fwd(ISA, TIN, TOUT, ACC)                                                                       \
+    RMSN_VINLINE void rmsn_vscale_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x,                          \
+                                                          rmsn_##TOUT *y, const rmsn_##ACC *w,                        \
+                                                          const rmsn_##ACC *b, rmsn_v##ACC##_##ISA r,                 \
+                                                          ptrdiff_t m, int stream)                                    \
+    {                                                                                                                 \
+        rmsn_v##ACC##_##ISA t = rmsn_vmul_##ACC##_##ISA(rmsn_vloadm_##TIN##_##ACC##_##ISA(x, m), r);                  \
+        if (round_mid) t = rmsn_vround_##TIN##_##ACC##_##ISA(t);                                                      \
+        if (w) t = rmsn_vmul_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                               \
+        if (b) t = rmsn_vadd_##ACC##_##ISA(t, rmsn_vloadm_##ACC##_##ACC##_##ISA(b, m));                               \
+        rmsn_vput_##TOUT##_##ACC##_##ISA(y, t, m, stream);                                                            \
+    }                                                                                                                 \
+    /* The same for 2 * LANES elements, in x's pair order (the weight loaded in                                       \
+     * it), turned into y's before the store when the types differ; the line                                          \
+     * `ahead` elements on prefetched (2 * LANES elements: at most a line). */                                        \
+    RMSN_VINLINE void rmsn_vscale2_##TIN##_##TOUT##_##ISA(int round_mid, const rmsn_##TIN *x, rmsn_##TOUT *y,         \
+                                                           const rmsn_##ACC *w, const rmsn_##ACC *b,                  \
+                                                           rmsn_v##ACC##_##ISA r, int stream, ptrdiff_t ahead)        \
+    {                                                                                                                 \
+        rmsn_v##ACC##_##ISA t[2];                                                                                     \
+        if (ahead) rmsn_prefetch_l2(x + ahead);                                                                       \
+        rmsn_vload2_##TIN##_##ACC##_##ISA(x, t);                                                                      \
+        rmsn_vaffine2_##TIN##_##ACC##_##ISA(round_mid, t, w, b, r);                                                   \
+        if (RMSN_DT_##TIN != RMSN_DT_##TOUT) { /* at most one of the two is not the natural order */                  \
+            rmsn_vreorder2_##TIN##_##ACC##_##ISA(t);                                                                  \
+            rmsn_vreorder2_##TOUT##_##ACC##_##ISA(t);                                                                 \
+        }                                                                                                             \
+        if (stream)                                                                                                   \
+            rmsn_vstream2_##TOUT##_##ACC##_##ISA(y, t);                                                               \
+        else                                                                                                          \
+            rmsn_vstore2_##TOUT##_##ACC##_##ISA(y, t);                                                                \
+    }                                                                                                                 \
+    /* The scale pass's loops, and with xn (a contiguous row of n) the steps of                                       \
+     * its sum of squares (rmsn_scalesq); inlined twice, once with the options                                        \
+     * of the decode call as constants, so that loop runs without their tests. */                                     \
+    RMSN_VINLINE rmsn_##ACC rmsn_scale_run_##TIN##_##TOUT##_##ISA(ptrdiff_t n, const rmsn_##TIN *x, rmsn_##TOUT *y,   \
+                                                                   const rmsn_##ACC *w, const rmsn_##ACC *b,          \
+                                                                   rmsn_v##ACC##_##ISA rv, int round_mid, int stream, \
+                                                                   ptrdiff_t ahead, const rmsn_##TIN *xn)             \
+    {                                                                                                                 \
+        enum { L = RMSN_LANES_##ACC##_##ISA };                                                                        \
+        rmsn_##ACC next = 0;                                                                                          \
+        ptrdiff_t i = 0;                                                                                              \
+        if (stream && (i = rmsn_stream_head(y, L * sizeof *y, sizeof *y, n)) > 0)                                     \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x, y, w, b, rv, i, stream);                                 \
+        if (xn) { /* the sum's accumulators live only in this loop */                                                 \
+            rmsn_v##ACC##_##ISA a[4];                                                                                 \
+            ptrdiff_t j = 0, k;                                                                                       \
+            a[0] = a[1] = a[2] = a[3] = rmsn_vzero_##ACC##_##ISA();                                                   \
+            for (; i + 4 * L <= n; i += 4 * L, j += 4 * L) {                                                          \
+                rmsn_vsq4_##TIN##_##ACC##_##ISA(xn + j, a);                                                           \
+                for (k = i; k < i + 4 * L; k += 2 * L)                                                                \
+                    rmsn_vscale2_##TIN##_##TOUT##_##ISA(round_mid, x + k, y + k, w ? w + k : NULL, b ? b + k : NULL,  \
+                                                        rv, stream, ahead);                                           \
+            }                                                                                                         \
+            next = rmsn_sumsq_from_##TIN##_##ACC##_##ISA(n, xn, j, a);                                                \
+        }                                                                                                             \
+        for (; i + 2 * L <= n; i += 2 * L)                                                                            \
+            rmsn_vscale2_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,      \
+                                                stream, ahead);                                                       \
+        if (i + L <= n) {                                                                                             \
+            if (ahead) rmsn_prefetch_l2(x + ahead + i);                                                               \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv, L,    \
+                                               stream);                                                               \
+            i += L;                                                                                                   \
+        }                                                                                                             \
+        if (i < n)                                                                                                    \
+            rmsn_vscale_##TIN##_##TOUT##_##ISA(round_mid, x + i, y + i, w ? w + i : NULL, b ? b + i : NULL, rv,       \
+                                               n - i, stream);                                                        \
+        return next;                                                                                                  \
+    }                                                                                                                 \
+    RMSN_VINLINE rmsn_##ACC rmsn_scalesq_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x, \
+                                                                ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,           \
+                                                                const rmsn_##ACC *w, const rmsn_##ACC *b,             \
+                                                                rmsn_##ACC pre, rmsn_##ACC r, const rmsn_##TIN *xn)   \
+    {                                                                                                                 \
+        rmsn_v##ACC##_##ISA rv = rmsn_vset1_##ACC##_##ISA(r);                                                         \
+        ptrdiff_t ahead = rmsn_prefetch_ahead(o, n);                                                                  \
+        if (sx != 1 || sy != 1 || pre != 1) {                                                                         \
+            rmsn_scale_##TIN##_##TOUT##_scalar(o, n, x, sx, y, sy, w, b, pre, r);                                     \
+            return xn ? rmsn_sumsq_##TIN##_##ACC##_##ISA(n, xn, 1) : 0;                                               \
+        }                                                                                                             \
+        if (w && !b && !o->round_mid && !o->stream)                                                                   \
+            return rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, NULL, rv, 0, 0, ahead, xn);                      \
+        return rmsn_scale_run_##TIN##_##TOUT##_##ISA(n, x, y, w, b, rv, o->round_mid, o->stream, ahead, xn);          \
+    }                                                                                                                 \
+    RMSN_VINLINE void rmsn_scale_##TIN##_##TOUT##_##ISA(const rmsn_opts *o, ptrdiff_t n, const rmsn_##TIN *x,         \
+                                                        ptrdiff_t sx, rmsn_##TOUT *y, ptrdiff_t sy,                   \
+                                                        const rmsn_##ACC *w, const rmsn_##ACC *b, rmsn_##ACC pre,     \
+                                                        rmsn_##ACC r)                                                 \
+    {                                                                                                                 \
+        rmsn_scalesq_##TIN##_##TOUT##_##ISA(o, n, x, sx, y, sy, w, b, pre, r, NULL);                                  \
     }
 
 /* fwd_cols: channel by channel (contiguous runs), each position with its own r[p]. */

@@ -93,13 +93,23 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
 /* Output bytes a forward call stages before streaming them (below). */
 #define RMSN_STAGE_BYTES (4 << 10)
 
+/* Rows of at least this many elements (and at most one RMSN_SUM_BLOCK: the
+ * primitive's sum, the same bits) sum the next row's squares in the scale
+ * pass's loop (rmsn_scalesq): its reads then overlap this row's compute and
+ * stores, where two loops left x's reads to the prefetcher (forward (2048,
+ * 4096) float16 into a new array, 0.199 -> 0.177 ns per element; n = 1024 /
+ * 2048: 0.17 / 0.20 -> 0.155 / 0.175).  Shorter rows then wait each row for
+ * the sum's reduction and rstd (n = 128: 0.21 -> 0.25). */
+#define RMSN_FUSED_SUM_MIN 1024
+
 /* Forward of nrows slices of n elements, slice r at x + r * rsx and y + r *
  * rsy (row strides in bytes; rstd[r]): per slice, rstd from the sum of
  * squares, then scale and write.  One call takes a block of short rows, so a
  * row pays no dispatch or index arithmetic; each row's result is the same
  * bits as on its own.  The next row's sum of squares is computed before this
- * row's scale pass: it runs while rstd's divisions and square root are in
- * flight, which on short rows would otherwise stall every row.  So in a block
+ * row's scale pass (in it for long rows, above): it runs while rstd's
+ * divisions and square root are in flight, which on short rows would
+ * otherwise stall every row.  So in a block
  * of rows the scale pass prefetches (prefetch_next) two rows ahead: the next
  * row is in cache already, and the next block's first two rows are summed
  * before its first scale pass.
@@ -112,41 +122,46 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
  * it (64 MiB into out=, float32 rows of 256 / 512 / 1024 / 2048 elements:
  * 1.0 / 0.95 / 1.0 / 0.93x np.copyto's time staged in 16 KiB, 0.76-0.86 /
  * 0.58-0.70 / 0.70-0.76 / 0.73x direct). */
-#define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                                   \
-    static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                               \
-                     ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                            \
-                     ptrdiff_t rsy, const void *w, const void *b, void *rstd)                                       \
-    {                                                                                                               \
-        _Alignas(64) char stage[RMSN_STAGE_BYTES];                                                                  \
-        rmsn_opts ahead = *o, plain;                                                                                \
-        ptrdiff_t row, staged_from = 0;                                                                             \
-        int staged = RMSN_NONTEMPORAL_##ISA && o->stream && sy == 1 && rsy == n * (ptrdiff_t)sizeof(rmsn_##TOUT) && \
-                     8 * rsy <= RMSN_STAGE_BYTES;                                                                   \
-        rmsn_##ACC next = 0;                                                                                        \
-        ahead.prefetch_next *= nrows > 1 ? 2 : 1;                                                                   \
-        plain = ahead;                                                                                              \
-        plain.stream = 0;                                                                                           \
-        if (nrows > 0) {                                                                                            \
-            const rmsn_##TIN *x0 = (const rmsn_##TIN *)x;                                                           \
-            RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, x0 + i0 * sx, sx));                   \
-        }                                                                                                           \
-        for (row = 0; row < nrows; row++) {                                                                         \
-            const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                               \
-            char *yt = staged ? stage + (row - staged_from) * rsy : (char *)y + row * rsy;                          \
-            rmsn_##ACC pre, r, ss = next;                                                                           \
-            r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                                    \
-            if (row + 1 < nrows) {                                                                                  \
-                const rmsn_##TIN *xn = (const rmsn_##TIN *)((const char *)xt + rsx);                                \
-                RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xn + i0 * sx, sx));               \
-            }                                                                                                       \
-            rmsn_scale_##TIN##_##TOUT##_##ISA(staged ? &plain : &ahead, n, xt, sx, (rmsn_##TOUT *)yt, sy,           \
-                                              (const rmsn_##ACC *)w, (const rmsn_##ACC *)b, pre, r);                \
-            if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                          \
-            if (staged && (row + 1 == nrows || (row + 2 - staged_from) * rsy > RMSN_STAGE_BYTES)) {                 \
-                rmsn_stream_bytes((char *)y + staged_from * rsy, stage, (size_t)((row + 1 - staged_from) * rsy));   \
-                staged_from = row + 1;                                                                              \
-            }                                                                                                       \
-        }                                                                                                           \
+#define RMSN_SLICE_fwd(NAME, ISA, TIN, TOUT, ACC)                                                                     \
+    static void NAME(const rmsn_opts *o, ptrdiff_t nrows, ptrdiff_t n, const void *x,                                 \
+                     ptrdiff_t sx, ptrdiff_t rsx, void *y, ptrdiff_t sy,                                              \
+                     ptrdiff_t rsy, const void *w, const void *b, void *rstd)                                         \
+    {                                                                                                                 \
+        _Alignas(64) char stage[RMSN_STAGE_BYTES];                                                                    \
+        rmsn_opts ahead = *o, plain;                                                                                  \
+        ptrdiff_t row, staged_from = 0;                                                                               \
+        int staged = RMSN_NONTEMPORAL_##ISA && o->stream && sy == 1 && rsy == n * (ptrdiff_t)sizeof(rmsn_##TOUT) &&   \
+                     8 * rsy <= RMSN_STAGE_BYTES;                                                                     \
+        rmsn_##ACC next = 0;                                                                                          \
+        ahead.prefetch_next *= nrows > 1 ? 2 : 1;                                                                     \
+        plain = ahead;                                                                                                \
+        plain.stream = 0;                                                                                             \
+        if (nrows > 0) {                                                                                              \
+            const rmsn_##TIN *x0 = (const rmsn_##TIN *)x;                                                             \
+            RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, x0 + i0 * sx, sx));                     \
+        }                                                                                                             \
+        for (row = 0; row < nrows; row++) {                                                                           \
+            const rmsn_##TIN *xt = (const rmsn_##TIN *)((const char *)x + row * rsx);                                 \
+            const rmsn_##TIN *xn = row + 1 < nrows ? (const rmsn_##TIN *)((const char *)xt + rsx) : NULL;             \
+            char *yt = staged ? stage + (row - staged_from) * rsy : (char *)y + row * rsy;                            \
+            int fused = xn && sx == 1 && n >= RMSN_FUSED_SUM_MIN && n <= RMSN_SUM_BLOCK;                              \
+            const rmsn_opts *ot = staged ? &plain : &ahead;                                                           \
+            rmsn_##ACC pre, r, ss = next;                                                                             \
+            r = rmsn_rstd_##TIN##_##ACC(o, ss, n, xt, sx, &pre);                                                      \
+            if (xn && !fused)                                                                                         \
+                RMSN_BLOCKED_SUM(ACC, next, rmsn_sumsq_##TIN##_##ACC##_##ISA(len, xn + i0 * sx, sx));                 \
+            if (fused) /* a call of its own: short rows keep the loops without the sum's */                           \
+                next = rmsn_scalesq_##TIN##_##TOUT##_##ISA(ot, n, xt, sx, (rmsn_##TOUT *)yt, sy,                      \
+                                                           (const rmsn_##ACC *)w, (const rmsn_##ACC *)b, pre, r, xn); \
+            else                                                                                                      \
+                rmsn_scale_##TIN##_##TOUT##_##ISA(ot, n, xt, sx, (rmsn_##TOUT *)yt, sy, (const rmsn_##ACC *)w,        \
+                                                  (const rmsn_##ACC *)b, pre, r);                                     \
+            if (rstd) ((rmsn_##ACC *)rstd)[row] = pre * r;                                                            \
+            if (staged && (row + 1 == nrows || (row + 2 - staged_from) * rsy > RMSN_STAGE_BYTES)) {                   \
+                rmsn_stream_bytes((char *)y + staged_from * rsy, stage, (size_t)((row + 1 - staged_from) * rsy));     \
+                staged_from = row + 1;                                                                                \
+            }                                                                                                         \
+        }                                                                                                             \
     }
 
 /* Forward of npos slices laid out as columns: slice p is x[c * sxc + p * sxp]
