@@ -109,11 +109,14 @@ RMSN_FOR_EACH_DTYPE_ACC(RMSN_SCALAR_DTYPE_ACC)
     }
 
 #define RMSN_SCALAR_PRIM_bwd(T, T_, ACC)                                                                      \
+    /* sum(dy * w * x); x's sum of squares into *ss when given. */                                            \
     static rmsn_##ACC rmsn_bwddot_##T##_scalar(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,                \
-                                               const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)          \
+                                               const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w,          \
+                                               rmsn_##ACC *ss)                                                \
     {                                                                                                         \
         rmsn_##ACC gx = 0, g;                                                                                 \
         ptrdiff_t i;                                                                                          \
+        if (ss) *ss = rmsn_sumsq_##T##_##ACC##_scalar(n, x, sx);                                              \
         for (i = 0; i < n; i++) {                                                                             \
             g = rmsn_load_##T##_##ACC(dy + i * sdy);                                                          \
             if (w) g *= w[i];                                                                                 \

@@ -452,20 +452,29 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (w) g = rmsn_vmul_##ACC##_##ISA(g, rmsn_vloadm_##ACC##_##ACC##_##ISA(w, m));                                          \
         return rmsn_vfma_##ACC##_##ISA(g, rmsn_vloadm_##T##_##ACC##_##ISA(x, m), acc);                                           \
     }                                                                                                                            \
+    /* sum(dy * w * x), and x's sum of squares into *ss when ss is given: in                                                     \
+     * the same loop, by the steps of rmsn_sumsq (its bits) while x is in                                                        \
+     * registers, where a pass of its own read the row again. */                                                                 \
     static rmsn_##ACC rmsn_bwddot_##T##_##ISA(ptrdiff_t n, const rmsn_##T *dy, ptrdiff_t sdy,                                    \
-                                              const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w)                              \
+                                              const rmsn_##T *x, ptrdiff_t sx, const rmsn_##ACC *w,                              \
+                                              rmsn_##ACC *ss)                                                                    \
     {                                                                                                                            \
         enum { L = RMSN_LANES_##ACC##_##ISA };                                                                                   \
-        rmsn_v##ACC##_##ISA a0, a1, a2, a3;                                                                                      \
+        rmsn_v##ACC##_##ISA a0, a1, a2, a3, q[4];                                                                                \
         ptrdiff_t i = 0;                                                                                                         \
-        if (sdy != 1 || sx != 1) return rmsn_bwddot_##T##_scalar(n, dy, sdy, x, sx, w);                                          \
-        a0 = a1 = a2 = a3 = rmsn_vzero_##ACC##_##ISA();                                                                          \
+        if (sdy != 1 || sx != 1) {                                                                                               \
+            if (ss) *ss = rmsn_sumsq_##T##_##ACC##_##ISA(n, x, sx);                                                              \
+            return rmsn_bwddot_##T##_scalar(n, dy, sdy, x, sx, w, NULL);                                                         \
+        }                                                                                                                        \
+        a0 = a1 = a2 = a3 = q[0] = q[1] = q[2] = q[3] = rmsn_vzero_##ACC##_##ISA();                                              \
         for (; i + 4 * L <= n; i += 4 * L) {                                                                                     \
             a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);                                                   \
             a1 = rmsn_vgx_##T##_##ISA(dy + i + L, x + i + L, w ? w + i + L : NULL, L, a1);                                       \
             a2 = rmsn_vgx_##T##_##ISA(dy + i + 2 * L, x + i + 2 * L, w ? w + i + 2 * L : NULL, L, a2);                           \
             a3 = rmsn_vgx_##T##_##ISA(dy + i + 3 * L, x + i + 3 * L, w ? w + i + 3 * L : NULL, L, a3);                           \
+            if (ss) rmsn_vsq4_##T##_##ACC##_##ISA(x + i, q);                                                                     \
         }                                                                                                                        \
+        if (ss) *ss = rmsn_sumsq_from_##T##_##ACC##_##ISA(n, x, i, q);                                                           \
         for (; i + L <= n; i += L) a0 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, L, a0);                            \
         if (i < n) a1 = rmsn_vgx_##T##_##ISA(dy + i, x + i, w ? w + i : NULL, n - i, a1);                                        \
         return rmsn_vhsum_##ACC##_##ISA(                                                                                         \

@@ -9,7 +9,7 @@
  *   rmsn_colsumsq_<TIN>_<ACC>_<ISA>(n, npos, x, sxc, sxp, ss)    ss[p] = sum_c x[c,p]^2
  *   rmsn_colscale_<TIN>_<TOUT>_<ISA>(o, n, npos, x, sxc, sxp, y, syc, syp, w, b, pre[], r[])
  *   rmsn_addsq_<TX>_<TR>_<ISA>(n, x, sx, r, sr, ro, sro)         ro = round(x + r); -> sum ro^2
- *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w)                  -> sum (dy * w) * x
+ *   rmsn_bwddot_<T>_<ISA>(n, dy, sdy, x, sx, w, ss)              -> sum (dy * w) * x; *ss = sum x^2
  *   rmsn_bwdwrite_<T>_<ISA>(n, dy, sdy, x, sx, dx, sdx, w, rstd, k, dw, db, o)
  *   rmsn_gatedsq_<TIN>_<TOUT>_<ISA>(o, n, x, sx, g, sg, act)     -> sum u^2, u = x (norm_before_gate) or
  *                                       x * act(g); act[i] = act(g[i]) if act
@@ -61,6 +61,22 @@
         (total) = (rmsn_##ACC)blocked_;                                         \
     } while (0)
 
+/* gx = DOT (an expression in i0, len and ss_part) and, when want_ss, ss =
+ * the sums of squares it stores through ss_part, both blocked as
+ * RMSN_BLOCKED_SUM: a backward's dot pass sums both in one loop. */
+#define RMSN_BLOCKED_DOT_SQ(ACC, gx, ss, want_ss, DOT)                          \
+    do {                                                                        \
+        double blocked_gx_ = 0.0, blocked_ss_ = 0.0;                            \
+        rmsn_##ACC part_ = 0, *ss_part = (want_ss) ? &part_ : NULL;             \
+        ptrdiff_t i0, len;                                                      \
+        for (i0 = 0; i0 < n; i0 += RMSN_SUM_BLOCK) {                            \
+            len = n - i0 < RMSN_SUM_BLOCK ? n - i0 : RMSN_SUM_BLOCK;            \
+            blocked_gx_ += (double)(DOT);                                       \
+            blocked_ss_ += (double)part_;                                       \
+        }                                                                       \
+        (gx) = (rmsn_##ACC)blocked_gx_;                                         \
+        (ss) = (rmsn_##ACC)blocked_ss_;                                         \
+    } while (0)
 
 /* Non-temporal copy of nb bytes from s to d, for the partial vectors at the
  * ends of a streamed run: 16-byte pieces where d is 16-byte aligned (NumPy's
@@ -231,12 +247,13 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
     {                                                                                                               \
         const rmsn_##T *xt = (const rmsn_##T *)x;                                                                   \
         const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
-        rmsn_##ACC ss = 1, r, pre, gx;                                                                              \
+        rmsn_##ACC ss, r, pre, gx;                                                                                  \
         double rms = 1.0;                                                                                           \
-        RMSN_BLOCKED_SUM(ACC, gx, rmsn_bwddot_##T##_##ISA(len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx,  \
-                                                          sx, wt ? wt + i0 : NULL));                                \
-        if (!rstd || o->eps_mode != RMSN_EPS_SQRT) {                                                                \
-            RMSN_BLOCKED_SUM(ACC, ss, rmsn_sumsq_##T##_##ACC##_##ISA(len, xt + i0 * sx, sx));                       \
+        int want_ss = !rstd || o->eps_mode != RMSN_EPS_SQRT;                                                        \
+        RMSN_BLOCKED_DOT_SQ(ACC, gx, ss, want_ss,                                                                   \
+                            rmsn_bwddot_##T##_##ISA(len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx, sx,    \
+                                                    wt ? wt + i0 : NULL, ss_part));                                 \
+        if (want_ss) {                                                                                              \
             rms = (ss >= RMSN_ACC_MIN_##ACC && ss <= RMSN_ACC_MAX_##ACC) ? sqrt((double)ss / (double)n)             \
                                                    : rmsn_robust_rms_##T(n, xt, sx);                                \
         }                                                                                                           \
@@ -294,24 +311,14 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
     {                                                                                                               \
         const rmsn_##T *xt = (const rmsn_##T *)x, *gt = (const rmsn_##T *)g;                                        \
         const rmsn_##ACC *wt = (const rmsn_##ACC *)w;                                                               \
-        rmsn_##ACC ss = 0, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                 \
+        rmsn_##ACC ss, r = 0, pre, gx, sig_buf[RMSN_SUM_BLOCK];                                                     \
         rmsn_##ACC *sig = n <= RMSN_SUM_BLOCK ? sig_buf : NULL;                                                     \
         double rms = 1.0;                                                                                           \
-        double blocked_gx = 0.0, blocked_ss = 0.0;                                                                  \
-        ptrdiff_t i0, len;                                                                                          \
         int want_ss = !rstd || o->eps_mode != RMSN_EPS_SQRT;                                                        \
-        for (i0 = 0; i0 < n; i0 += RMSN_SUM_BLOCK) { /* RMSN_BLOCKED_SUM of both */                                 \
-            len = n - i0 < RMSN_SUM_BLOCK ? n - i0 : RMSN_SUM_BLOCK;                                                \
-            blocked_gx += (double)rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy,           \
-                                                            xt + i0 * sx, sx, gt + i0 * sg, sg, sig,                \
-                                                            wt ? wt + i0 : NULL, want_ss ? &ss : NULL);             \
-            blocked_ss += (double)ss;                                                                               \
-        }                                                                                                           \
-        gx = (rmsn_##ACC)blocked_gx;                                                                                \
-        if (want_ss) {                                                                                              \
-            ss = (rmsn_##ACC)blocked_ss;                                                                            \
-            r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                            \
-        }                                                                                                           \
+        RMSN_BLOCKED_DOT_SQ(ACC, gx, ss, want_ss,                                                                   \
+                            rmsn_gateddot_##T##_##ISA(o, len, (const rmsn_##T *)dy + i0 * sdy, sdy, xt + i0 * sx,   \
+                                                      sx, gt + i0 * sg, sg, sig, wt ? wt + i0 : NULL, ss_part));    \
+        if (want_ss) r = rmsn_gated_rstd_##T##_##ACC(o, ss, n, xt, sx, gt, sg, &pre, &rms) * pre;                   \
         if (rstd) r = *(const rmsn_##ACC *)rstd;                                                                    \
         rmsn_gatedbwdwrite_##T##_##ISA(o, n, (const rmsn_##T *)dy, sdy, xt, sx, gt, sg, sig, (rmsn_##T *)dx, sdx,   \
                                        (rmsn_##T *)dg, sdg, wt, (const rmsn_##ACC *)b, r,                           \
