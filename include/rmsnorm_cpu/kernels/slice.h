@@ -125,10 +125,10 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
  * bits as on its own.  The next row's sum of squares is computed before this
  * row's scale pass (in it for long rows, above): it runs while rstd's
  * divisions and square root are in flight, which on short rows would
- * otherwise stall every row.  So in a block
- * of rows the scale pass prefetches (prefetch_next) two rows ahead: the next
- * row is in cache already, and the next block's first two rows are summed
- * before its first scale pass.
+ * otherwise stall every row.  So in a block of rows the scale pass
+ * prefetches (prefetch_next) two rows ahead: the next row is in cache
+ * already, and the next block's first two rows are summed before its first
+ * scale pass.
  * Streaming, rows of at most 512 bytes of output that follow each other in y
  * are written with plain stores into a 4 KiB stack stage and streamed from
  * there as one run: streamed row by row, each row's partial lines at both ends
