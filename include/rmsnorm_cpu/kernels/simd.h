@@ -515,7 +515,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         if (stream && (i = rmsn_stream_head(dx, L * sizeof *dx, sizeof *dx, n)) > 0)                                             \
             rmsn_vbwd_##T##_##ISA(dy, x, dx, w, rv, kv, dw, db, i, stream);                                                      \
         for (; i + L <= n; i += L) {                                                                                             \
-            if (next) {                                                                                                          \
+            if (next && ((i * sizeof *dy) & 63) < L * sizeof *dy) { /* the next slice, a line at a time */                       \
                 rmsn_prefetch_l2(dy + next * n + i);                                                                             \
                 rmsn_prefetch_l2(x + next * n + i);                                                                              \
             }                                                                                                                    \
