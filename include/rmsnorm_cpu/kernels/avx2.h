@@ -1,7 +1,7 @@
 /*
  * AVX2 tier (requires AVX2 + FMA + F16C): 8 f32 / 4 f64 lanes.  The vector
  * helpers kernels/simd.h builds the primitives from; partial vectors go
- * through a stack buffer.  Everything between the target push and pop is
+ * through a stack buffer (masked loads fill it).  Everything between the target push and pop is
  * compiled for this tier only and runs only after the CPU check.
  */
 #ifndef RMSN_KERNELS_AVX2_H
@@ -213,6 +213,25 @@ RMSN_VINLINE void rmsn_vqstore4_e4m3_avx2(rmsn_e4m3 *p, __m256 v0, __m256 v1, __
                                                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
+/* The nb bytes at p (nb < size <= 32, even) into buf, the rest zero (simd.h):
+ * masked 4-byte loads (masked-off lanes never fault) and the last 2 bytes
+ * blended in when nb is not a multiple of 4, then one store of size bytes. */
+RMSN_VINLINE void rmsn_gather_bytes_avx2(void *buf, const void *p, size_t nb, size_t size)
+{
+    __m256i v = _mm256_maskload_epi32(
+        (const int *)p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nb / 4)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    if (nb & 2) {
+        short last;
+        memcpy(&last, (const char *)p + nb - 2, 2);
+        v = _mm256_blendv_epi8(v, _mm256_set1_epi16(last),
+                               _mm256_cmpeq_epi16(_mm256_set1_epi16((short)(nb / 2 - 1)),
+                                                  _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+    }
+    if (size == 32)
+        _mm256_store_si256((__m256i *)buf, v);
+    else
+        _mm_store_si128((__m128i *)buf, _mm256_castsi256_si128(v));
+}
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, avx2)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, avx2)
 RMSN_SIMD_QUANT_HELPERS(avx2)

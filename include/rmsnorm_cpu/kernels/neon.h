@@ -166,6 +166,12 @@ RMSN_VINLINE void rmsn_vqstore_e4m3_neon(rmsn_e4m3 *p, float32x4_t v)
 RMSN_SIMD_QSTORE4_EACH(neon, i8)
 RMSN_SIMD_QSTORE4_EACH(neon, e4m3)
 
+/* The nb bytes at p into buf, the rest zero (simd.h). */
+RMSN_VINLINE void rmsn_gather_bytes_neon(void *buf, const void *p, size_t nb, size_t size)
+{
+    memset(buf, 0, size);
+    rmsn_copy_small((char *)buf, (const char *)p, nb, size);
+}
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_BUFFERED_TAIL, neon)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_NATURAL_PAIR, neon)
 RMSN_SIMD_FOR_EACH_DTYPE_ACC(RMSN_SIMD_DTYPE_ACC, neon)

@@ -138,20 +138,26 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
 }
 
 /* Partial loads and stores through a small stack buffer, for tiers without
- * masked 16-bit moves (AVX2). */
+ * masked 16-bit moves (AVX2, NEON).  The tier's rmsn_gather_bytes_<ISA>(buf,
+ * p, nb, size) fills the size-byte buffer with the nb bytes at p and zeros.
+ * AVX2 gathers them in a register and stores that once, so the full load
+ * finds one store of its size to forward from: a buffer written piece by
+ * piece (memset, memcpy; NEON's still is) stalled that load until the pieces
+ * reached the cache, about 20 cycles a partial vector (64 MiB of
+ * float32 rows of 256 with y 16 bytes off a line spent 40% of the kernel's
+ * time in the partial vectors at the rows' ends). */
 #define RMSN_SIMD_BUFFERED_TAIL(ISA, T, ACC)                                                            \
     RMSN_VINLINE rmsn_v##ACC##_##ISA rmsn_vloadn_##T##_##ACC##_##ISA(const rmsn_##T *p, ptrdiff_t m)    \
     {                                                                                                   \
-        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                         \
-        memset(buf, 0, sizeof buf);                                                                     \
-        memcpy(buf, p, (size_t)m * sizeof *p);                                                          \
+        _Alignas(32) rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                            \
+        rmsn_gather_bytes_##ISA(buf, p, (size_t)m * sizeof *p, sizeof buf);                             \
         return rmsn_vload_##T##_##ACC##_##ISA(buf);                                                     \
     }                                                                                                   \
     RMSN_VINLINE void rmsn_vstoren_##T##_##ACC##_##ISA(rmsn_##T *p, rmsn_v##ACC##_##ISA v, ptrdiff_t m) \
     {                                                                                                   \
-        rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                                         \
+        _Alignas(32) rmsn_##T buf[RMSN_LANES_##ACC##_##ISA];                                            \
         rmsn_vstore_##T##_##ACC##_##ISA(buf, v);                                                        \
-        memcpy(p, buf, (size_t)m * sizeof *p);                                                          \
+        rmsn_copy_small((char *)p, (const char *)buf, (size_t)m * sizeof *p, sizeof buf);              \
     }
 
 /* Two vectors of 2 * LANES elements for the main loops, in the tier's pair
@@ -214,7 +220,7 @@ RMSN_VINLINE ptrdiff_t rmsn_step(ptrdiff_t i, ptrdiff_t head, ptrdiff_t n, ptrdi
         else if (m == RMSN_LANES_##ACC##_##ISA)                                                                                 \
             rmsn_vstream_##T##_##ACC##_##ISA(p, v);                                                                             \
         else {                                                                                                                  \
-            rmsn_vstoren_##T##_##ACC##_##ISA(part, v, m);                                                                       \
+            rmsn_vstore_##T##_##ACC##_##ISA(part, v);                                                                           \
             rmsn_stream_bytes((char *)p, (const char *)part, (size_t)m * sizeof *p);                                            \
         }                                                                                                                       \
     }                                                                                                                           \

@@ -78,6 +78,18 @@
         (ss) = (rmsn_##ACC)blocked_ss_;                                         \
     } while (0)
 
+/* Plain copy of nb < size <= 32 bytes in fixed-size pieces, no call to
+ * memcpy (a partial vector's store, the rest of a streamed run); size, a
+ * constant, leaves out the pieces that cannot occur. */
+static inline void rmsn_copy_small(char *d, const char *s, size_t nb, size_t size)
+{
+    if (size > 16 && (nb & 16)) { memcpy(d, s, 16); d += 16; s += 16; }
+    if (size > 8 && (nb & 8)) { memcpy(d, s, 8); d += 8; s += 8; }
+    if (size > 4 && (nb & 4)) { memcpy(d, s, 4); d += 4; s += 4; }
+    if (size > 2 && (nb & 2)) { memcpy(d, s, 2); d += 2; s += 2; }
+    if (nb & 1) *d = *s;
+}
+
 /* Non-temporal copy of nb bytes from s to d, for the partial vectors at the
  * ends of a streamed run: 16-byte pieces where d is 16-byte aligned (NumPy's
  * large arrays are 16 bytes past a page), 4-byte ones where it is 4-byte
@@ -102,8 +114,10 @@ static inline void rmsn_stream_bytes(char *d, const char *s, size_t nb)
         memcpy(&v, s, 4);
         _mm_stream_si32((int *)d, v);
     }
-#endif
+    rmsn_copy_small(d, s, nb, 4);
+#else
     memcpy(d, s, nb);
+#endif
 }
 
 /* Output bytes a forward call stages before streaming them (below). */
