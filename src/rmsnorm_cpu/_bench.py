@@ -15,11 +15,13 @@ Every shape gives two rows, each against the peers that do the same work:
 The backward likewise: ``backward`` returns a new ``dx`` (bound: ``np.add(dy,
 x)`` into a new array, on unsigned integers of the same width; peer: torch
 autograd), ``backward dx_out=`` writes a preallocated one (bound: 1.5x
-``np.copyto``, as it reads ``dy`` and ``x`` and writes ``dx``).  Times are
-medians of repeated calls; the table reports "their time / our time", so
-numbers from a shared, noisy machine still compare (> 1: we are faster).
+``np.copyto``, as it reads ``dy`` and ``x`` and writes ``dx``).  The calls of
+a row are timed in turn, one call of each after the other, and each gets the
+median of its times; the table reports "their time / our time", so numbers
+from a shared, noisy machine still compare (> 1: we are faster).
 """
 
+import contextlib
 import os
 import platform
 import time
@@ -41,16 +43,29 @@ PEERS = ("bound", "numpy", "torch", "onnxruntime", "contiguous")
 KINDS = ("fresh", "out=")
 
 
+def median_times(fns, min_time=0.2, max_repeats=200, rounds=4):
+    """Median seconds per call of each of fns, timed in turns: each of
+    `rounds` rounds runs each fn for about min_time / rounds (at least two
+    timed calls, after an untimed one that brings caches and the output pool
+    back to that call's own state).  A shared machine whose speed drifts over
+    seconds (another guest's load) then slows them alike, where timed one
+    after the other their ratios moved 10-30% between runs."""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, fn_times in zip(fns, times):
+            fn()
+            start, calls = time.perf_counter(), 0
+            while calls < max(2, max_repeats // rounds) and (calls < 2 or time.perf_counter() - start < min_time / rounds):
+                t0 = time.perf_counter()
+                fn()
+                fn_times.append(time.perf_counter() - t0)
+                calls += 1
+    return [float(np.median(t)) for t in times]
+
+
 def median_time(fn, min_time=0.2, max_repeats=200):
     """Median seconds per call of fn(), after one warm-up call."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < 5 or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_times([fn], min_time, max_repeats)[0]
 
 
 def _bits(a):
@@ -138,12 +153,18 @@ def _weight(n, dt):
     return np.random.default_rng(1).uniform(0.5, 1.5, n).astype(np.float64 if dt == np.float64 else np.float32)
 
 
-def _with_torch_threads(n_threads, fn, min_time):
-    import torch
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """torch's intra-op threads at n_threads, when torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
     previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
-        return median_time(fn, min_time)
+        yield
     finally:
         torch.set_num_threads(previous)
 
@@ -153,6 +174,18 @@ def _row(case, shape, dt, n_threads, ours):
     return {"case": case, "shape": tuple(shape), "dtype": dt.name, "threads": n_threads, "ours_us": ours * 1e6}
 
 
+def _measured_row(case, shape, dt, n_threads, min_time, ours, peers):
+    """A row of our call and its peers ({column: call}, None for a missing
+    one), timed in turn (median_times) with torch at n_threads."""
+    peers = {name: fn for name, fn in peers.items() if fn is not None}
+    with _torch_threads(n_threads):
+        times = median_times([ours, *peers.values()], min_time)
+    row = _row(case, shape, dt, n_threads, times[0])
+    for name, t in zip(peers, times[1:]):
+        row[name] = t / times[0]
+    return row
+
+
 def bench_case(shape, dtype, n_threads=1, min_time=0.2, kinds=KINDS):
     """Forward rows over the last axis, one per kind of call (see the module docstring)."""
     dt = _spec.dtype_by_name(dtype)
@@ -160,22 +193,15 @@ def bench_case(shape, dtype, n_threads=1, min_time=0.2, kinds=KINDS):
     w = _weight(shape[-1], dt)
     rows = []
     if "fresh" in kinds:
-        ours = median_time(lambda: _api.rms_norm(x, w, n_threads=n_threads), min_time)
-        row = _row("fresh", shape, dt, n_threads, ours)
-        row["bound"] = median_time(lambda: np.bitwise_not(_bits(x)), min_time) / ours
-        row["numpy"] = median_time(lambda: numpy_composite(x, w), min_time) / ours
-        torch_fn = _torch_forward(x, w)
-        if torch_fn is not None:
-            row["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
-        rows.append(row)
+        rows.append(_measured_row("fresh", shape, dt, n_threads, min_time,
+                                  lambda: _api.rms_norm(x, w, n_threads=n_threads),
+                                  {"bound": lambda: np.bitwise_not(_bits(x)), "numpy": lambda: numpy_composite(x, w),
+                                   "torch": _torch_forward(x, w)}))
     if "out=" in kinds:
-        ours = median_time(lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads), min_time)
-        row = _row("out=", shape, dt, n_threads, ours)
-        row["bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
-        onnx_fn = _onnx_forward(x, w, np.empty_like(x), n_threads)
-        if onnx_fn is not None:
-            row["onnxruntime"] = median_time(onnx_fn, min_time) / ours
-        rows.append(row)
+        rows.append(_measured_row("out=", shape, dt, n_threads, min_time,
+                                  lambda: _api.rms_norm(x, w, out=y, n_threads=n_threads),
+                                  {"bound": lambda: np.copyto(y, x),
+                                   "onnxruntime": _onnx_forward(x, w, np.empty_like(x), n_threads)}))
     return rows
 
 
@@ -184,10 +210,9 @@ def bench_bfloat16_bits(shape, n_threads=1, min_time=0.2):
     x = _data(shape, np.float32)[0]
     bits = (x.view(np.uint32) >> 16).astype(np.uint16)
     w = _weight(shape[-1], np.dtype(np.float32))
-    ours = median_time(lambda: _api.rms_norm(bits, w, dtype="bfloat16", n_threads=n_threads), min_time)
-    row = _row("fresh, bf16 bits", shape, np.dtype(np.uint16), n_threads, ours)
-    row["bound"] = median_time(lambda: np.bitwise_not(bits), min_time) / ours
-    return row
+    return _measured_row("fresh, bf16 bits", shape, np.dtype(np.uint16), n_threads, min_time,
+                         lambda: _api.rms_norm(bits, w, dtype="bfloat16", n_threads=n_threads),
+                         {"bound": lambda: np.bitwise_not(bits)})
 
 
 def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
@@ -195,12 +220,11 @@ def bench_nchw(shape, dtype, n_threads=1, min_time=0.2):
     for the same bytes normalized over a contiguous last axis."""
     dt = _spec.dtype_by_name(dtype)
     x, y = _data(shape, dt)
-    ours = median_time(lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads), min_time)
-    row = _row("nchw axis=1 out=", shape, dt, n_threads, ours)
-    row["bound"] = median_time(lambda: np.copyto(y, x), min_time) / ours
     xc, yc = x.reshape(-1, shape[1]), y.reshape(-1, shape[1])
-    row["contiguous"] = median_time(lambda: _api.rms_norm(xc, out=yc, n_threads=n_threads), min_time) / ours
-    return row
+    return _measured_row("nchw axis=1 out=", shape, dt, n_threads, min_time,
+                         lambda: _api.rms_norm(x, axis=1, out=y, n_threads=n_threads),
+                         {"bound": lambda: np.copyto(y, x),
+                          "contiguous": lambda: _api.rms_norm(xc, out=yc, n_threads=n_threads)})
 
 
 def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
@@ -209,41 +233,34 @@ def bench_backward(shape, dtype, n_threads=1, min_time=0.2):
     x, dx = _data(shape, dt)
     dy = np.random.default_rng(2).standard_normal(shape, dtype=np.float32).astype(dt)
     w = _weight(shape[-1], dt).astype(dt)
-    ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads), min_time)
-    fresh = _row("backward", shape, dt, n_threads, ours)
-    fresh["bound"] = median_time(lambda: np.add(_bits(dy), _bits(x)), min_time) / ours
-    torch_fn = _torch_backward(dy, x, w)
-    if torch_fn is not None:
-        fresh["torch"] = _with_torch_threads(n_threads, torch_fn, min_time) / ours
-    ours = median_time(lambda: _api.rms_norm_backward(dy, x, w, dx_out=dx, n_threads=n_threads), min_time)
-    into = _row("backward dx_out=", shape, dt, n_threads, ours)
-    into["bound"] = 1.5 * median_time(lambda: np.copyto(dx, x), min_time) / ours
+    fresh = _measured_row("backward", shape, dt, n_threads, min_time,
+                          lambda: _api.rms_norm_backward(dy, x, w, n_threads=n_threads),
+                          {"bound": lambda: np.add(_bits(dy), _bits(x)), "torch": _torch_backward(dy, x, w)})
+    into = _measured_row("backward dx_out=", shape, dt, n_threads, min_time,
+                         lambda: _api.rms_norm_backward(dy, x, w, dx_out=dx, n_threads=n_threads),
+                         {"bound": lambda: np.copyto(dx, x)})
+    into["bound"] *= 1.5  # the kernel reads dy and x and writes dx: 1.5 copies
     return [fresh, into]
 
 
 def _threads(n_threads):
     """A context capping OpenMP (ours) and torch's intra-op threads at n_threads."""
-    import contextlib
-
-    import torch
-
     stack = contextlib.ExitStack()
     try:
         from threadpoolctl import threadpool_limits
         stack.enter_context(threadpool_limits(n_threads, user_api="openmp"))
     except ImportError:  # then only calls small enough for one thread compare fairly
         pass
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    stack.callback(torch.set_num_threads, previous)
+    stack.enter_context(_torch_threads(n_threads))
     return stack
 
 
 def torch_row(case, shape, dtype_name, n_threads, ours, theirs, min_time):
     """A row of rmsnorm_cpu.torch: our call against torch's doing the same (column "torch")."""
-    row = _row(case, shape, np.dtype(np.float32), n_threads, median_time(ours, min_time))
+    ours_time, their_time = median_times([ours, theirs], min_time)
+    row = _row(case, shape, np.dtype(np.float32), n_threads, ours_time)
     row["dtype"] = dtype_name  # also "bfloat16", which needs no NumPy dtype here
-    row["torch"] = median_time(theirs, min_time) * 1e6 / row["ours_us"]
+    row["torch"] = their_time / ours_time
     return row
 
 
