@@ -16,9 +16,10 @@ The backward likewise: ``backward`` returns a new ``dx`` (bound: ``np.add(dy,
 x)`` into a new array, on unsigned integers of the same width; peer: torch
 autograd), ``backward dx_out=`` writes a preallocated one (bound: 1.5x
 ``np.copyto``, as it reads ``dy`` and ``x`` and writes ``dx``).  The calls of
-a row are timed in turn, one call of each after the other, and each gets the
-median of its times; the table reports "their time / our time", so numbers
-from a shared, noisy machine still compare (> 1: we are faster).
+a row are timed in rounds, each call in turn for a share of the time, and
+each gets the median of its times (``median_times``); the table reports
+"their time / our time", so numbers from a shared, noisy machine still
+compare (> 1: we are faster).
 """
 
 import contextlib
@@ -55,7 +56,8 @@ def median_times(fns, min_time=0.2, max_repeats=200, rounds=4):
         for fn, fn_times in zip(fns, times):
             fn()
             start, calls = time.perf_counter(), 0
-            while calls < max(2, max_repeats // rounds) and (calls < 2 or time.perf_counter() - start < min_time / rounds):
+            while calls < max(2, max_repeats // rounds) and (
+                    calls < 2 or time.perf_counter() - start < min_time / rounds):
                 t0 = time.perf_counter()
                 fn()
                 fn_times.append(time.perf_counter() - t0)
@@ -64,7 +66,7 @@ def median_times(fns, min_time=0.2, max_repeats=200, rounds=4):
 
 
 def median_time(fn, min_time=0.2, max_repeats=200):
-    """Median seconds per call of fn(), after one warm-up call."""
+    """Median seconds per call of fn() alone (median_times)."""
     return median_times([fn], min_time, max_repeats)[0]
 
 

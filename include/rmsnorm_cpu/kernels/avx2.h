@@ -1,8 +1,9 @@
 /*
  * AVX2 tier (requires AVX2 + FMA + F16C): 8 f32 / 4 f64 lanes.  The vector
  * helpers kernels/simd.h builds the primitives from; partial vectors go
- * through a stack buffer (masked loads fill it).  Everything between the target push and pop is
- * compiled for this tier only and runs only after the CPU check.
+ * through a stack buffer (masked loads fill it).  Everything between the
+ * target push and pop is compiled for this tier only and runs only after the
+ * CPU check.
  */
 #ifndef RMSN_KERNELS_AVX2_H
 #define RMSN_KERNELS_AVX2_H
